@@ -1,0 +1,121 @@
+"""The disentangling matrix U and the purity that training maximises.
+
+U acts pixelwise on the feature map, ``G = U F``, and the head is rewritten as
+``A' = A U^-1`` so that ``A' avg(G) + b == A avg(F) + b``: predictions never change.
+Both parameterisations start at ``S = 0``, that is ``U = I``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+MatrixKind = Literal["orthogonal", "invertible"]
+MATRIX_KINDS: tuple[str, ...] = ("orthogonal", "invertible")
+#: Floor on the norm of a feature vector in the purity denominator (DESIGN.md, section 1).
+NORM_FLOOR = 1e-8
+
+
+class Disentangler(nn.Module):
+    """Holds S and derives U from it.
+
+    ``orthogonal``: ``U = exp(S - S^T)`` (a rotation, ``U^-1 = U^T``);
+    ``invertible``: ``U = exp(S)`` with ``U^-1 = exp(-S)``.
+    """
+
+    def __init__(self, dim: int, kind: MatrixKind = "orthogonal") -> None:
+        super().__init__()
+        if kind not in MATRIX_KINDS:
+            raise ValueError(f"matrix must be one of {MATRIX_KINDS}, got {kind!r}")
+        self.kind: MatrixKind = kind
+        self.S = nn.Parameter(torch.zeros(dim, dim))
+
+    @property
+    def dim(self) -> int:
+        return self.S.shape[0]
+
+    @property
+    def orthogonal(self) -> bool:
+        return self.kind == "orthogonal"
+
+    def generator(self) -> torch.Tensor:
+        return self.S - self.S.T if self.orthogonal else self.S
+
+    def matrix(self) -> torch.Tensor:
+        """U, differentiable in S."""
+        return torch.linalg.matrix_exp(self.generator())
+
+    def inverse(self) -> torch.Tensor:
+        """U^-1, computed from S rather than by inverting U (stabler, and exact for rotations)."""
+        if self.orthogonal:
+            return self.matrix().T
+        return torch.linalg.matrix_exp(-self.S)
+
+
+def transform(fmap: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """G = U F, pixelwise: (B, D, H, W) -> (B, D, H, W)."""
+    return torch.einsum("ij,bjhw->bihw", U.to(fmap.dtype), fmap)
+
+
+def purity_of_maps(transformed: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """Purity of (image, channel) pairs from already transformed maps G.
+
+    ``transformed``: (P, D, H, W), one map per pair; ``channels``: (P,) channel per pair.
+    At ``(h*, w*) = argmax G_c`` (first cell in row-major order on ties), purity is
+    ``G_c[h*, w*] / max(||G[:, h*, w*]||_2, 1e-8)``, a value in [-1, 1].
+    """
+    pairs, dim = transformed.shape[:2]
+    flat = transformed.reshape(pairs, dim, -1)
+    rows = torch.arange(pairs, device=flat.device)
+    channel_maps = flat[rows, channels]  # (P, HW)
+    cells = channel_maps.argmax(dim=1)
+    vectors = flat[rows, :, cells]  # (P, D)
+    peak = channel_maps[rows, cells]
+    return peak / vectors.norm(dim=1).clamp_min(NORM_FLOOR)
+
+
+def purity_of_features(
+    fmaps: torch.Tensor, channels: torch.Tensor, U: torch.Tensor, orthogonal: bool
+) -> torch.Tensor:
+    """Purity of pairs from untransformed maps F, without transforming whole maps.
+
+    Equal to ``purity_of_maps(transform(F, U), channels)`` but costs ``D*HW + D^2`` per pair
+    instead of ``D^2*HW``: only the channel's own map ``U[c] . F`` and the one vector at its
+    argmax cell are transformed. For orthogonal U the norm needs no transform at all.
+    Differentiable in U (the argmax cell is piecewise constant).
+    """
+    pairs, dim = fmaps.shape[:2]
+    flat = fmaps.reshape(pairs, dim, -1)
+    rows = torch.arange(pairs, device=flat.device)
+    U = U.to(flat.dtype)
+    channel_maps = torch.einsum("pd,pdn->pn", U[channels], flat)  # (P, HW)
+    cells = channel_maps.detach().argmax(dim=1)
+    peak = channel_maps[rows, cells]
+    vectors = flat[rows, :, cells]  # (P, D), untransformed
+    if orthogonal:
+        norms = vectors.norm(dim=1)
+    else:
+        norms = (vectors @ U.T).norm(dim=1)
+    return peak / norms.clamp_min(NORM_FLOOR)
+
+
+def peak_cells(transformed_channel_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the argmax of each (..., H, W) map, first in row-major order on ties."""
+    width = transformed_channel_maps.shape[-1]
+    flat = transformed_channel_maps.flatten(-2).argmax(dim=-1)
+    return flat // width, flat % width
+
+
+def cell_box(
+    row: int, col: int, grid: tuple[int, int], input_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The input-pixel box (x0, y0, x1, y1) covered by grid cell (row, col)."""
+    grid_h, grid_w = grid
+    height, width = input_size
+    x0 = (col * width) // grid_w
+    y0 = (row * height) // grid_h
+    x1 = -(-(col + 1) * width // grid_w)
+    y1 = -(-(row + 1) * height // grid_h)
+    return int(x0), int(y0), int(x1), int(y1)

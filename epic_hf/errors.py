@@ -1,0 +1,27 @@
+"""Exceptions that name what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class EpicError(Exception):
+    """Base class of every error epic_hf raises on purpose."""
+
+
+class UnsupportedModelError(EpicError, ValueError):
+    """The classifier cannot be decomposed exactly into channel contributions.
+
+    Raised at load time, before any work is done, so that a user never gets an
+    explanation that does not add up to the model's own logits.
+    """
+
+
+class BankMismatchError(EpicError, ValueError):
+    """A prototype bank does not belong to the model it is paired with."""
+
+
+class BankFormatError(EpicError, ValueError):
+    """A bank file is corrupt, truncated or written by an unknown format version."""
+
+
+class CheckpointMismatchError(EpicError, ValueError):
+    """A fit's ``output_dir`` holds a checkpoint made with other arguments."""

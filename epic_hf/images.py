@@ -1,0 +1,132 @@
+"""Turning whatever a user hands us into RGB PIL images, and pixel values back into pictures.
+
+Errors name the offending input by its position, so a bad file in a list of hundreds is
+easy to find.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike]
+
+
+def to_rgb(image: Any, position: int = 0) -> Image.Image:
+    """An RGB PIL image from a PIL image of any mode, an HWC uint8 array or a file path."""
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if isinstance(image, np.ndarray):
+        return array_to_rgb(image, position)
+    if isinstance(image, (str, os.PathLike)):
+        return open_image_file(Path(image), position)
+    if isinstance(image, dict) and ("bytes" in image or "path" in image):
+        return decode_image_record(image, position)
+    raise ValueError(
+        f"input {position}: expected a PIL image, a numpy HxWx3 uint8 array or an image file path, "
+        f"got {type(image).__name__}"
+    )
+
+
+def pil_to_rgb(image: Image.Image) -> Image.Image:
+    """RGB from any PIL mode; transparency is composited on white, 16/32-bit depth rescaled."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16"):
+            values = values / 257.0
+        else:
+            low, high = float(values.min()), float(values.max())
+            values = (values - low) * (255.0 / (high - low)) if high > low else values * 0.0
+        grey = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+        return grey.convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def array_to_rgb(array: np.ndarray, position: int = 0) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise ValueError(
+            f"input {position}: numpy images must be uint8 (0-255), got dtype {array.dtype}; "
+            "convert with (array * 255).round().astype('uint8') if it holds values in [0, 1]"
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return pil_to_rgb(Image.fromarray(np.ascontiguousarray(array)))
+    raise ValueError(
+        f"input {position}: numpy images must be HxWx3 (or HxW, HxWx1, HxWx4) uint8, got shape "
+        f"{tuple(array.shape)}; channels-first arrays need array.transpose(1, 2, 0)"
+    )
+
+
+def open_image_file(path: Path, position: int = 0) -> Image.Image:
+    if not path.exists():
+        raise ValueError(f"input {position}: image file {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return pil_to_rgb(opened)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"input {position}: {str(path)!r} is not a readable image ({error})") from None
+
+
+def decode_image_record(record: dict, position: int = 0) -> Image.Image:
+    """Decode a ``datasets`` Image record ``{"bytes": ..., "path": ...}`` (decode=False)."""
+    data = record.get("bytes")
+    if data is None:
+        path = record.get("path")
+        if path is None:
+            raise ValueError(f"input {position}: image record has neither bytes nor path")
+        return open_image_file(Path(path), position)
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            return pil_to_rgb(opened)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        name = record.get("path") or "<bytes>"
+        raise ValueError(f"input {position}: {name} is not a readable image ({error})") from None
+
+
+def pixel_values_to_image(pixel_values: torch.Tensor, image_processor: Any) -> Image.Image:
+    """Undo the processor's rescale and normalisation: (C, H, W) -> RGB PIL image."""
+    values = pixel_values.detach().float().cpu()
+    if getattr(image_processor, "do_normalize", False):
+        mean = torch.as_tensor(image_processor.image_mean, dtype=torch.float32).reshape(-1, 1, 1)
+        std = torch.as_tensor(image_processor.image_std, dtype=torch.float32).reshape(-1, 1, 1)
+        values = values * std + mean
+    if getattr(image_processor, "do_rescale", True):
+        factor = float(getattr(image_processor, "rescale_factor", 1 / 255))
+        values = values / factor
+    if values.shape[0] == 1:
+        values = values.expand(3, -1, -1)
+    array = values[:3].clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def encode_jpeg(image: Image.Image, max_side: int, quality: int) -> bytes:
+    """A JPEG thumbnail no larger than ``max_side`` on its long side."""
+    thumb = image.copy()
+    thumb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decode_jpeg(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        return opened.convert("RGB")
