@@ -210,7 +210,7 @@ class EpicExplainer:
         A list returns a list, processed in batches of ``batch_size``. ``top_k`` channels with
         the largest contributions get boxes, heatmaps and (when a bank exists) prototypes.
         """
-        single = not isinstance(image, (list, tuple))
+        single = _is_single_image(image)
         images = [image] if single else list(image)
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -308,6 +308,18 @@ class EpicExplainer:
             f"EpicExplainer({self.model.config.model_type}, D={self.num_channels}, "
             f"matrix={self.matrix!r}, {bank})"
         )
+
+
+def _is_single_image(image: Any) -> bool:
+    """One image (PIL, array, path, decoded-or-not record), as opposed to a sequence of them."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(image, (Image.Image, np.ndarray, str, os.PathLike, dict)):
+        return True
+    return not hasattr(image, "__iter__")
 
 
 def _renumber(error: ValueError, offset: int) -> ValueError:

@@ -43,9 +43,10 @@ def point_huggingface_hub_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, *, 
 
     Environment variables cover subprocesses and a not-yet-imported client. For an already-imported client we
     also patch what it computed at import time: `constants` (endpoint, URL template, known hosts, Xet/offline/
-    telemetry flags, cache dir), the trusted-origin set used for redirects, and `HfApi` instances that copied
+    telemetry flags, cache dir), the trusted-origin set used for redirects, `HfApi` instances that copied
     the old endpoint (``huggingface_hub.hf_api.api`` behind the module-level functions, ``transformers``'s
-    shared instance).
+    shared instance) and ``datasets.config``'s own endpoint copies. ``datasets``' cache folder is left alone:
+    pass ``cache_dir=`` to ``load_dataset`` for isolation.
     """
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")  # the local hub speaks LFS, not Xet
@@ -70,8 +71,16 @@ def point_huggingface_hub_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, *, 
     monkeypatch.setattr(constants, "HUGGINGFACE_HUB_CACHE", cache_dir)
     monkeypatch.setattr(_http, "_HUB_ORIGINS", _http._HUB_ORIGINS | {_http._url_origin(endpoint)})
 
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None:  # `datasets` keeps its own copies of the endpoint and offline flag
+        monkeypatch.setattr(datasets_config, "HF_ENDPOINT", endpoint)
+        resolve_template = datasets_config.HUB_DATASETS_URL.removeprefix(previous_endpoint)
+        monkeypatch.setattr(datasets_config, "HUB_DATASETS_URL", endpoint + resolve_template)
+        monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(datasets_config, "HF_DATASETS_OFFLINE", False)
+
     for module_name, module in list(sys.modules.items()):
-        if module is None or not module_name.startswith(("huggingface_hub", "transformers")):
+        if module is None or not module_name.startswith(("huggingface_hub", "transformers", "datasets")):
             continue
         for attribute, value in list(vars(module).items()):
             if isinstance(value, HfApi) and value.endpoint == previous_endpoint:

@@ -328,6 +328,8 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"  # keep-alive: the client reuses pooled connections
     server_version = "EpicHfTestHub/1.0"
+    body: bytes
+    query: dict[str, list[str]]
 
     @property
     def hub(self) -> HubServer:
@@ -651,7 +653,9 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             for name, sha in repo.branches.items()
             if not name.startswith(PULL_REQUEST_REF_PREFIX)
         ]
-        pulls = [ref(name, name, sha) for name, sha in repo.branches.items() if name.startswith(PULL_REQUEST_REF_PREFIX)]
+        pulls = [
+            ref(name, name, sha) for name, sha in repo.branches.items() if name.startswith(PULL_REQUEST_REF_PREFIX)
+        ]
         tags = [ref(name, f"refs/tags/{name}", sha) for name, sha in repo.tags.items()]
         payload: dict[str, Any] = {"branches": branches, "converts": [], "tags": tags}
         if self._query_flag("include_prs"):
@@ -740,7 +744,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                     "oid": existing.content_oid if existing is not None else None,
                 }
             )
-        return Reply.json({"files": answers, "commitOid": repo.branches.get(revision)})
+        return Reply.json({"files": answers})
 
     def _lfs_batch(self, repo_type: str, repo_id: str) -> Reply:
         """git-lfs Batch API: upload actions for unknown objects, none for objects already stored."""

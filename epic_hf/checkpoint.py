@@ -1,0 +1,99 @@
+"""Checkpoints in a fit's ``output_dir``, so a killed run resumes without redoing finished work.
+
+Layout (all safetensors / JSON, written atomically, only by the main process):
+
+* ``fit_args.json``: the arguments that determine the result; a resume with other
+  arguments is refused rather than silently mixing two runs.
+* ``index.safetensors``: the pooled-vector index after the one backbone pass.
+* ``train_state.safetensors``: S, the Adam state and the number of finished schedule steps.
+* ``bank/``: the final EPIC repo, written when the fit completes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointMismatchError
+
+logger = logging.getLogger(__name__)
+
+ARGS_NAME = "fit_args.json"
+INDEX_NAME = "index.safetensors"
+STATE_NAME = "train_state.safetensors"
+BANK_DIR = "bank"
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    partial = path.with_name(path.name + ".partial")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(partial), metadata=metadata)
+    os.replace(partial, path)
+
+
+class FitCheckpoint:
+    """Reads and writes one fit's checkpoint directory (a no-op when ``directory`` is None)."""
+
+    def __init__(self, directory: str | Path | None, args: dict[str, Any], is_main: bool = True) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.args = json.loads(json.dumps(args, sort_keys=True, default=str))
+        self.is_main = is_main
+        if self.directory is None:
+            return
+        recorded_path = self.directory / ARGS_NAME
+        if recorded_path.is_file():
+            recorded = json.loads(recorded_path.read_text())
+            if recorded != self.args:
+                changed = sorted(k for k in set(recorded) | set(self.args) if recorded.get(k) != self.args.get(k))
+                raise CheckpointMismatchError(
+                    f"{self.directory} holds a checkpoint of a fit with other arguments (differing: {changed}); "
+                    "use another output_dir, or delete this one to start over"
+                )
+        elif is_main:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            recorded_path.write_text(json.dumps(self.args, indent=2, sort_keys=True))
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None
+
+    def _path(self, name: str) -> Path | None:
+        return self.directory / name if self.directory is not None else None
+
+    # -- index ---------------------------------------------------------------------------
+    def load_index(self) -> dict[str, torch.Tensor] | None:
+        path = self._path(INDEX_NAME)
+        if path is None or not path.is_file():
+            return None
+        logger.info("resuming: loading the pooled index from %s", path)
+        return load_file(str(path))
+
+    def save_index(self, tensors: dict[str, torch.Tensor]) -> None:
+        path = self._path(INDEX_NAME)
+        if path is not None and self.is_main:
+            _atomic_save(tensors, path)
+
+    # -- training state ------------------------------------------------------------------
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        path = self._path(STATE_NAME)
+        if path is None or not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = json.loads(handle.metadata()["state"])
+        return load_file(str(path)), metadata
+
+    def save_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        path = self._path(STATE_NAME)
+        if path is not None and self.is_main:
+            _atomic_save(tensors, path, metadata={"state": json.dumps(metadata)})
+
+    @property
+    def bank_dir(self) -> Path | None:
+        return self._path(BANK_DIR)

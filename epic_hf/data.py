@@ -1,0 +1,227 @@
+"""Datasets plumbing: any image dataset in, (sample key, RGB image) batches out.
+
+Images are read undecoded (``Image(decode=False)``) and decoded here, so that one corrupt
+file is counted and skipped instead of killing a long run.
+
+Sample keys name the same example whatever the number of processes: the row index of a
+map-style dataset; for a stream, the example's position in the unshuffled stream, or the
+value of ``key_column`` when one is given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from PIL import Image
+
+from .images import to_rgb
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SkippedSamples:
+    """Samples that could not be decoded: counted, logged by key, reported in the FitReport."""
+
+    keys: list[int] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, key: int, reason: str) -> None:
+        self.keys.append(int(key))
+        self.reasons.append(reason)
+        logger.warning("skipping sample %s: %s", key, reason)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class ImageSource:
+    """A dataset with a known image column, readable in key order by any process."""
+
+    dataset: Any
+    image_column: str
+    key_column: str | None = None
+    name: str | None = None
+    split: str | None = None
+    revision: str | None = None
+
+    @property
+    def streaming(self) -> bool:
+        import datasets
+
+        return isinstance(self.dataset, datasets.IterableDataset)
+
+    def __len__(self) -> int:
+        if self.streaming:
+            raise TypeError("a streaming dataset has no length")
+        return len(self.dataset)
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in {"name": self.name, "split": self.split, "revision": self.revision,
+                                  "image_column": self.image_column, "key_column": self.key_column,
+                                  "streaming": self.streaming}.items() if v is not None}
+
+    def fingerprint(self) -> str:
+        """Identifies the data for checkpoints: the arrow fingerprint, or the stream's name."""
+        return str(getattr(self.dataset, "_fingerprint", None) or self.name or repr(self.describe()))
+
+    # -- reading ---------------------------------------------------------------------------
+    def _columns(self) -> list[str]:
+        return [self.image_column] + ([self.key_column] if self.key_column else [])
+
+    def records(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, Any]]:
+        """(key, undecoded image record) for this process's disjoint share of the data."""
+        if not self.streaming:
+            count = len(self.dataset)
+            start, stop = count * rank // world_size, count * (rank + 1) // world_size
+            rows = self.dataset.select_columns(self._columns()).select(range(start, stop))
+            for offset, example in enumerate(rows):
+                yield self._key(example, start + offset), example[self.image_column]
+            return
+        if self.key_column is not None:
+            from datasets.distributed import split_dataset_by_node
+
+            # Keys come from the data, so each process may read whole shards of its own.
+            stream = self.dataset
+            if world_size > 1:
+                stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+            for example in stream.select_columns(self._columns()):
+                yield self._key(example, None), example[self.image_column]
+            return
+        # Positions must be global: every process walks the stream, keeping every k-th example.
+        stream = self.dataset.select_columns(self._columns())
+        for position, example in itertools.islice(enumerate(stream), rank, None, world_size):
+            yield position, example[self.image_column]
+
+    def _key(self, example: dict, position: int | None) -> int:
+        if self.key_column is None:
+            return int(position)  # type: ignore[arg-type]
+        value = example[self.key_column]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(
+                f"key_column {self.key_column!r} must hold integers (sample keys are int64), got "
+                f"{type(value).__name__} {value!r}"
+            )
+        return value
+
+    def batches(self, batch_size: int, skipped: SkippedSamples, rank: int = 0,
+                world_size: int = 1) -> Iterator[tuple[list[int], list[Image.Image]]]:
+        """Decoded batches of this process's share; undecodable samples go to ``skipped``."""
+        keys: list[int] = []
+        images: list[Image.Image] = []
+        for key, record in self.records(rank, world_size):
+            try:
+                image = to_rgb(record, key)
+            except ValueError as error:
+                skipped.add(key, str(error).partition(": ")[2] or str(error))
+                continue
+            keys.append(key)
+            images.append(image)
+            if len(keys) == batch_size:
+                yield keys, images
+                keys, images = [], []
+        if keys:
+            yield keys, images
+
+    def fetch(self, keys: Iterable[int]) -> dict[int, Image.Image]:
+        """Decoded images of the given keys: random access for map-style data, one pass for streams."""
+        wanted = sorted(set(int(k) for k in keys))
+        if not wanted:
+            return {}
+        found: dict[int, Image.Image] = {}
+        if not self.streaming and self.key_column is None:
+            rows = self.dataset.select_columns([self.image_column]).select(wanted)
+            for key, example in zip(wanted, rows):
+                found[key] = to_rgb(example[self.image_column], key)
+            return found
+        remaining = set(wanted)
+        for key, record in self.records():
+            if key in remaining:
+                found[key] = to_rgb(record, key)
+                remaining.discard(key)
+                if not remaining:
+                    break
+        if remaining:
+            raise KeyError(f"{len(remaining)} sample keys were not found in the dataset, e.g. {sorted(remaining)[:5]}")
+        return found
+
+
+def _find_image_column(features: Any, columns: list[str], image_column: str | None) -> str:
+    import datasets
+
+    if image_column is not None:
+        if columns and image_column not in columns:
+            raise ValueError(f"image_column {image_column!r} is not a column of the dataset; columns: {columns}")
+        return image_column
+    if features is not None:
+        found = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+        if found:
+            return found[0]
+    raise ValueError(
+        f"the dataset has no Image column (columns: {columns or 'unknown'}); pass image_column=<name> "
+        "naming the column that holds the images"
+    )
+
+
+def _pick_split(dataset_dict: Any, split: str | None) -> tuple[Any, str]:
+    splits = list(dataset_dict.keys())
+    if split is None:
+        if len(splits) == 1:
+            return dataset_dict[splits[0]], splits[0]
+        if "train" in splits:
+            return dataset_dict["train"], "train"
+        raise ValueError(f"the dataset has several splits {splits}; pass split=<one of them>")
+    if split not in dataset_dict:
+        raise ValueError(f"split {split!r} not found; the dataset has splits {splits}")
+    return dataset_dict[split], split
+
+
+def resolve_dataset(
+    dataset: Any,
+    split: str | None = None,
+    image_column: str | None = None,
+    key_column: str | None = None,
+    streaming: bool = False,
+    revision: str | None = None,
+) -> ImageSource:
+    """An :class:`ImageSource` from a Dataset, IterableDataset, DatasetDict, folder or Hub id."""
+    import datasets
+
+    name = None
+    if isinstance(dataset, (str, Path)):
+        name = str(dataset)
+        if Path(dataset).is_dir():
+            loaded = datasets.load_dataset("imagefolder", data_dir=str(dataset), streaming=streaming)
+        elif Path(dataset).exists():
+            raise ValueError(f"{dataset!r} is a file; pass a folder of images, a Hub dataset id or a Dataset")
+        else:
+            loaded = datasets.load_dataset(str(dataset), revision=revision, streaming=streaming)
+        dataset = loaded
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        dataset, split = _pick_split(dataset, split)
+    elif split is not None and isinstance(dataset, datasets.Dataset) and dataset.split is not None:
+        split = split or str(dataset.split)
+    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(
+            f"expected a datasets.Dataset, IterableDataset, DatasetDict, an image folder or a Hub dataset id, "
+            f"got {type(dataset).__name__}"
+        )
+    if isinstance(dataset, datasets.Dataset):
+        if len(dataset) == 0:
+            raise ValueError("the dataset is empty: EPIC needs images to mine prototypes from")
+        name = name or (dataset.info.dataset_name if dataset.info else None)
+        split = split or (str(dataset.split) if dataset.split is not None else None)
+    columns = list(dataset.column_names or []) if dataset.column_names is not None else []
+    column = _find_image_column(dataset.features, columns, image_column)
+    if key_column is not None and columns and key_column not in columns:
+        raise ValueError(f"key_column {key_column!r} is not a column of the dataset; columns: {columns}")
+    features = dataset.features
+    if features is not None and isinstance(features.get(column), datasets.Image):
+        dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return ImageSource(dataset=dataset, image_column=column, key_column=key_column, name=name, split=split,
+                       revision=revision)

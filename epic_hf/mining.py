@@ -1,0 +1,136 @@
+"""The pooled-vector index and exact top-N prototype mining under any U.
+
+Because U is linear, ``sum_hw G(x) = HW * U avg_hw F(x)``: the score of every channel under
+*any* U follows from the pooled vector alone. One backbone pass stores ``V = avg_hw F`` for
+every sample; mining under a new U is then a chunked ``V U^T`` plus a running top-N merge,
+exact whatever N and the chunk size (unlike a per-batch merge that drops candidates when
+N exceeds the batch size).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PooledIndex:
+    """``vectors`` (n, D) float32 = avg_hw F per sample, ``keys`` (n,) int64, sorted by key."""
+
+    vectors: torch.Tensor
+    keys: torch.Tensor
+    grid_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+    @property
+    def cells(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def top_prototypes(self, U: torch.Tensor, count: int, chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores (D, count), rows (D, count)): each channel's best samples under U, best first.
+
+        Scores are ``sum_hw G_c = HW * (U v)_c``. ``count`` is clamped to the index size.
+        """
+        return top_rows(self.vectors, U, count, chunk_size, scale=float(self.cells))
+
+
+def top_rows(vectors: torch.Tensor, U: torch.Tensor, count: int, chunk_size: int = 16384,
+             scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``count`` rows of ``vectors @ U.T`` per column, chunk by chunk.
+
+    Ties keep the lower row first, as a full sort of the whole matrix would.
+    """
+    total = vectors.shape[0]
+    count = min(count, total)
+    U = U.detach().float()
+    best_scores = best_rows = None
+    for start in range(0, total, chunk_size):
+        chunk = torch.as_tensor(vectors[start: start + chunk_size]).to(U.device, torch.float32)
+        scores = (chunk @ U.T).T * scale  # (D, chunk)
+        rows = torch.arange(start, start + chunk.shape[0], device=U.device).expand_as(scores)
+        if best_scores is not None:
+            scores = torch.cat([best_scores, scores], dim=1)
+            rows = torch.cat([best_rows, rows], dim=1)
+        k = min(count, scores.shape[1])
+        # stable sort: among equal scores the earlier (lower) row wins
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        best_scores = scores.gather(1, order)
+        best_rows = rows.gather(1, order)
+    assert best_scores is not None and best_rows is not None
+    return best_scores.cpu(), best_rows.cpu()
+
+
+class IndexWriter:
+    """Accumulates pooled vectors; spills to a memory-mapped file beyond ``budget_bytes``.
+
+    The index pass therefore holds O(batch) images and at most the budget of vectors in RAM.
+    """
+
+    def __init__(self, dim: int, budget_bytes: int, spill_dir: str | Path | None = None) -> None:
+        self.dim = dim
+        self.budget_bytes = budget_bytes
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self.chunks: list[np.ndarray] = []
+        self.keys: list[int] = []
+        self.bytes_in_memory = 0
+        self.spill_path: Path | None = None
+        self._spill_file = None
+        self.rows_spilled = 0
+
+    def add(self, keys: list[int], vectors: torch.Tensor) -> None:
+        array = vectors.detach().float().cpu().numpy()
+        self.keys.extend(int(k) for k in keys)
+        if self._spill_file is None and self.bytes_in_memory + array.nbytes > self.budget_bytes:
+            self._start_spill()
+        if self._spill_file is not None:
+            self._spill_file.write(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+            self.rows_spilled += array.shape[0]
+        else:
+            self.chunks.append(array)
+            self.bytes_in_memory += array.nbytes
+
+    def _start_spill(self) -> None:
+        directory = self.spill_dir or Path(tempfile.gettempdir())
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix="epic-index-", suffix=".f32", dir=directory)
+        self.spill_path = Path(name)
+        self._spill_file = os.fdopen(handle, "wb")
+        for chunk in self.chunks:  # move what was in memory to the file, in order
+            self._spill_file.write(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
+            self.rows_spilled += chunk.shape[0]
+        self.chunks, self.bytes_in_memory = [], 0
+        logger.info("pooled index exceeds %.0f MB: spilling to memory-mapped %s", self.budget_bytes / 2**20, name)
+
+    def finish(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vectors, keys); vectors are backed by a memmap when the index spilled."""
+        keys = torch.tensor(self.keys, dtype=torch.int64)
+        if self._spill_file is not None:
+            self._spill_file.close()
+            self._spill_file = None
+            mapped = np.memmap(self.spill_path, dtype=np.float32, mode="r", shape=(self.rows_spilled, self.dim))
+            return torch.from_numpy(np.asarray(mapped)), keys
+        if not self.chunks:
+            return torch.zeros(0, self.dim), keys
+        return torch.from_numpy(np.concatenate(self.chunks)), keys
+
+
+def merge_shards(shards: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate per-process (vectors, keys), drop duplicate keys, sort by key.
+
+    Sorting makes the index (and so mining, ties included) identical for any process count.
+    """
+    vectors = torch.cat([torch.as_tensor(v) for v, _ in shards]) if shards else torch.zeros(0, 0)
+    keys = torch.cat([k for _, k in shards]) if shards else torch.zeros(0, dtype=torch.int64)
+    unique, first = np.unique(keys.numpy(), return_index=True)
+    order = torch.from_numpy(first)
+    return vectors[order], torch.from_numpy(unique)
