@@ -117,7 +117,7 @@ class IndexWriter:
         if self._spill_file is not None:
             self._spill_file.close()
             self._spill_file = None
-            mapped = np.memmap(self.spill_path, dtype=np.float32, mode="r", shape=(self.rows_spilled, self.dim))
+            mapped = np.memmap(self.spill_path, dtype=np.float32, mode="r+", shape=(self.rows_spilled, self.dim))
             return torch.from_numpy(np.asarray(mapped)), keys
         if not self.chunks:
             return torch.zeros(0, self.dim), keys

@@ -1,0 +1,130 @@
+"""fit(): purity rises on planted concepts, bad data is skipped or refused with its error."""
+
+from __future__ import annotations
+
+import io
+
+import datasets
+import pytest
+import torch
+
+from epic_hf import EpicExplainer
+from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier
+
+SHORT = dict(schedule_start=20, schedule_end=5, schedule_steps=5, epochs_per_step=4, lr=2e-2, train_batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = planted_dataset(240, num_classes=4, seed=0)
+    model, processor = tiny_resnet(4, (16, 16))
+    accuracy = train_classifier(model, processor, data, epochs=5)
+    assert accuracy > 0.6
+    return model, processor, data
+
+
+@pytest.fixture(scope="module")
+def fitted(trained):
+    model, processor, data = trained
+    explainer = EpicExplainer(model, processor, matrix="invertible")
+    report = explainer.fit(data, **SHORT)
+    return explainer, report
+
+
+def test_fit_raises_purity_on_planted_concepts(fitted):
+    explainer, report = fitted
+    assert report.purity_after > report.purity_before + 0.1, (report.purity_before, report.purity_after)
+    assert len(report.step_purity) == len(report.step_prototypes) == 5
+    assert report.step_prototypes == [20, 17, 14, 11, 8]
+    assert report.num_samples == 240 and report.num_skipped == 0
+
+
+def test_bank_contents(fitted):
+    explainer, _ = fitted
+    bank = explainer.bank
+    dim = explainer.num_channels
+    assert bank.sample_keys.shape == (dim, 5) and bank.scores.shape == (dim, 5) and bank.boxes.shape == (dim, 5, 4)
+    assert torch.all(bank.scores[:, :-1] >= bank.scores[:, 1:])  # best first
+    assert set(bank.thumbnails) == set(bank.sample_keys.reshape(-1).tolist())
+    height, width = bank.input_size
+    assert torch.all(bank.boxes[..., 2] <= width) and torch.all(bank.boxes[..., 3] <= height)
+    assert torch.all(bank.boxes[..., 0] < bank.boxes[..., 2])
+    torch.testing.assert_close(bank.U, explainer.U)
+
+
+def test_bank_scores_are_the_channel_sums_of_G(fitted, trained):
+    explainer, _ = fitted
+    data = trained[2]
+    keys = explainer.bank.sample_keys[:, 0]
+    G = explainer.feature_map([data[int(k)]["image"] for k in keys])
+    sums = G.sum(dim=(2, 3))[torch.arange(len(keys)), torch.arange(len(keys))]
+    torch.testing.assert_close(sums, explainer.bank.scores[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_purity_recomputed_on_the_dataset_matches_the_report(fitted, trained):
+    explainer, report = fitted
+    assert explainer.purity(trained[2]) == pytest.approx(report.purity_after, abs=1e-5)
+
+
+def test_explanations_use_bank_prototypes(fitted):
+    explainer, _ = fitted
+    held_out = planted_dataset(4, num_classes=4, seed=99)
+    for explanation in explainer.explain(list(held_out["image"])):
+        assert explanation.channels
+        for channel in explanation.channels:
+            assert [p.sample_key for p in channel.prototypes] == explainer.bank.sample_keys[channel.channel].tolist()
+            thumb = channel.prototypes[0].image
+            assert thumb.size == (explainer.bank.input_size[1], explainer.bank.input_size[0])
+        total = explanation.contributions.sum() + explanation.bias
+        assert float(total) == pytest.approx(float(explanation.logits[explanation.target_index]), abs=1e-5)
+
+
+def test_orthogonal_fit_runs_and_reports(trained):
+    model, processor, data = trained
+    explainer = EpicExplainer(model, processor)
+    report = explainer.fit(data, prototypes_per_channel=3, schedule_start=6, schedule_end=3, schedule_steps=2)
+    U = explainer.U
+    torch.testing.assert_close(U @ U.T, torch.eye(U.shape[0]), atol=1e-4, rtol=0)
+    assert -1 <= report.purity_after <= 1 and explainer.bank.prototypes_per_channel == 3
+
+
+def test_corrupt_image_is_skipped_and_reported(trained):
+    model, processor, data = trained
+    small = data.select(range(30)).cast_column("image", datasets.Image(decode=False))
+    records = small.to_dict()
+    records["image"][7] = {"bytes": b"definitely not a png", "path": "broken.png"}
+    broken = datasets.Dataset.from_dict(records, features=small.features).cast_column("image", datasets.Image())
+    explainer = EpicExplainer(model, processor)
+    report = explainer.fit(broken, prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1)
+    assert report.num_skipped == 1 and report.skipped_keys == [7] and report.num_samples == 29
+    assert 7 not in explainer.bank.sample_keys.reshape(-1).tolist()
+
+
+def test_dataset_without_image_column_is_refused(trained):
+    model, processor, _ = trained
+    table = datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})
+    with pytest.raises(ValueError, match=r"no Image column \(columns: \['text', 'label'\]\)"):
+        EpicExplainer(model, processor).fit(table)
+
+
+def test_empty_dataset_is_refused(trained):
+    model, processor, data = trained
+    with pytest.raises(ValueError, match="the dataset is empty"):
+        EpicExplainer(model, processor).fit(data.select([]))
+
+
+def test_imagefolder_path_and_dataset_dict(trained, tmp_path):
+    model, processor, data = trained
+    for i, example in enumerate(data.select(range(12))):
+        folder = tmp_path / data.features["label"].int2str(example["label"]).replace(" ", "_")
+        folder.mkdir(exist_ok=True)
+        example["image"].save(folder / f"{i}.png")
+    explainer = EpicExplainer(model, processor)
+    report = explainer.fit(str(tmp_path), prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1)
+    assert report.num_samples == 12
+    dataset_dict = datasets.DatasetDict({"train": data.select(range(10)), "test": data.select(range(10, 20))})
+    with pytest.raises(ValueError, match="pass split="):
+        EpicExplainer(model, processor).fit(datasets.DatasetDict({"a": data, "b": data}))
+    report = EpicExplainer(model, processor).fit(dataset_dict, split="test", prototypes_per_channel=2,
+                                                 schedule_start=4, schedule_end=2, schedule_steps=1)
+    assert report.num_samples == 10
