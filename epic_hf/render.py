@@ -397,6 +397,19 @@ def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font, fill:
     draw.text(xy, fit_text(text, font, max_width), font=font, fill=fill)
 
 
+def _text_with_dash(draw: ImageDraw.ImageDraw, xy: tuple[int, int], left: str, right: str, font, fill: RGB) -> None:
+    """``left — right`` with the em dash drawn as a rule: PIL's bundled font has no U+2014 glyph."""
+    x, y = xy
+    draw.text((x, y), left, font=font, fill=fill)
+    space = font.getlength(" ")
+    dash_x0 = x + font.getlength(left) + space
+    dash_w = max(6, round(font.getlength("M")))
+    top, bottom = draw.textbbox((x, y), "x", font=font)[1::2]
+    dash_y = (top + bottom) // 2
+    draw.line((dash_x0, dash_y, dash_x0 + dash_w, dash_y), fill=fill, width=max(1, round(getattr(font, "size", 11) / 14)))
+    draw.text((dash_x0 + dash_w + space, y), right, font=font, fill=fill)
+
+
 def _text_centered(draw: ImageDraw.ImageDraw, rect: Rect, text: str, font, fill: RGB) -> None:
     """Text centred in ``rect`` (both ways), truncated to its width."""
     shown = fit_text(text, font, rect[2] - rect[0] - 4)
@@ -416,9 +429,9 @@ def paste_fitted(canvas: Image.Image, image: Image.Image, cell: Rect) -> Rect:
     """Paste ``image`` scaled into ``cell`` keeping its aspect ratio; returns where it landed."""
     target = fit_rect(image.size, cell)
     size = (target[2] - target[0], target[3] - target[1])
-    upscale = size[0] / image.width
-    # Pixel-exact zoom for big enlargements (tiny patches), smooth resampling otherwise.
-    method = Image.Resampling.NEAREST if upscale >= 4 else Image.Resampling.LANCZOS
+    # Tiny crops (a few feature-map cells of a small input) are zoomed pixel-exact so nothing
+    # is invented between their pixels; anything larger is resampled smoothly.
+    method = Image.Resampling.NEAREST if min(image.size) < 24 else Image.Resampling.LANCZOS
     canvas.paste(image.convert("RGB").resize(size, method), target[:2])
     return target
 
@@ -510,7 +523,7 @@ def _draw_summary(draw: ImageDraw.ImageDraw, explanation: "Explanation", layout:
     box = layout.summary_box
     draw.rectangle(box, fill=PANEL)
     body, small = font_for(m, "body"), font_for(m, "small")
-    pad = m.gap * 3
+    pad = m.gap * 2
     x, y = box[0] + pad, box[1] + pad
     max_w = box[2] - x - pad
     total = float(explanation.contributions.double().sum())
@@ -522,32 +535,52 @@ def _draw_summary(draw: ImageDraw.ImageDraw, explanation: "Explanation", layout:
         f"{_signed_term(explanation.bias)} (bias)"
     )
     _text(draw, (x, y), equation, body, INK, max_w)
-    y += _line_height(body) + 2 * m.gap
-    _text(draw, (x, y), f"top {len(explanation.channels)} channels", small, MUTED, max_w)
-    y += _line_height(small)
-    for slot, channel in enumerate(explanation.channels):
-        if y + _line_height(body) > box[3] - pad // 2:
-            _text(draw, (x, y), f"… {len(explanation.channels) - slot} more below", small, MUTED, max_w)
-            break
-        _legend_entry(draw, (x, y), slot, channel, explanation, body, max_w)
-        y += _line_height(body)
+    y += _line_height(body) + m.gap
+    _draw_legend(draw, explanation, (x, y, box[2] - pad, box[3] - pad // 2), body)
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, explanation: "Explanation", area: Rect, font) -> None:
+    """One swatch line per channel, flowing into as many columns as the panel's height needs."""
+    entries = explanation.channels
+    if not entries:
+        return
+    line = _line_height(font)
+    per_column = max(1, (area[3] - area[1]) // line)
+    columns = -(-len(entries) // per_column)
+    natural = round(3 * font.getlength("channel 00000")) + line  # swatch + three tab stops
+    column_w = min((area[2] - area[0]) // columns, natural)
+    for slot, channel in enumerate(entries):
+        x = area[0] + (slot // per_column) * column_w
+        y = area[1] + (slot % per_column) * line
+        _legend_entry(draw, (x, y), slot, channel, explanation, font, column_w - 8)
 
 
 def _signed_term(value: float) -> str:
-    """``+ 0.1234`` or ``− 0.1234``: a term of a sum, spaced like hand-written arithmetic."""
-    return f"{'−' if value < 0 else '+'} {abs(value):.4f}"
+    """``+ 0.1234`` or ``- 0.1234``: a term of a sum, spaced like hand-written arithmetic.
+
+    ASCII minus on purpose: PIL's bundled font has no glyph for U+2212.
+    """
+    return f"{'-' if value < 0 else '+'} {abs(value):.4f}"
 
 
 def _legend_entry(
     draw: ImageDraw.ImageDraw, xy: tuple[int, int], slot: int, channel: "ChannelExplanation",
     explanation: "Explanation", font, max_width: int,
 ) -> None:
+    """Swatch, then channel / contribution / share in tab-aligned columns."""
     x, y = xy
-    swatch = max(8, _line_height(font) - 4)
-    draw.rectangle((x, y + 1, x + swatch, y + 1 + swatch), fill=channel_color(slot))
+    swatch = max(8, _line_height(font) - 6)
+    draw.rectangle((x, y + 2, x + swatch, y + 2 + swatch), fill=channel_color(slot))
     share = 100 * explanation.share(channel.contribution)
-    text = f"channel {channel.channel}    {channel.contribution:+.3f}    {share:.1f}% share"
-    _text(draw, (x + swatch + 6, y), text, font, INK, max_width - swatch - 6)
+    tab = round(font.getlength("channel 00000"))
+    fields = [f"channel {channel.channel}", f"{channel.contribution:+.3f}", f"{share:.1f}% share"]
+    left = x + swatch + 8
+    right = x + max_width
+    for index, text in enumerate(fields):
+        start = left + index * tab
+        if start >= right:
+            break
+        _text(draw, (start, y), text, font, INK, min(tab - 6, right - start) if index < 2 else right - start)
 
 
 def _draw_column_headers(draw: ImageDraw.ImageDraw, layout: ExplanationLayout) -> None:
@@ -641,8 +674,8 @@ def render_prototype_sheet(bank: "PrototypeBank", channel: int, cell_size: int =
     bar_w = max(4, m.cell // 32)
     y = m.margin + (m.title_height - _line_height(title_font)) // 2
     draw.rectangle((m.margin, y, m.margin + bar_w - 1, y + _line_height(title_font)), fill=color)
-    _text(draw, (m.margin + bar_w + m.gap * 2, y), f"channel {channel} — {len(prototypes)} {plural}",
-          title_font, INK, layout.size[0] - 2 * m.margin - bar_w - 2 * m.gap)
+    _text_with_dash(draw, (m.margin + bar_w + m.gap * 2, y), f"channel {channel}",
+                    f"{len(prototypes)} {plural}", title_font, INK)
     if not prototypes:
         cell = (m.margin, m.margin + m.title_height, layout.size[0] - m.margin, m.margin + m.title_height + m.cell)
         draw.rectangle(cell, fill=PANEL)

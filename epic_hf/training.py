@@ -62,6 +62,13 @@ class FitReport:
 
 
 # -- distributed helpers ----------------------------------------------------------------
+def _cpu_only_distributed() -> bool:
+    """Several processes and no GPU: accelerate then needs ``cpu=True`` to set up gloo."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def _gather_index(accelerator, vectors: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """All processes' (vectors, keys), merged: padded gather, unpadded by counts, dedup by key."""
     if accelerator.num_processes == 1:
@@ -209,6 +216,7 @@ def fit(
     index_memory_mb: float = 4096,
     thumbnail_size: int = 128,
     thumbnail_quality: int = 85,
+    accelerator: Any = None,
 ) -> FitReport:
     """Learn U and mine the prototype bank; sets ``explainer.bank`` and returns a :class:`FitReport`.
 
@@ -237,6 +245,8 @@ def fit(
         feature_cache_mb: memory for cached prototype feature maps; beyond it they are recomputed.
         index_memory_mb: memory for the pooled index; beyond it the index is memory-mapped on disk.
         thumbnail_size, thumbnail_quality: the bank's JPEG thumbnails (long side, quality).
+        accelerator: an ``accelerate.Accelerator`` to use; by default one is made from the
+            environment (``accelerate launch`` / torchrun set it), with ``mixed_precision``.
     """
     from accelerate import Accelerator
 
@@ -245,7 +255,8 @@ def fit(
         raise ValueError(f"prototypes_per_channel must be at least 1, got {prototypes_per_channel}")
     steps_plan = make_schedule(schedule, schedule_start, schedule_end, schedule_steps)
     train_batch_size = train_batch_size or batch_size
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=None) if mixed_precision else Accelerator()
+    if accelerator is None:
+        accelerator = Accelerator(mixed_precision=mixed_precision, cpu=_cpu_only_distributed())
     explainer.model.to(accelerator.device)
     explainer.disentangler.to(accelerator.device)
     source = resolve_dataset(dataset, split=split, image_column=image_column, key_column=key_column,
