@@ -107,6 +107,11 @@ def save_bank(bank: PrototypeBank, directory: Path) -> Path:
     return directory
 
 
+def hub_download_kwargs(hub_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The subset of from_pretrained keyword arguments that ``hf_hub_download`` understands."""
+    return {k: v for k, v in hub_kwargs.items() if k in _HUB_DOWNLOAD_KWARGS}
+
+
 def _resolve_file(path_or_repo_id: str | Path, filename: str, revision: str | None, **hub_kwargs: Any) -> Path:
     local = Path(path_or_repo_id)
     if local.is_dir():
@@ -116,8 +121,7 @@ def _resolve_file(path_or_repo_id: str | Path, filename: str, revision: str | No
         return candidate
     from huggingface_hub import hf_hub_download
 
-    kwargs = {k: v for k, v in hub_kwargs.items() if k in _HUB_DOWNLOAD_KWARGS}
-    return Path(hf_hub_download(str(path_or_repo_id), filename, revision=revision, **kwargs))
+    return Path(hf_hub_download(str(path_or_repo_id), filename, revision=revision, **hub_download_kwargs(hub_kwargs)))
 
 
 def is_epic_repo(path_or_repo_id: str | Path, revision: str | None = None, **hub_kwargs: Any) -> bool:

@@ -85,11 +85,8 @@ class EpicExplainer:
         adapter_class_for(config.model_type)  # refuse an unsupported family before downloading weights
         model = AutoModelForImageClassification.from_pretrained(str(name_or_path), revision=revision, **hub_kwargs)
         processor = AutoImageProcessor.from_pretrained(str(name_or_path), revision=revision, **hub_kwargs)
-        resolved = revision
-        commit = getattr(model.config, "_commit_hash", None)
-        if commit:
-            resolved = commit
-        return cls(model, processor, matrix, base_model_name_or_path=str(name_or_path), base_model_revision=resolved)
+        commit = _resolved_commit(name_or_path, revision, model, hub_kwargs)
+        return cls(model, processor, matrix, base_model_name_or_path=str(name_or_path), base_model_revision=commit)
 
     # -- basic properties ----------------------------------------------------------------
     @property
@@ -308,6 +305,26 @@ class EpicExplainer:
             f"EpicExplainer({self.model.config.model_type}, D={self.num_channels}, "
             f"matrix={self.matrix!r}, {bank})"
         )
+
+
+def _resolved_commit(name_or_path: str | Path, revision: str | None, model: nn.Module,
+                     hub_kwargs: dict[str, Any]) -> str | None:
+    """The commit a Hub model was loaded at, so that a bank can pin its base model exactly."""
+    commit = getattr(model.config, "_commit_hash", None)
+    if commit or Path(name_or_path).is_dir():
+        return commit or revision
+    from huggingface_hub import hf_hub_download
+
+    from .bank_io import hub_download_kwargs
+
+    try:  # a cache hit: the snapshot folder of the file is named by its commit
+        config_path = Path(hf_hub_download(str(name_or_path), "config.json", revision=revision,
+                                           **hub_download_kwargs(hub_kwargs)))
+    except Exception as error:  # noqa: BLE001 - the revision stays as given
+        logger.debug("could not resolve the commit of %s: %s", name_or_path, error)
+        return revision
+    name = config_path.parent.name
+    return name if len(name) == 40 and all(c in "0123456789abcdef" for c in name) else revision
 
 
 def _is_single_image(image: Any) -> bool:

@@ -1,0 +1,171 @@
+"""EPIC repos on a (local, Hub-compatible) server, through the real huggingface_hub client."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi
+from safetensors.torch import load_file, save_file
+
+from epic_hf import BankFormatError, BankMismatchError, EpicExplainer, PrototypeBank
+from epic_hf.bank_io import CONFIG_NAME, WEIGHTS_NAME
+from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier
+from tiny_models import make_tiny_model, tiny_processor
+
+FIT = dict(prototypes_per_channel=3, schedule_start=8, schedule_end=3, schedule_steps=2, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def pushed(hub_server, tmp_path_factory):
+    """A classifier on the hub, an explainer loaded from it, fitted and pushed as an EPIC repo."""
+    data = planted_dataset(60, num_classes=3, size=32, seed=4)
+    model, processor = tiny_resnet(3, (8, 8), seed=2)
+    train_classifier(model, processor, data, epochs=1)
+    model.push_to_hub("tiny-org/resnet-tiny")
+    processor.push_to_hub("tiny-org/resnet-tiny")
+    explainer = EpicExplainer.from_pretrained("tiny-org/resnet-tiny")
+    explainer.fit(data, **FIT)
+    url = explainer.push_to_hub("tiny-org/resnet-tiny-epic", commit_message="EPIC bank for tests")
+    return explainer, data, url
+
+
+def test_classifier_loads_from_the_hub_with_its_commit(pushed):
+    explainer, _, _ = pushed
+    head = HfApi().model_info("tiny-org/resnet-tiny").sha
+    assert explainer.base_model_name_or_path == "tiny-org/resnet-tiny"
+    assert explainer.base_model_revision == head
+
+
+def test_epic_repo_files_and_card(pushed):
+    _, _, url = pushed
+    assert "resnet-tiny-epic" in url
+    files = set(HfApi().list_repo_files("tiny-org/resnet-tiny-epic"))
+    assert {CONFIG_NAME, WEIGHTS_NAME, "README.md"} <= files
+    card = Path(HfApi().hf_hub_download("tiny-org/resnet-tiny-epic", "README.md")).read_text()
+    assert "base_model: tiny-org/resnet-tiny" in card and "- explainability" in card and "- epic" in card
+    config = json.loads(Path(HfApi().hf_hub_download("tiny-org/resnet-tiny-epic", CONFIG_NAME)).read_text())
+    assert config["base_model_name_or_path"] == "tiny-org/resnet-tiny"
+    assert config["base_model_revision"] == HfApi().model_info("tiny-org/resnet-tiny").sha
+    assert config["model_type"] == "resnet" and config["num_channels"] == 8
+    assert config["fit"]["schedule_start"] == 8 and config["purity_after"] == pytest.approx(pushed[0].bank.config["purity_after"])
+
+
+def test_pull_in_a_fresh_cache_is_bit_identical(pushed, tmp_path):
+    explainer, data, _ = pushed
+    pulled = EpicExplainer.from_pretrained("tiny-org/resnet-tiny-epic", cache_dir=str(tmp_path / "cache"))
+    assert any((tmp_path / "cache").iterdir())
+    original, loaded = explainer.bank, pulled.bank
+    for name in ("sample_keys", "scores", "boxes", "S"):
+        assert torch.equal(getattr(original, name), getattr(loaded, name)), name
+    assert original.thumbnails == loaded.thumbnails
+    assert torch.equal(explainer.U, pulled.U)
+    images = list(planted_dataset(3, num_classes=3, size=32, seed=8)["image"])
+    for a, b in zip(explainer.explain(images), pulled.explain(images)):
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.contributions, b.contributions)
+        assert a.to_dict() == b.to_dict()
+        assert [p.image.tobytes() for p in a.channels[0].prototypes] == [p.image.tobytes() for p in b.channels[0].prototypes]
+
+
+def test_bank_renders_without_the_dataset(pushed, tmp_path):
+    pulled = EpicExplainer.from_pretrained("tiny-org/resnet-tiny-epic", cache_dir=str(tmp_path / "cache"))
+    explanation = pulled.explain(planted_dataset(1, size=32, seed=11)["image"][0])
+    assert explanation.channels[0].prototypes
+    assert explanation.to_image().size[0] > 0
+    assert pulled.bank.show(0).size[0] > 0
+
+
+def test_bank_alone_round_trips(pushed, tmp_path):
+    bank = pushed[0].bank
+    bank.push_to_hub("tiny-org/bank-only")
+    again = PrototypeBank.from_pretrained("tiny-org/bank-only", cache_dir=str(tmp_path))
+    assert torch.equal(again.sample_keys, bank.sample_keys) and again.thumbnails == bank.thumbnails
+    saved = bank.save_pretrained(tmp_path / "local")
+    assert torch.equal(PrototypeBank.from_pretrained(saved).scores, bank.scores)
+
+
+# -- refusals -------------------------------------------------------------------------------------
+@pytest.fixture
+def saved_bank(pushed, tmp_path) -> Path:
+    return pushed[0].save_pretrained(tmp_path / "bank")
+
+
+def test_bank_of_another_width_is_refused(pushed):
+    other = EpicExplainer(make_tiny_model("convnext"), tiny_processor())  # D = 16, convnext
+    with pytest.raises(BankMismatchError, match="8 channels but this model's feature map has 16"):
+        other.set_bank(pushed[0].bank)
+
+
+def test_bank_of_another_family_is_refused(pushed):
+    other = EpicExplainer(make_tiny_model("regnet"), tiny_processor())
+    bank = pushed[0].bank
+    fake = PrototypeBank(**{**bank.__dict__, "S": torch.zeros(16, 16),
+                            "sample_keys": torch.zeros(16, 3, dtype=torch.int64), "scores": torch.zeros(16, 3),
+                            "boxes": torch.ones(16, 3, 4, dtype=torch.int64)})
+    with pytest.raises(BankMismatchError, match="fit on a 'resnet' model, not on this 'regnet' model"):
+        other.set_bank(fake)
+
+
+def test_bank_of_another_base_model_is_refused(pushed, tmp_path):
+    model, processor = tiny_resnet(3, (8, 8), seed=5)
+    model.save_pretrained(tmp_path / "other")
+    processor.save_pretrained(tmp_path / "other")
+    other = EpicExplainer.from_pretrained(str(tmp_path / "other"))
+    with pytest.raises(BankMismatchError, match="fit on base model 'tiny-org/resnet-tiny'"):
+        other.set_bank(pushed[0].bank)
+    other.set_bank(pushed[0].bank, check_base_model=False)  # the escape hatch for renamed copies
+
+
+def test_truncated_bank_is_refused(saved_bank):
+    weights = saved_bank / WEIGHTS_NAME
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(BankFormatError, match="corrupt or truncated"):
+        EpicExplainer.from_pretrained(str(saved_bank))
+
+
+def test_corrupt_config_is_refused(saved_bank):
+    (saved_bank / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(BankFormatError, match="not valid JSON"):
+        PrototypeBank.from_pretrained(saved_bank)
+
+
+def test_future_version_is_refused_from_the_hub(saved_bank, tmp_path):
+    config = json.loads((saved_bank / CONFIG_NAME).read_text())
+    config["format_version"] = 99
+    (saved_bank / CONFIG_NAME).write_text(json.dumps(config))
+    HfApi().create_repo("tiny-org/future-bank", exist_ok=True)
+    HfApi().upload_folder(repo_id="tiny-org/future-bank", folder_path=str(saved_bank))
+    with pytest.raises(BankFormatError, match="format version 99.*Upgrade epic_hf"):
+        EpicExplainer.from_pretrained("tiny-org/future-bank", cache_dir=str(tmp_path))
+
+
+def test_inconsistent_tensors_are_refused(saved_bank):
+    tensors = load_file(str(saved_bank / WEIGHTS_NAME))
+    tensors["thumbnail_offsets"] = tensors["thumbnail_offsets"][:-1]
+    save_file(tensors, str(saved_bank / WEIGHTS_NAME))
+    with pytest.raises(BankFormatError, match="thumbnail offsets"):
+        PrototypeBank.from_pretrained(saved_bank)
+
+
+def test_missing_tensor_is_refused(saved_bank):
+    tensors = load_file(str(saved_bank / WEIGHTS_NAME))
+    del tensors["scores"]
+    save_file(tensors, str(saved_bank / WEIGHTS_NAME))
+    with pytest.raises(BankFormatError, match=r"lacks the tensors \['scores'\]"):
+        PrototypeBank.from_pretrained(saved_bank)
+
+
+def test_directory_without_a_bank_is_a_classifier_or_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((OSError, ValueError)):
+        EpicExplainer.from_pretrained(str(tmp_path / "empty"))
+
+
+def test_nothing_in_the_package_unpickles():
+    package = Path(__file__).parent.parent / "epic_hf"
+    for source in package.rglob("*.py"):
+        text = source.read_text()
+        assert "torch.load(" not in text and "import pickle" not in text, source
