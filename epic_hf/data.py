@@ -80,8 +80,12 @@ class ImageSource:
             count = len(self.dataset)
             start, stop = count * rank // world_size, count * (rank + 1) // world_size
             rows = self.dataset.select_columns(self._columns()).select(range(start, stop))
-            for offset, example in enumerate(rows):
-                yield self._key(example, start + offset), example[self.image_column]
+            position = start
+            for block in rows.iter(batch_size=256):  # columnar reads: far faster than row by row
+                for offset, record in enumerate(block[self.image_column]):
+                    example = {name: block[name][offset] for name in block}
+                    yield self._key(example, position), record
+                    position += 1
             return
         if self.key_column is not None:
             from datasets.distributed import split_dataset_by_node
