@@ -80,8 +80,7 @@ def build_model(name: str, num_classes: int, image_size: int, seed: int):
     labels = dict(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
     if name == "tiny":
-        model, processor = tiny_resnet(num_classes, (16, 32), seed=seed)
-        processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
+        model, _ = tiny_resnet(num_classes, (16, 32), seed=seed)
         return model, processor, "tiny_resnet (hidden 16/32, D=32)"
     if name in RESNETS:
         torch.manual_seed(seed)
@@ -123,16 +122,14 @@ class ReferenceStep:
     pairs: int
     batches_per_epoch: int
     mine_seconds: float
+    epochs: int
     batch_seconds: list[float] = field(default_factory=list)
     batches_run: int = 0
     purity: float = float("nan")
 
     @property
     def complete(self) -> bool:
-        return self.batches_run == self.batches_per_epoch * EPOCHS[0]
-
-
-EPOCHS = [2]  # epochs per step, set from the arguments (ReferenceStep.complete reads it)
+        return self.batches_run == self.batches_per_epoch * self.epochs
 
 
 @dataclass
@@ -202,7 +199,7 @@ class ReferenceFit:
             pair_channels = torch.arange(self.dim).repeat_interleave(keys.shape[1])
             record = ReferenceStep(count=keys.shape[1], pairs=pair_keys.numel(),
                                    batches_per_epoch=math.ceil(pair_keys.numel() / self.train_batch_size),
-                                   mine_seconds=time.perf_counter() - mine_started)
+                                   mine_seconds=time.perf_counter() - mine_started, epochs=epochs)
             sums, seen = 0.0, 0
             for epoch in range(epochs):
                 generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + epoch)
@@ -271,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-epochs", type=int, default=2,
                         help="train the classifier on the data first so that channels mean something (0: skip)")
     parser.add_argument("--batch-size", type=int, default=64, help="backbone batch, and pairs per optimizer step")
+    parser.add_argument("--train-batch-size", type=int, default=None,
+                        help="(image, channel) pairs per optimizer step, for (c) and (d) alike (default: --batch-size)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of (a) and (b), median reported")
     parser.add_argument("--schedule-start", type=int, default=100)
     parser.add_argument("--schedule-end", type=int, default=5)
@@ -293,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("epic_hf.training").setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
-    EPOCHS[0] = args.epochs_per_step
+    train_batch_size = args.train_batch_size or args.batch_size
     wall_started = time.perf_counter()
 
     logger.info("generating %d planted images at %dpx", args.num_images, args.image_size)
@@ -324,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
                          schedule_steps=args.schedule_steps, epochs_per_step=args.epochs_per_step)
     logger.info("library fit: %s", schedule_args)
     fit_started = time.perf_counter()
-    report = fit_explainer.fit(dataset, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+    report = fit_explainer.fit(dataset, batch_size=args.batch_size, train_batch_size=train_batch_size, lr=args.lr,
+                               weight_decay=args.weight_decay,
                                seed=args.seed, **schedule_args)
     fit_s = time.perf_counter() - fit_started
     logger.info("library fit: %.1f s, purity %.4f -> %.4f", fit_s, report.purity_before, report.purity_after)
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         ref_explainer = EpicExplainer(model, processor, matrix=args.matrix)
         max_steps = args.ref_steps or len(plan)
         ref_started = time.perf_counter()
-        reference = ReferenceFit(ref_explainer, dataset, args.batch_size, args.batch_size).run(
+        reference = ReferenceFit(ref_explainer, dataset, args.batch_size, train_batch_size).run(
             plan, args.epochs_per_step, args.lr, args.weight_decay, args.seed, args.matrix, 5, max_steps,
             args.ref_max_batches)
         logger.info("reference fit (as run): %.1f s", time.perf_counter() - ref_started)
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPU cores")
     print()
     print(f"model: {model_name}; data: planted_dataset({n}, {args.num_classes} classes, {args.image_size}px); "
-          f"batch {args.batch_size}; schedule linear {args.schedule_start} -> {args.schedule_end} over "
+          f"batch {args.batch_size}, {train_batch_size} pairs per optimizer step; schedule linear {args.schedule_start} -> {args.schedule_end} over "
           f"{args.schedule_steps} steps, {args.epochs_per_step} epochs/step; Adam lr {args.lr}, wd {args.weight_decay}; "
           f"matrix {args.matrix}")
     print()
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     ref_steps = None
     if reference is not None:
-        ref_steps = reference_step_seconds(reference, plan, dim, n, args.batch_size, args.epochs_per_step)
+        ref_steps = reference_step_seconds(reference, plan, dim, n, train_batch_size, args.epochs_per_step)
     print("| step | N | pairs | (c) library s | (d) reference s | (d) how | (c) train purity | (d) train purity |")
     print("| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
     for step, count in enumerate(plan):

@@ -126,16 +126,32 @@ class FeatureStore:
             maps.update(zip(chunk, fmap))
         return maps
 
-    def maps(self, rows: torch.Tensor | list[int]) -> torch.Tensor:
-        """(len(rows), D, H, W); computes the missing rows in one batch of fetches."""
-        rows = [int(r) for r in rows]
-        missing = sorted(set(r for r in rows if r not in self.cache))
-        fresh = self._compute(missing) if missing else {}
+    def _keep(self, fresh: dict[int, torch.Tensor]) -> None:
         for row, fmap in fresh.items():
             size = fmap.numel() * fmap.element_size()
             if self.cached_bytes + size <= self.budget_bytes:
                 self.cache[row] = fmap
                 self.cached_bytes += size
+
+    def prefetch(self, rows: torch.Tensor | list[int]) -> None:
+        """Compute and cache the maps of ``rows`` in full batches, with one fetch of their images.
+
+        Called once per schedule step, so a stream is re-read once per step rather than once per
+        minibatch. Rows beyond the budget are left to :meth:`maps` to recompute when needed.
+        """
+        missing = sorted(set(int(r) for r in rows) - set(self.cache))
+        if not missing:
+            return
+        if self.cached_bytes >= self.budget_bytes:
+            return
+        self._keep(self._compute(missing))
+
+    def maps(self, rows: torch.Tensor | list[int]) -> torch.Tensor:
+        """(len(rows), D, H, W); computes the missing rows in one batch of fetches."""
+        rows = [int(r) for r in rows]
+        missing = sorted(set(r for r in rows if r not in self.cache))
+        fresh = self._compute(missing) if missing else {}
+        self._keep(fresh)
         return torch.stack([self.cache[r] if r in self.cache else fresh[r] for r in rows])
 
 
@@ -147,10 +163,18 @@ def _pairs(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows.reshape(-1), channels
 
 
+def _local_share(order: torch.Tensor, batch_size: int, rank: int, world: int) -> torch.Tensor:
+    """The positions of ``order`` this process trains on: its slice of every minibatch."""
+    if world == 1:
+        return order
+    return torch.cat([order[start: start + batch_size][rank::world] for start in range(0, order.numel(), batch_size)])
+
+
 def _mean_purity(store: FeatureStore, rows: torch.Tensor, U: torch.Tensor, orthogonal: bool,
                  chunk: int) -> tuple[float, torch.Tensor]:
     """Mean purity over the (D, N) prototype pairs, and per-pair values, under U."""
     pair_rows, channels = _pairs(rows)
+    store.prefetch(pair_rows)
     values = []
     with torch.no_grad():
         for start in range(0, pair_rows.numel(), chunk):
@@ -331,10 +355,13 @@ def fit(
         with torch.no_grad():
             _, rows = index.top_prototypes(disentangler.matrix().detach(), count)
         pair_rows, pair_channels = _pairs(rows)
+        orders = [
+            torch.randperm(pair_rows.numel(), generator=torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + epoch))
+            for epoch in range(epochs_per_step)
+        ]
+        store.prefetch(pair_rows[torch.cat([_local_share(order, train_batch_size, rank, world) for order in orders])])
         epoch_purity: list[float] = []
-        for epoch in range(epochs_per_step):
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + epoch)
-            order = torch.randperm(pair_rows.numel(), generator=generator)
+        for order in orders:
             sums, seen = 0.0, 0
             for start in range(0, order.numel(), train_batch_size):
                 batch = order[start: start + train_batch_size]
@@ -486,6 +513,7 @@ def bank_purity(explainer: "EpicExplainer", dataset: Any, *, split: str | None =
     U = explainer.U
     pair_rows, channels = _pairs(rows)
     valid = (keys >= 0).reshape(-1)
+    store.prefetch(pair_rows)
     values = []
     with torch.no_grad():
         for start in range(0, pair_rows.numel(), batch_size):
