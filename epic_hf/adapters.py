@@ -23,12 +23,8 @@ from .errors import UnsupportedModelError
 #: Relative error above which the linear-head identity is considered broken.
 IDENTITY_TOLERANCE = 1e-4
 
-#: Families whose logits read a CLS (or distillation) token: not an average of a map.
-CLS_TOKEN_FAMILIES = (
-    "vit", "deit", "dinov2", "dinov2_with_registers", "vit_hybrid", "vit_msn", "dinat", "nat",
-    "levit", "cvt", "mobilevit", "mobilevitv2", "perceiver", "siglip", "clip", "pvt", "pvt_v2",
-    "hiera", "focalnet", "poolformer", "imagegpt", "ijepa", "efficientformer", "swiftformer",
-)
+#: Families whose logits read a CLS (or distillation) token: not an average of a spatial map.
+CLS_TOKEN_FAMILIES = ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_hybrid", "vit_msn", "cvt")
 
 
 @dataclass
@@ -243,7 +239,10 @@ def adapter_class_for(model_type: str | None) -> type[ModelAdapter]:
             "they cannot be decomposed exactly into channel contributions"
         )
     else:
-        why = "no adapter knows how to read its spatial feature map and linear head"
+        why = (
+            "no adapter knows how to read its spatial feature map and linear head yet (a family whose "
+            "logits are a linear map of an average-pooled feature map can be added with register_adapter)"
+        )
     raise UnsupportedModelError(
         f"model_type {model_type!r} is not supported by EPIC: {why}. "
         f"Supported model types: {supported_families_text()}."

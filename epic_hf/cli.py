@@ -378,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--index-memory-mb", type=float, default=4096,
                          help="memory for the pooled index before it spills to disk")
     bank = fit.add_argument_group("bank")
-    bank.add_argument("--thumbnail-size", type=int, default=128, help="long side of prototype thumbnails")
-    bank.add_argument("--thumbnail-quality", type=int, default=85, help="JPEG quality of thumbnails")
+    bank.add_argument("--thumbnail-size", type=int, default=112, help="long side of prototype thumbnails")
+    bank.add_argument("--thumbnail-quality", type=int, default=80, help="JPEG quality of thumbnails")
     bank.add_argument("--push-to-hub", metavar="REPO", default=None, help="push the bank to this Hub repo")
     bank.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
     fit.set_defaults(handler=_cmd_fit)

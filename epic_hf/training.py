@@ -69,6 +69,19 @@ def _cpu_only_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
+def _check_process_group(accelerator) -> None:
+    """Refuse to run N independent copies of the fit when a launcher started N processes."""
+    import os
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"{launched} processes were launched (WORLD_SIZE={launched}) but accelerate set up "
+            f"{accelerator.num_processes}; check the launcher's flags (`accelerate launch --multi_gpu "
+            "--num_processes N` and torchrun both work on CPU-only machines)"
+        )
+
+
 def _gather_index(accelerator, vectors: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """All processes' (vectors, keys), merged: padded gather, unpadded by counts, dedup by key."""
     if accelerator.num_processes == 1:
@@ -238,8 +251,8 @@ def fit(
     mixed_precision: str | None = None,
     feature_cache_mb: float = 2048,
     index_memory_mb: float = 4096,
-    thumbnail_size: int = 128,
-    thumbnail_quality: int = 85,
+    thumbnail_size: int = 112,
+    thumbnail_quality: int = 80,
     accelerator: Any = None,
 ) -> FitReport:
     """Learn U and mine the prototype bank; sets ``explainer.bank`` and returns a :class:`FitReport`.
@@ -281,6 +294,7 @@ def fit(
     train_batch_size = train_batch_size or batch_size
     if accelerator is None:
         accelerator = Accelerator(mixed_precision=mixed_precision, cpu=_cpu_only_distributed())
+    _check_process_group(accelerator)
     explainer.model.to(accelerator.device)
     explainer.disentangler.to(accelerator.device)
     source = resolve_dataset(dataset, split=split, image_column=image_column, key_column=key_column,

@@ -17,12 +17,15 @@ from epic_hf.synthetic import planted_dataset, tiny_resnet
 
 SCRIPT = Path(__file__).with_name("fit_script.py")
 # torchrun on CPU: accelerate reads RANK / WORLD_SIZE and sets up a gloo process group on loopback.
-def _torchrun() -> list[str]:
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def _torchrun() -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(port)]
+            "--master_port", str(_free_port())]
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +84,12 @@ def test_two_processes_give_the_same_bank(assets, reference):
     _assert_same_bank(_bank(assets, "two"), reference)
 
 
-def test_two_processes_on_a_stream(assets, reference):
-    launcher = _torchrun()
+def test_two_processes_on_a_stream_with_accelerate_launch(assets, reference):
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
     _run(assets, "two-stream", "--stream", launcher=launcher, output=False)
+    assert _report(assets, "two-stream")["num_processes"] == 2
     _assert_same_bank(_bank(assets, "two-stream"), reference)
 
 
