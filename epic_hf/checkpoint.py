@@ -4,7 +4,8 @@ Layout (all safetensors / JSON, written atomically, only by the main process):
 
 * ``fit_args.json``: the arguments that determine the result; a resume with other
   arguments is refused rather than silently mixing two runs.
-* ``index.safetensors``: the pooled-vector index after the one backbone pass.
+* ``index_vectors.f32`` + ``index.safetensors``: the pooled-vector index after the one backbone
+  pass (raw float32 vectors, memory-mapped on resume; keys, grid and skipped samples).
 * ``train_state.safetensors``: S, the Adam state and the number of finished schedule steps.
 * ``bank/``: the final EPIC repo, written when the fit completes.
 """
@@ -17,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 ARGS_NAME = "fit_args.json"
 INDEX_NAME = "index.safetensors"
+VECTORS_NAME = "index_vectors.f32"
 STATE_NAME = "train_state.safetensors"
 BANK_DIR = "bank"
 
@@ -67,16 +70,30 @@ class FitCheckpoint:
 
     # -- index ---------------------------------------------------------------------------
     def load_index(self) -> dict[str, torch.Tensor] | None:
+        """The saved index; its vectors are memory-mapped, not read into memory."""
         path = self._path(INDEX_NAME)
         if path is None or not path.is_file():
             return None
         logger.info("resuming: loading the pooled index from %s", path)
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        rows, dim = (int(v) for v in tensors.pop("vectors_shape").tolist())
+        mapped = np.memmap(self._path(VECTORS_NAME), dtype=np.float32, mode="r+", shape=(rows, dim))
+        tensors["vectors"] = torch.from_numpy(np.asarray(mapped))
+        return tensors
 
-    def save_index(self, tensors: dict[str, torch.Tensor]) -> None:
+    def save_index(self, vectors: torch.Tensor, tensors: dict[str, torch.Tensor]) -> None:
+        """Vectors as a raw float32 file written in chunks (an index may exceed memory), then the rest."""
         path = self._path(INDEX_NAME)
-        if path is not None and self.is_main:
-            _atomic_save(tensors, path)
+        if path is None or not self.is_main:
+            return
+        array = vectors.numpy()
+        target = self._path(VECTORS_NAME)
+        partial = target.with_name(target.name + ".partial")
+        with open(partial, "wb") as handle:
+            for start in range(0, array.shape[0], 65536):
+                handle.write(np.ascontiguousarray(array[start: start + 65536], dtype=np.float32).tobytes())
+        os.replace(partial, target)
+        _atomic_save({**tensors, "vectors_shape": torch.tensor(array.shape, dtype=torch.int64)}, path)
 
     # -- training state ------------------------------------------------------------------
     def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

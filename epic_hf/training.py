@@ -220,6 +220,8 @@ def _build_index(explainer, source, accelerator, batch_size, budget_bytes, spill
         grid_tensor = torch.tensor(list(grid) if grid else [0, 0], device=accelerator.device)
         grid = tuple(int(v) for v in accelerator.reduce(grid_tensor, reduction="max").tolist())  # type: ignore
     vectors, keys = _gather_index(accelerator, vectors, keys)
+    if writer is not None and writer.spill_path is not None:
+        writer.spill_path.unlink()  # the mapping stays valid; the space is freed when it is dropped
     if keys.numel() == 0:
         raise ValueError(
             f"no readable images in the dataset ({len(skipped)} skipped as unreadable): EPIC needs images "
@@ -325,9 +327,8 @@ def fit(
         index = _build_index(explainer, source, accelerator, batch_size, int(index_memory_mb * 2**20),
                              checkpoint.directory, skipped)
         skipped_keys = _gather_skipped(accelerator, skipped)
-        checkpoint.save_index({"vectors": torch.as_tensor(index.vectors), "keys": index.keys,
-                               "grid_size": torch.tensor(index.grid_size),
-                               "skipped_keys": torch.tensor(skipped_keys, dtype=torch.int64)})
+        checkpoint.save_index(index.vectors, {"keys": index.keys, "grid_size": torch.tensor(index.grid_size),
+                                              "skipped_keys": torch.tensor(skipped_keys, dtype=torch.int64)})
     index_seconds = time.perf_counter() - index_started
     accelerator.wait_for_everyone()
     if skipped_keys:

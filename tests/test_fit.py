@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import logging
 
 import datasets
 import pytest
@@ -128,3 +128,15 @@ def test_imagefolder_path_and_dataset_dict(trained, tmp_path):
     report = EpicExplainer(model, processor).fit(dataset_dict, split="test", prototypes_per_channel=2,
                                                  schedule_start=4, schedule_end=2, schedule_steps=1)
     assert report.num_samples == 10
+
+
+def test_an_index_beyond_its_memory_budget_is_memory_mapped_with_the_same_result(fitted, trained, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="epic_hf")
+    model, processor, data = trained
+    explainer = EpicExplainer(model, processor, matrix="invertible")
+    explainer.fit(data, index_memory_mb=0.001, output_dir=str(tmp_path), **SHORT)
+    assert "spilling to memory-mapped" in caplog.text
+    assert not list(tmp_path.glob("epic-index-*.f32")), "the spill file is removed once the index is built"
+    assert (tmp_path / "index_vectors.f32").stat().st_size == 240 * explainer.num_channels * 4
+    assert torch.equal(explainer.bank.sample_keys, fitted[0].bank.sample_keys)
+    torch.testing.assert_close(explainer.bank.S, fitted[0].bank.S)
