@@ -347,7 +347,9 @@ def fit(
     purity_before, _ = _mean_purity(store, rows_before, identity, orthogonal, eval_chunk)
     logger.info("purity before training (U = I): %.4f", purity_before)
 
-    # 3. the schedule
+    # 3. the schedule, from S = 0 (U = I) even if this explainer was fitted before
+    with torch.no_grad():
+        disentangler.S.zero_()
     optimizer = torch.optim.Adam(disentangler.parameters(), lr=lr, weight_decay=weight_decay)
     state = checkpoint.load_state()
     report = FitReport(purity_before=purity_before, purity_after=float("nan"), index_seconds=index_seconds,
@@ -371,8 +373,8 @@ def fit(
             _, rows = index.top_prototypes(disentangler.matrix().detach(), count)
         pair_rows, pair_channels = _pairs(rows)
         orders = [
-            torch.randperm(pair_rows.numel(), generator=torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + epoch))
-            for epoch in range(epochs_per_step)
+            torch.randperm(pair_rows.numel(), generator=torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + e))
+            for e in range(epochs_per_step)
         ]
         store.prefetch(pair_rows[torch.cat([_local_share(order, train_batch_size, rank, world) for order in orders])])
         epoch_purity: list[float] = []

@@ -140,3 +140,15 @@ def test_an_index_beyond_its_memory_budget_is_memory_mapped_with_the_same_result
     assert (tmp_path / "index_vectors.f32").stat().st_size == 240 * explainer.num_channels * 4
     assert torch.equal(explainer.bank.sample_keys, fitted[0].bank.sample_keys)
     torch.testing.assert_close(explainer.bank.S, fitted[0].bank.S)
+
+
+def test_fitting_again_starts_from_the_identity(trained):
+    model, processor, data = trained
+    small = data.select(range(40))
+    args = dict(prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=2, lr=1e-2)
+    explainer = EpicExplainer(model, processor)
+    first = explainer.fit(small, **args)
+    S_first = explainer.bank.S.clone()
+    again = explainer.fit(small, **args)
+    torch.testing.assert_close(explainer.bank.S, S_first)
+    assert again.purity_after == pytest.approx(first.purity_after)
