@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .expm import matrix_exp
+
 MatrixKind = Literal["orthogonal", "invertible"]
 MATRIX_KINDS: tuple[str, ...] = ("orthogonal", "invertible")
 #: Floor on the norm of a feature vector in the purity denominator (DESIGN.md, section 1).
@@ -44,8 +46,8 @@ class Disentangler(nn.Module):
         return self.S - self.S.T if self.orthogonal else self.S
 
     def matrix(self) -> torch.Tensor:
-        """U, differentiable in S."""
-        return torch.linalg.matrix_exp(self.generator())
+        """U, differentiable in S (with the cheaper Fréchet-derivative backward of :mod:`epic_hf.expm`)."""
+        return matrix_exp(self.generator())
 
     def inverse(self) -> torch.Tensor:
         """U^-1, computed from S rather than by inverting U (stabler, and exact for rotations)."""
