@@ -106,10 +106,6 @@ class EpicExplainer:
     def id2label(self) -> dict[int, str]:
         return {int(k): str(v) for k, v in (self.model.config.id2label or {}).items()}
 
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return tuple(self._probe_pixel_values().shape[-2:])  # type: ignore[return-value]
-
     def set_bank(self, bank: PrototypeBank, check_base_model: bool = True) -> None:
         """Attach a bank; its S becomes the explainer's disentangler.
 
