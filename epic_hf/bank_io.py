@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,13 @@ def bank_config(bank: PrototypeBank) -> dict[str, Any]:
     return config
 
 
+def _readable_like_other_files(path: Path) -> None:
+    """safetensors writes 0600 files; give the bank the mode ``open()`` would (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def save_bank(bank: PrototypeBank, directory: Path) -> Path:
     """Write ``epic_config.json``, ``epic_bank.safetensors`` and ``README.md`` to ``directory``."""
     from .model_card import model_card
@@ -99,7 +107,9 @@ def save_bank(bank: PrototypeBank, directory: Path) -> Path:
             "boxes": bank.boxes.to(torch.int64).cpu().contiguous(),
             **pack_thumbnails(bank.thumbnails),
         }
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "epic", "format_version": str(FORMAT_VERSION)})
+    weights = directory / WEIGHTS_NAME
+    save_file(tensors, str(weights), metadata={"format": "epic", "format_version": str(FORMAT_VERSION)})
+    _readable_like_other_files(weights)
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
     (directory / "README.md").write_text(model_card(config))
     logger.info("saved EPIC bank (%d channels x %d prototypes) to %s", bank.num_channels,
