@@ -347,6 +347,9 @@ def fit(
     purity_before, _ = _mean_purity(store, rows_before, identity, orthogonal, eval_chunk)
     logger.info("purity before training (U = I): %.4f", purity_before)
 
+    _log_training_plan(steps_plan, len(index), explainer.num_channels, epochs_per_step, train_batch_size,
+                       accelerator.device)
+
     # 3. the schedule, from S = 0 (U = I) even if this explainer was fitted before
     with torch.no_grad():
         disentangler.S.zero_()
@@ -428,6 +431,20 @@ def fit(
         (checkpoint.directory / "fit_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     accelerator.wait_for_everyone()
     return report
+
+
+def _log_training_plan(steps_plan: list[int], samples: int, dim: int, epochs: int, pairs_per_step: int,
+                       device: torch.device) -> None:
+    """Say up front how many optimizer steps (one D x D matrix exponential each) the fit will take."""
+    pairs = sum(min(count, samples) for count in steps_plan) * dim * epochs
+    steps = sum(-(-min(count, samples) * dim // pairs_per_step) for count in steps_plan) * epochs
+    logger.info("training plan: %d schedule steps, %d (image, channel) pairs, %d optimizer steps on %dx%d U",
+                len(steps_plan), pairs, steps, dim, dim)
+    if device.type == "cpu" and dim >= 1024 and steps > 1000:
+        logger.warning(
+            "%d optimizer steps, each a %dx%d matrix exponential and its gradient: on a CPU that is hours. "
+            "Fit on a GPU, or raise train_batch_size (fewer, larger steps).", steps, dim, dim,
+        )
 
 
 def _training_tensors(disentangler, optimizer) -> dict[str, torch.Tensor]:
