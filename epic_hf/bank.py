@@ -91,8 +91,6 @@ class PrototypeBank:
         for key, score, box in zip(
             self.sample_keys[channel].tolist(), self.scores[channel].tolist(), self.boxes[channel].tolist()
         ):
-            if key < 0:  # padding when the dataset had fewer samples than prototypes asked for
-                continue
             matches.append(
                 PrototypeMatch(
                     sample_key=int(key), score=float(score), box=tuple(int(v) for v in box),

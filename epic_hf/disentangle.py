@@ -88,6 +88,13 @@ def purity_of_features(
     argmax cell are transformed. For orthogonal U the norm needs no transform at all.
     Differentiable in U (the argmax cell is piecewise constant).
     """
+    return purity_and_peaks(fmaps, channels, U, orthogonal)[0]
+
+
+def purity_and_peaks(
+    fmaps: torch.Tensor, channels: torch.Tensor, U: torch.Tensor, orthogonal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(purity (P,), argmax cell of ``G_c`` as a row-major index into H*W (P,)) of each pair."""
     pairs, dim = fmaps.shape[:2]
     flat = fmaps.reshape(pairs, dim, -1)
     rows = torch.arange(pairs, device=flat.device)
@@ -100,7 +107,7 @@ def purity_of_features(
         norms = vectors.norm(dim=1)
     else:
         norms = (vectors @ U.T).norm(dim=1)
-    return peak / norms.clamp_min(NORM_FLOOR)
+    return peak / norms.clamp_min(NORM_FLOOR), cells
 
 
 def peak_cells(transformed_channel_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

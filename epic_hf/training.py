@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import FitCheckpoint
 from .data import ImageSource, SkippedSamples, resolve_dataset
-from .disentangle import cell_box, peak_cells, purity_of_features
+from .disentangle import cell_box, purity_and_peaks, purity_of_features
 from .images import encode_jpeg, pixel_values_to_image
 from .mining import IndexWriter, PooledIndex, merge_shards
 from .schedules import schedule as make_schedule
@@ -185,17 +185,18 @@ def _local_share(order: torch.Tensor, batch_size: int, rank: int, world: int) ->
 
 def _mean_purity(store: FeatureStore, rows: torch.Tensor, U: torch.Tensor, orthogonal: bool,
                  chunk: int) -> tuple[float, torch.Tensor]:
-    """Mean purity over the (D, N) prototype pairs, and per-pair values, under U."""
+    """Mean purity over the (D, N) prototype pairs under U, and each pair's peak cell (D, N)."""
     pair_rows, channels = _pairs(rows)
     store.prefetch(pair_rows)
-    values = []
+    values, cells = [], []
     with torch.no_grad():
         for start in range(0, pair_rows.numel(), chunk):
             fmaps = store.maps(pair_rows[start: start + chunk])
-            values.append(purity_of_features(fmaps, channels[start: start + chunk].to(fmaps.device),
-                                             U.to(fmaps.device), orthogonal).cpu())
-    purity = torch.cat(values)
-    return float(purity.mean()), purity
+            purity, peaks = purity_and_peaks(fmaps, channels[start: start + chunk].to(fmaps.device),
+                                             U.to(fmaps.device), orthogonal)
+            values.append(purity.cpu())
+            cells.append(peaks.cpu())
+    return float(torch.cat(values).mean()), torch.cat(cells).reshape(rows.shape)
 
 
 def _build_index(explainer, source, accelerator, batch_size, budget_bytes, spill_dir, skipped) -> PooledIndex:
@@ -491,10 +492,8 @@ def _final_bank(explainer, source: ImageSource, index: PooledIndex, store: Featu
     with torch.no_grad():
         U = disentangler.matrix().detach()
     scores, rows = index.top_prototypes(U, count)
-    purity_after, _ = _mean_purity(store, rows, U, disentangler.orthogonal, chunk)
-    dim = rows.shape[0]
+    purity_after, peaks = _mean_purity(store, rows, U, disentangler.orthogonal, chunk)
     grid = index.grid_size
-    boxes = torch.zeros(dim, rows.shape[1], 4, dtype=torch.int64)
     unique_rows = sorted(set(rows.reshape(-1).tolist()))
     keys = {row: int(index.keys[row]) for row in unique_rows}
     images = source.fetch(keys.values())
@@ -507,16 +506,11 @@ def _final_bank(explainer, source: ImageSource, index: PooledIndex, store: Featu
         for row, values in zip(block, pixel_values):
             thumbnails[keys[row]] = encode_jpeg(pixel_values_to_image(values, explainer.image_processor),
                                                 thumbnail_size, thumbnail_quality)
-    pair_rows, channels = _pairs(rows)
-    for start in range(0, pair_rows.numel(), chunk):
-        fmaps = store.maps(pair_rows[start: start + chunk])
-        part = channels[start: start + chunk]
-        channel_maps = torch.einsum("pd,pdhw->phw", U[part].to(fmaps), fmaps)
-        r, c = peak_cells(channel_maps)
-        for offset, (row_cell, col_cell) in enumerate(zip(r.tolist(), c.tolist())):
-            flat = start + offset
-            boxes[flat // rows.shape[1], flat % rows.shape[1]] = torch.tensor(
-                cell_box(row_cell, col_cell, grid, input_size))
+    width = grid[1]
+    boxes = torch.tensor(
+        [cell_box(cell // width, cell % width, grid, input_size) for cell in peaks.reshape(-1).tolist()],
+        dtype=torch.int64,
+    ).reshape(*rows.shape, 4)
     sample_keys = index.keys[rows.reshape(-1)].reshape(rows.shape)
     return PrototypeBank(
         sample_keys=sample_keys.clone(), scores=scores.float(), boxes=boxes, S=disentangler.S.detach().cpu().clone(),
@@ -539,20 +533,9 @@ def bank_purity(explainer: "EpicExplainer", dataset: Any, *, split: str | None =
     source = resolve_dataset(dataset, split=split, image_column=image_column, key_column=key_column,
                              streaming=streaming)
     bank = explainer.bank
-    keys = bank.sample_keys
-    unique = torch.unique(keys[keys >= 0])
-    index = PooledIndex(vectors=torch.zeros(unique.numel(), 0), keys=unique, grid_size=bank.grid_size)
-    rows = torch.searchsorted(unique, keys.clamp_min(0))
+    keys = torch.unique(bank.sample_keys)
+    index = PooledIndex(vectors=torch.zeros(keys.numel(), 0), keys=keys, grid_size=bank.grid_size)
+    rows = torch.searchsorted(keys, bank.sample_keys)
     store = FeatureStore(explainer, source, index, 2**62, batch_size, contextlib.nullcontext)
-    U = explainer.U
-    pair_rows, channels = _pairs(rows)
-    valid = (keys >= 0).reshape(-1)
-    store.prefetch(pair_rows)
-    values = []
-    with torch.no_grad():
-        for start in range(0, pair_rows.numel(), batch_size):
-            part = slice(start, start + batch_size)
-            fmaps = store.maps(pair_rows[part])
-            values.append(purity_of_features(fmaps, channels[part].to(fmaps.device), U.to(fmaps), explainer.disentangler.orthogonal).cpu())
-    return float(torch.cat(values)[valid].mean())
-
+    purity, _ = _mean_purity(store, rows, explainer.U, explainer.disentangler.orthogonal, batch_size)
+    return purity

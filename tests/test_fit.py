@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from epic_hf import EpicExplainer
+from epic_hf.disentangle import cell_box
 from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier
 
 SHORT = dict(schedule_start=20, schedule_end=5, schedule_steps=5, epochs_per_step=4, lr=2e-2, train_batch_size=32)
@@ -59,6 +60,11 @@ def test_bank_scores_are_the_channel_sums_of_G(fitted, trained):
     G = explainer.feature_map([data[int(k)]["image"] for k in keys])
     sums = G.sum(dim=(2, 3))[torch.arange(len(keys)), torch.arange(len(keys))]
     torch.testing.assert_close(sums, explainer.bank.scores[:, 0], rtol=1e-4, atol=1e-4)
+    grid = tuple(G.shape[-2:])
+    for channel in range(len(keys)):  # each box is the cell where the prototype's G_c peaks
+        cell = int(G[channel, channel].flatten().argmax())
+        expected = cell_box(cell // grid[1], cell % grid[1], grid, explainer.bank.input_size)
+        assert tuple(explainer.bank.boxes[channel, 0].tolist()) == expected
 
 
 def test_purity_recomputed_on_the_dataset_matches_the_report(fitted, trained):
