@@ -132,27 +132,36 @@ class ImageSource:
         if keys:
             yield keys, images
 
-    def fetch(self, keys: Iterable[int]) -> dict[int, Image.Image]:
-        """Decoded images of the given keys: random access for map-style data, one pass for streams."""
+    def iter_images(self, keys: Iterable[int]) -> Iterator[tuple[int, Image.Image]]:
+        """(key, decoded image) for the given keys, one at a time, in dataset order.
+
+        Random access for map-style data; one pass (stopping after the last key) for streams
+        and key columns. Callers batch as they go, so memory holds a batch, not every image.
+        """
         wanted = sorted(set(int(k) for k in keys))
         if not wanted:
-            return {}
-        found: dict[int, Image.Image] = {}
+            return
         if not self.streaming and self.key_column is None:
             rows = self.dataset.select_columns([self.image_column]).select(wanted)
-            for key, example in zip(wanted, rows):
-                found[key] = to_rgb(example[self.image_column], key)
-            return found
+            position = 0
+            for block in rows.iter(batch_size=256):
+                for record in block[self.image_column]:
+                    key = wanted[position]
+                    yield key, to_rgb(record, key)
+                    position += 1
+            return
         remaining = set(wanted)
         for key, record in self.records():
             if key in remaining:
-                found[key] = to_rgb(record, key)
+                yield key, to_rgb(record, key)
                 remaining.discard(key)
                 if not remaining:
-                    break
-        if remaining:
-            raise KeyError(f"{len(remaining)} sample keys were not found in the dataset, e.g. {sorted(remaining)[:5]}")
-        return found
+                    return
+        raise KeyError(f"{len(remaining)} sample keys were not found in the dataset, e.g. {sorted(remaining)[:5]}")
+
+    def fetch(self, keys: Iterable[int]) -> dict[int, Image.Image]:
+        """Decoded images of the given keys, all at once (for a few images)."""
+        return dict(self.iter_images(keys))
 
 
 def _find_image_column(features: Any, columns: list[str], image_column: str | None) -> str:

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -126,45 +126,57 @@ class FeatureStore:
         self.cached_bytes = 0
         self.backbone_images = 0
 
-    def _compute(self, rows: list[int]) -> dict[int, torch.Tensor]:
-        keys = [int(self.index.keys[row]) for row in rows]
-        images = self.source.fetch(keys)
-        maps: dict[int, torch.Tensor] = {}
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start: start + self.batch_size]
-            pixel_values = self.explainer.preprocess([images[int(self.index.keys[r])] for r in chunk])
-            with torch.no_grad(), self.autocast():
-                fmap = self.explainer.adapter.feature_map(pixel_values).float()
-            self.backbone_images += len(chunk)
-            maps.update(zip(chunk, fmap))
-        return maps
+    @property
+    def map_bytes(self) -> int:
+        height, width = self.index.grid_size
+        return self.explainer.num_channels * height * width * 4  # float32
 
-    def _keep(self, fresh: dict[int, torch.Tensor]) -> None:
-        for row, fmap in fresh.items():
-            size = fmap.numel() * fmap.element_size()
-            if self.cached_bytes + size <= self.budget_bytes:
-                self.cache[row] = fmap
-                self.cached_bytes += size
+    def _compute(self, rows: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        """(row, F) for ``rows``, batch by batch as their images arrive: O(batch) images in memory."""
+        row_of = {int(self.index.keys[row]): row for row in rows}
+        batch_rows: list[int] = []
+        batch_images: list = []
+        for key, image in self.source.iter_images(row_of):
+            batch_rows.append(row_of[key])
+            batch_images.append(image)
+            if len(batch_rows) == self.batch_size:
+                yield from self._forward(batch_rows, batch_images)
+                batch_rows, batch_images = [], []
+        if batch_rows:
+            yield from self._forward(batch_rows, batch_images)
+
+    def _forward(self, rows: list[int], images: list) -> Iterator[tuple[int, torch.Tensor]]:
+        pixel_values = self.explainer.preprocess(images)
+        with torch.no_grad(), self.autocast():
+            fmap = self.explainer.adapter.feature_map(pixel_values).float()
+        self.backbone_images += len(rows)
+        return zip(rows, fmap)
+
+    def _keep(self, row: int, fmap: torch.Tensor) -> None:
+        size = fmap.numel() * fmap.element_size()
+        if self.cached_bytes + size <= self.budget_bytes:
+            self.cache[row] = fmap.clone()  # its own storage, not a view that pins the whole batch
+            self.cached_bytes += size
 
     def prefetch(self, rows: torch.Tensor | list[int]) -> None:
         """Compute and cache the maps of ``rows`` in full batches, with one fetch of their images.
 
         Called once per schedule step, so a stream is re-read once per step rather than once per
-        minibatch. Rows beyond the budget are left to :meth:`maps` to recompute when needed.
+        minibatch. Only as many rows as the budget holds are computed; the rest are left to
+        :meth:`maps` to recompute when a minibatch needs them.
         """
-        missing = sorted(set(int(r) for r in rows) - set(self.cache))
-        if not missing:
-            return
-        if self.cached_bytes >= self.budget_bytes:
-            return
-        self._keep(self._compute(missing))
+        capacity = max(0, self.budget_bytes - self.cached_bytes) // self.map_bytes
+        missing = sorted(set(int(r) for r in rows) - set(self.cache))[:capacity]
+        for row, fmap in self._compute(missing):
+            self._keep(row, fmap)
 
     def maps(self, rows: torch.Tensor | list[int]) -> torch.Tensor:
         """(len(rows), D, H, W); computes the missing rows in one batch of fetches."""
         rows = [int(r) for r in rows]
         missing = sorted(set(r for r in rows if r not in self.cache))
-        fresh = self._compute(missing) if missing else {}
-        self._keep(fresh)
+        fresh = dict(self._compute(missing))
+        for row, fmap in fresh.items():
+            self._keep(row, fmap)
         return torch.stack([self.cache[r] if r in self.cache else fresh[r] for r in rows])
 
 
@@ -494,18 +506,13 @@ def _final_bank(explainer, source: ImageSource, index: PooledIndex, store: Featu
     scores, rows = index.top_prototypes(U, count)
     purity_after, peaks = _mean_purity(store, rows, U, disentangler.orthogonal, chunk)
     grid = index.grid_size
-    unique_rows = sorted(set(rows.reshape(-1).tolist()))
-    keys = {row: int(index.keys[row]) for row in unique_rows}
-    images = source.fetch(keys.values())
     thumbnails: dict[int, bytes] = {}
     input_size = None
-    for start in range(0, len(unique_rows), chunk):
-        block = unique_rows[start: start + chunk]
-        pixel_values = explainer.preprocess([images[keys[r]] for r in block])
+    for key, image in source.iter_images(index.keys[rows.reshape(-1)].tolist()):
+        pixel_values = explainer.preprocess([image])[0]  # the processed input, as the model saw it
         input_size = tuple(pixel_values.shape[-2:])
-        for row, values in zip(block, pixel_values):
-            thumbnails[keys[row]] = encode_jpeg(pixel_values_to_image(values, explainer.image_processor),
-                                                thumbnail_size, thumbnail_quality)
+        thumbnails[key] = encode_jpeg(pixel_values_to_image(pixel_values, explainer.image_processor),
+                                      thumbnail_size, thumbnail_quality)
     width = grid[1]
     boxes = torch.tensor(
         [cell_box(cell // width, cell % width, grid, input_size) for cell in peaks.reshape(-1).tolist()],

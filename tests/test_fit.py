@@ -158,3 +158,12 @@ def test_fitting_again_starts_from_the_identity(trained):
     again = explainer.fit(small, **args)
     torch.testing.assert_close(explainer.bank.S, S_first)
     assert again.purity_after == pytest.approx(first.purity_after)
+
+
+def test_feature_maps_beyond_the_cache_budget_are_recomputed_with_the_same_result(fitted, trained):
+    model, processor, data = trained
+    explainer = EpicExplainer(model, processor, matrix="invertible")
+    report = explainer.fit(data, feature_cache_mb=0.01, **SHORT)  # room for a few maps only
+    assert torch.equal(explainer.bank.sample_keys, fitted[0].bank.sample_keys)
+    torch.testing.assert_close(explainer.bank.S, fitted[0].bank.S)
+    assert report.purity_after == pytest.approx(fitted[1].purity_after, abs=1e-6)
