@@ -217,8 +217,6 @@ def resolve_dataset(
         dataset = loaded
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         dataset, split = _pick_split(dataset, split)
-    elif split is not None and isinstance(dataset, datasets.Dataset) and dataset.split is not None:
-        split = split or str(dataset.split)
     if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
         raise TypeError(
             f"expected a datasets.Dataset, IterableDataset, DatasetDict, an image folder or a Hub dataset id, "
@@ -229,7 +227,7 @@ def resolve_dataset(
             raise ValueError("the dataset is empty: EPIC needs images to mine prototypes from")
         name = name or (dataset.info.dataset_name if dataset.info else None)
         split = split or (str(dataset.split) if dataset.split is not None else None)
-    columns = list(dataset.column_names or []) if dataset.column_names is not None else []
+    columns = list(dataset.column_names or [])
     column = _find_image_column(dataset.features, columns, image_column)
     if key_column is not None and columns and key_column not in columns:
         raise ValueError(f"key_column {key_column!r} is not a column of the dataset; columns: {columns}")

@@ -124,7 +124,6 @@ class FeatureStore:
         self.autocast = autocast
         self.cache: dict[int, torch.Tensor] = {}
         self.cached_bytes = 0
-        self.backbone_images = 0
 
     @property
     def map_bytes(self) -> int:
@@ -149,7 +148,6 @@ class FeatureStore:
         pixel_values = self.explainer.preprocess(images)
         with torch.no_grad(), self.autocast():
             fmap = self.explainer.adapter.feature_map(pixel_values).float()
-        self.backbone_images += len(rows)
         return zip(rows, fmap)
 
     def _keep(self, row: int, fmap: torch.Tensor) -> None:
