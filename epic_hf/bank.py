@@ -34,6 +34,12 @@ class PrototypeBank:
         input_size: (height, width) of the model input the boxes refer to.
         grid_size: (height, width) of the feature map.
         config: free-form metadata (base model, dataset, hyperparameters, purity).
+        class_evidence: (num_classes, D) float32 or None, the mean contribution
+            ``A'_{k,j} (U v)_j`` of channel j to class k's logit over the samples predicted as k
+            (an exact, global "class k relies on channels ..." summary, free from the index pass).
+        class_counts: (num_classes,) int64 or None, how many samples were predicted as each class.
+        id2label: class index -> label name of the base model.
+        sample_names: sample key -> display name (file name, label or key column value).
     """
 
     sample_keys: torch.Tensor
@@ -45,6 +51,10 @@ class PrototypeBank:
     input_size: tuple[int, int]
     grid_size: tuple[int, int]
     config: dict[str, Any] = field(default_factory=dict)
+    class_evidence: torch.Tensor | None = None
+    class_counts: torch.Tensor | None = None
+    id2label: dict[int, str] = field(default_factory=dict)
+    sample_names: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         dim, count = self.sample_keys.shape
