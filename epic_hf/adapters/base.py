@@ -1,12 +1,10 @@
-"""Per-family access to a classifier's spatial feature map F and its linear head (A, b).
+"""The adapter contract: a spatial feature map F, a linear head (A, b), and the load-time check.
 
 EPIC needs a classifier of the form ``logits = A . avg_hw(F) + b``. Each Hugging Face
 family reaches that form differently (a plain average pool, a LayerNorm after the pool,
 tokens that average over a grid), so each gets a small adapter. Every adapter is checked
 at load time on a probe input: if ``A . avg_hw(F) + b`` does not reproduce the model's
 own logits, the model is refused rather than explained wrongly.
-
-The registry is keyed by ``config.model_type``; :func:`adapter_for` is the one entry point.
 """
 
 from __future__ import annotations
@@ -18,13 +16,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .errors import UnsupportedModelError
+from ..errors import UnsupportedModelError
+from .registry import supported_families_text
 
 #: Relative error above which the linear-head identity is considered broken.
 IDENTITY_TOLERANCE = 1e-4
-
-#: Families whose logits read a CLS (or distillation) token: not an average of a spatial map.
-CLS_TOKEN_FAMILIES = ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_hybrid", "vit_msn", "cvt")
 
 
 @dataclass
@@ -131,125 +127,3 @@ def tokens_to_grid(tokens: torch.Tensor, height: int, width: int) -> torch.Tenso
             "not match the model's patch grid."
         )
     return tokens.transpose(1, 2).reshape(batch, dim, height, width)
-
-
-class ConvNetAdapter(ModelAdapter):
-    """Convolutional families whose head is ``Linear(AdaptiveAvgPool(F))``."""
-
-    model_types = ("resnet", "regnet", "mobilenet_v2")
-    family = "ResNet, RegNet, MobileNetV2"
-
-
-class EfficientNetAdapter(ModelAdapter):
-    model_types = ("efficientnet",)
-    family = "EfficientNet (pooling_type='mean')"
-
-    def check_config(self, config) -> None:
-        if getattr(config, "pooling_type", "mean") != "mean":
-            raise UnsupportedModelError(
-                f"EfficientNet with pooling_type={config.pooling_type!r} max-pools its features; "
-                "EPIC needs an average pool to decompose the logits. Use pooling_type='mean'."
-            )
-
-
-class ConvNextAdapter(ModelAdapter):
-    """ConvNeXt (v1, v2): LayerNorm after the pool, folded into F."""
-
-    model_types = ("convnext", "convnextv2")
-    family = "ConvNeXt, ConvNeXt V2"
-
-    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        base = self.model.base_model
-        hidden = base(pixel_values=pixel_values).last_hidden_state
-        return fold_post_pool_layernorm(hidden, base.layernorm)
-
-
-class SwinAdapter(ModelAdapter):
-    """Swin (v1, v2): per-token LayerNorm, then an average over the final token grid."""
-
-    model_types = ("swin", "swinv2")
-    family = "Swin, Swin V2"
-
-    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        tokens = self.model.base_model(pixel_values=pixel_values).last_hidden_state
-        height, width = self.grid_size(pixel_values.shape[-2:], tokens.shape[1])
-        return tokens_to_grid(tokens, height, width)
-
-    def grid_size(self, input_hw: torch.Size, length: int) -> tuple[int, int]:
-        config = self.model.config
-        height = math.ceil(input_hw[0] / config.patch_size)
-        width = math.ceil(input_hw[1] / config.patch_size)
-        for _ in range(len(config.depths) - 1):  # each patch merging halves, padding odd sides
-            height, width = math.ceil(height / 2), math.ceil(width / 2)
-        return height, width
-
-
-class MeanPooledViTAdapter(ModelAdapter):
-    """BEiT and Data2Vec-Vision with ``use_mean_pooling=True``: LN(mean of patch tokens)."""
-
-    model_types = ("beit", "data2vec-vision")
-    family = "BEiT, Data2Vec-Vision (use_mean_pooling=True)"
-
-    def check_config(self, config) -> None:
-        if not getattr(config, "use_mean_pooling", False):
-            raise UnsupportedModelError(
-                f"{config.model_type} with use_mean_pooling=False classifies from its CLS token, "
-                "which is not an average of a spatial feature map, so EPIC cannot decompose its "
-                f"logits. Supported families: {supported_families_text()}."
-            )
-
-    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        base = self.model.base_model
-        tokens = base(pixel_values=pixel_values).last_hidden_state[:, 1:, :]
-        patch = self.model.config.patch_size
-        grid = tokens_to_grid(tokens, pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
-        return fold_post_pool_layernorm(grid, base.pooler.layernorm)
-
-
-ADAPTERS: dict[str, type[ModelAdapter]] = {}
-
-
-def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
-    """Add an adapter class to the registry under each of its ``model_types``."""
-    for model_type in cls.model_types:
-        ADAPTERS[model_type] = cls
-    return cls
-
-
-for _cls in (ConvNetAdapter, EfficientNetAdapter, ConvNextAdapter, SwinAdapter, MeanPooledViTAdapter):
-    register_adapter(_cls)
-
-
-def supported_model_types() -> list[str]:
-    return sorted(ADAPTERS)
-
-
-def supported_families_text() -> str:
-    return ", ".join(supported_model_types())
-
-
-def adapter_class_for(model_type: str | None) -> type[ModelAdapter]:
-    """The adapter class for ``model_type``, or :class:`UnsupportedModelError` naming the supported ones."""
-    cls = ADAPTERS.get(model_type)  # type: ignore[arg-type]
-    if cls is not None:
-        return cls
-    if model_type in CLS_TOKEN_FAMILIES:
-        why = (
-            "its logits read a CLS token, which is not an average of a spatial feature map, so "
-            "they cannot be decomposed exactly into channel contributions"
-        )
-    else:
-        why = (
-            "no adapter knows how to read its spatial feature map and linear head yet (a family whose "
-            "logits are a linear map of an average-pooled feature map can be added with register_adapter)"
-        )
-    raise UnsupportedModelError(
-        f"model_type {model_type!r} is not supported by EPIC: {why}. "
-        f"Supported model types: {supported_families_text()}."
-    )
-
-
-def adapter_for(model: nn.Module) -> ModelAdapter:
-    """The adapter for a loaded model; it checks the model's configuration too."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return adapter_class_for(model_type)(model)

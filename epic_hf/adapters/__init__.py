@@ -1,0 +1,33 @@
+"""Per-family access to a classifier's spatial feature map F and its linear head (A, b).
+
+``base`` holds the contract and the load-time exactness check, ``registry`` the table keyed by
+``config.model_type``, and one module per family registers its adapter on import. Importing
+this package registers every family; :func:`adapter_for` is the one entry point.
+"""
+
+from . import beit, convnets, convnext, swin  # noqa: F401 - importing registers each family
+from .base import IDENTITY_TOLERANCE, LinearHead, ModelAdapter, fold_post_pool_layernorm, tokens_to_grid
+from .registry import (
+    ADAPTERS,
+    CLS_TOKEN_FAMILIES,
+    adapter_class_for,
+    adapter_for,
+    register_adapter,
+    supported_families_text,
+    supported_model_types,
+)
+
+__all__ = [
+    "ADAPTERS",
+    "CLS_TOKEN_FAMILIES",
+    "IDENTITY_TOLERANCE",
+    "LinearHead",
+    "ModelAdapter",
+    "adapter_class_for",
+    "adapter_for",
+    "fold_post_pool_layernorm",
+    "register_adapter",
+    "supported_families_text",
+    "supported_model_types",
+    "tokens_to_grid",
+]

@@ -1,0 +1,21 @@
+"""ConvNeXt (v1, v2): a LayerNorm after the pool, folded exactly into F."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import ModelAdapter, fold_post_pool_layernorm
+from .registry import register_adapter
+
+
+@register_adapter
+class ConvNextAdapter(ModelAdapter):
+    """ConvNeXt (v1, v2): LayerNorm after the pool, folded into F."""
+
+    model_types = ("convnext", "convnextv2")
+    family = "ConvNeXt, ConvNeXt V2"
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        base = self.model.base_model
+        hidden = base(pixel_values=pixel_values).last_hidden_state
+        return fold_post_pool_layernorm(hidden, base.layernorm)
