@@ -49,7 +49,7 @@ def main() -> None:
             print(f"  channel {channel.channel}: {channel.contribution:+.4f}, box {channel.box}, prototypes {keys}")
         print(f"  -> {explanation.save(output / (Path(path).stem + '.png'))}")
 
-    from epic_hf.report import write_html_report
+    from epic_hf.viz import write_html_report
 
     write_html_report(explanations, output / "report.html")
     print(f"report: {output / 'report.html'}")

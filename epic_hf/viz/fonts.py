@@ -1,0 +1,228 @@
+"""Text in any script: a chain of fonts, chosen per character by glyph coverage.
+
+Why: labels come from model configs and datasets and file names from users' disks; they may be
+Greek, accented, Chinese or anything else. PIL's bundled font covers basic Latin only and draws
+every other character as a box. The chain is
+
+1. **Noto Sans** (package ``fontpkg-noto-sans``, OFL-1.1): Latin, Greek, Cyrillic, Vietnamese,
+   and the typographic signs the pictures use (− ÷ Σ … ·); variable, so titles can be bold;
+2. **WenQuanYi Micro Hei** (package ``paperang-p2-fonts-cjk``, Apache-2.0 or GPL-3 with the font
+   exception; byte-identical to Debian's ``fonts-wqy-microhei``): Chinese, Japanese kana,
+   Korean Hangul and 34,600 characters in all, in about 5 MB;
+3. common system fonts where they exist (DejaVu, Noto CJK);
+4. PIL's bundled font, so text is still drawn when nothing else is installed.
+
+Each character is drawn with the first font that has a glyph for it. A font "has" a character
+when rendering it gives something other than the font's own missing-glyph box (``.notdef``),
+checked once per (font, character) with PIL alone. Characters no font has are replaced by an
+ASCII stand-in where one exists (``−`` -> ``-``), else drawn as the box.
+
+Every piece of text is drawn on its baseline, so runs from different fonts line up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from PIL import ImageDraw, ImageFont
+
+logger = logging.getLogger(__name__)
+
+Face = ImageFont.FreeTypeFont | ImageFont.ImageFont
+Rect = tuple[int, int, int, int]
+
+#: (importable package, file inside it) of the fonts installed with epic_hf, in chain order.
+PACKAGED_FONTS: tuple[tuple[str, str], ...] = (
+    ("fontpkg_noto_sans", "files/NotoSans[wdth,wght].ttf"),
+    ("paperang_p2_fonts_cjk", "fonts/wqy-microhei.ttc"),
+)
+#: Fonts a Linux desktop often has, tried after the packaged ones.
+SYSTEM_FONTS: tuple[str, ...] = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+)
+#: Stand-ins for signs when no font of the chain has them (PIL's bundled font has none).
+ASCII_STAND_INS = {"−": "-", "÷": "/", "Σ": "sum", "…": "...", "·": "-", "—": "-", "×": "x", "≈": "~"}
+
+_NOTDEF_PROBE = "\U0010fffd"  # a private-use code point no font maps: it renders as .notdef
+_PROBE_SIZE = 32
+
+
+@lru_cache(maxsize=1)
+def font_files() -> tuple[Path, ...]:
+    """The font files of the chain that exist on this machine, in order."""
+    found: list[Path] = []
+    for package, name in PACKAGED_FONTS:
+        try:
+            path = Path(str(resources.files(package).joinpath(name)))
+        except (ModuleNotFoundError, TypeError):
+            continue
+        if path.is_file():
+            found.append(path)
+    found.extend(Path(p) for p in SYSTEM_FONTS if Path(p).is_file())
+    loadable = [path for path in found if _load(path, 12, False) is not None]
+    if not loadable:
+        logger.warning(
+            "no TrueType font found (epic_hf depends on fontpkg-noto-sans and paperang-p2-fonts-cjk): "
+            "text is drawn with PIL's bundled font, and characters outside basic Latin show as boxes"
+        )
+    return tuple(loadable)
+
+
+@lru_cache(maxsize=128)
+def _load(path: Path, size: int, bold: bool) -> ImageFont.FreeTypeFont | None:
+    """``path`` at ``size`` pixels (bold via the weight axis where the font has one)."""
+    try:
+        face = ImageFont.truetype(str(path), size)
+    except OSError:
+        return None
+    if bold:
+        try:
+            face.set_variation_by_name("Bold")
+        except (OSError, ValueError):  # not a variable font, or no "Bold" instance
+            pass
+    return face
+
+
+@lru_cache(maxsize=32)
+def _default(size: int) -> Face:
+    """PIL's bundled font at ``size`` (a bitmap font where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType
+        return ImageFont.load_default()
+
+
+@lru_cache(maxsize=16)
+def faces(size: int, bold: bool = False) -> tuple[Face, ...]:
+    """The chain at one size: every loadable font file, then PIL's bundled font."""
+    loaded = [_load(path, size, bold) or _default(size) for path in font_files()]  # indices stay aligned
+    return tuple(loaded) + (_default(size),)
+
+
+def _signature(face: Face, text: str) -> tuple:
+    mask = face.getmask(text)
+    return (mask.size, bytes(mask))
+
+
+@lru_cache(maxsize=16384)
+def _has_glyph(index: int, char: str) -> bool:
+    """Whether face ``index`` of the chain draws ``char`` as something other than ``.notdef``."""
+    face = faces(_PROBE_SIZE)[index]
+    return _signature(face, char) != _signature(face, _NOTDEF_PROBE)
+
+
+def face_index_for(char: str) -> int | None:
+    """Index in :func:`faces` of the first font with a glyph for ``char``; None if none has one."""
+    for index in range(len(faces(_PROBE_SIZE))):
+        if _has_glyph(index, char):
+            return index
+    return None
+
+
+def missing_glyphs(text: str) -> list[str]:
+    """The characters of ``text`` (whitespace aside) that no font of the chain can draw."""
+    return [c for c in dict.fromkeys(text) if not c.isspace() and face_index_for(c) is None]
+
+
+def _runs(text: str) -> list[tuple[str, int]]:
+    """``text`` split into (run, face index) with one font per run; whitespace joins any run."""
+    runs: list[tuple[str, int]] = []
+    for char in text:
+        if char.isspace() and runs:
+            runs[-1] = (runs[-1][0] + char, runs[-1][1])
+            continue
+        index = face_index_for(char)
+        if index is None:
+            stand_in = ASCII_STAND_INS.get(char)
+            if stand_in is not None and not missing_glyphs(stand_in):
+                char, index = stand_in, face_index_for(stand_in[0])
+            else:
+                index = 0
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0] + char, index)
+        else:
+            runs.append((char, index))
+    return runs
+
+
+@dataclass(frozen=True)
+class ChainFont:
+    """The font chain at one pixel size and weight; measures and draws mixed-script text."""
+
+    size: int
+    bold: bool = False
+
+    @property
+    def _faces(self) -> tuple[Face, ...]:
+        return faces(self.size, self.bold)
+
+    @property
+    def ascent(self) -> int:
+        primary = self._faces[0]
+        return primary.getmetrics()[0] if isinstance(primary, ImageFont.FreeTypeFont) else self.size
+
+    @property
+    def descent(self) -> int:
+        primary = self._faces[0]
+        return primary.getmetrics()[1] if isinstance(primary, ImageFont.FreeTypeFont) else self.size // 4
+
+    @property
+    def name(self) -> str:
+        """The primary font's family name (``Aileron`` is PIL's bundled font)."""
+        primary = self._faces[0]
+        return primary.getname()[0] if isinstance(primary, ImageFont.FreeTypeFont) else "PIL bitmap"
+
+    def getlength(self, text: str) -> float:
+        """Width of ``text`` in pixels, each run measured with its own font."""
+        return sum(self._faces[index].getlength(run) for run, index in _runs(text))
+
+    def fit(self, text: str, max_width: float, middle: bool = False) -> str:
+        """``text`` cut with an ellipsis to fit ``max_width`` (in the middle for file names)."""
+        if max_width <= 0:
+            return ""
+        if self.getlength(text) <= max_width:
+            return text
+        low, high = 0, len(text)
+        while low < high:  # the most characters kept that still fit with the ellipsis
+            keep = (low + high + 1) // 2
+            if self.getlength(_elide(text, keep, middle)) <= max_width:
+                low = keep
+            else:
+                high = keep - 1
+        return _elide(text, low, middle) if low else ""
+
+    def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill,
+             max_width: float | None = None, middle: bool = False) -> int:
+        """Draw ``text`` with its top-left at ``xy`` (cut to ``max_width``); returns its width."""
+        shown = text if max_width is None else self.fit(text, max_width, middle)
+        x, top = xy
+        baseline = top + self.ascent
+        for run, index in _runs(shown):
+            face = self._faces[index]
+            if isinstance(face, ImageFont.FreeTypeFont):
+                draw.text((x, baseline), run, font=face, fill=fill, anchor="ls")
+            else:
+                draw.text((x, top), run, font=face, fill=fill)
+            x += face.getlength(run)
+        return round(x - xy[0])
+
+    def draw_centered(self, draw: ImageDraw.ImageDraw, rect: Rect, text: str, fill, middle: bool = False) -> None:
+        """``text`` centred both ways in ``rect``, cut to its width."""
+        shown = self.fit(text, rect[2] - rect[0] - 4, middle)
+        x = rect[0] + (rect[2] - rect[0] - self.getlength(shown)) / 2
+        y = rect[1] + (rect[3] - rect[1] - self.ascent - self.descent) / 2
+        self.draw(draw, (round(x), round(y)), shown, fill)
+
+
+def _elide(text: str, keep: int, middle: bool) -> str:
+    """``keep`` characters of ``text`` and an ellipsis: at the end, or in the middle."""
+    if not middle:
+        return text[:keep].rstrip() + "…"
+    head = (keep + 1) // 2
+    return text[:head] + "…" + text[len(text) - (keep - head):] if keep - head else text[:head] + "…"
