@@ -4,40 +4,44 @@
 ``explain`` decomposes a logit exactly into disentangled channels and their prototypes.
 """
 
+from ._version import __version__
 from .adapters import ADAPTERS, ModelAdapter, register_adapter, supported_model_types
 from .bank import PrototypeBank
-from .errors import BankFormatError, BankMismatchError, CheckpointMismatchError, EpicError, UnsupportedModelError
+from .config import EpicConfig, FitConfig
+from .errors import (
+    BankFormatError,
+    BankMismatchError,
+    BaseModelNotFoundError,
+    CheckpointMismatchError,
+    EpicError,
+    HubUnreachableError,
+    UnsupportedModelError,
+)
 from .explainer import EpicExplainer
 from .explanation import ChannelExplanation, Explanation, PrototypeMatch
-
-__version__ = "0.1.0"
+from .fit import FitReport
+from .viz import write_html_report
 
 __all__ = [
     "ADAPTERS",
     "BankFormatError",
     "BankMismatchError",
+    "BaseModelNotFoundError",
     "ChannelExplanation",
     "CheckpointMismatchError",
+    "EpicConfig",
     "EpicError",
     "EpicExplainer",
     "Explanation",
+    "FitConfig",
+    "FitReport",
+    "HubUnreachableError",
     "ModelAdapter",
     "PrototypeBank",
     "PrototypeMatch",
     "UnsupportedModelError",
+    "__version__",
     "register_adapter",
     "supported_model_types",
+    "write_html_report",
 ]
-
-
-def __getattr__(name: str):
-    # Heavier, optional pieces are imported on first use.
-    if name == "FitReport":
-        from .training import FitReport
-
-        return FitReport
-    if name == "write_html_report":
-        from .report import write_html_report
-
-        return write_html_report
-    raise AttributeError(f"module 'epic_hf' has no attribute {name!r}")

@@ -3,25 +3,40 @@
 For every channel c of the disentangled feature map, the bank keeps its top-N prototypes:
 ``sample_keys[c]`` (which training images), ``scores[c]`` (``sum_hw G_c``), ``boxes[c]``
 (the argmax cell scaled to input pixels) and a JPEG thumbnail of each distinct image. It also
-keeps S, from which U is derived, so a bank fully determines the explanations it gives.
+keeps S, from which U is derived, so a bank fully determines the explanations it gives, and
+the class evidence of the fit (which channels each class relies on). Files: :mod:`epic_hf.bank_format`.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+from huggingface_hub import ModelCard
 from PIL import Image
 
+from ._version import __version__
+from .bank_format import CONFIG_NAME, WEIGHTS_NAME, BankFiles, read_bank_files, write_bank_files
+from .config import EpicConfig
 from .disentangle import Disentangler
+from .errors import BankFormatError, BankMismatchError
 from .explanation import PrototypeMatch
+from .hub import HubMixin
 from .images import decode_jpeg
+from .model_card import model_card
+from .viz import render_prototype_sheet
+
+if TYPE_CHECKING:
+    from .backbone import FrozenClassifier
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PrototypeBank:
+class PrototypeBank(HubMixin):
     """Per-channel prototypes plus the disentangler state that produced them.
 
     Attributes:
@@ -33,7 +48,7 @@ class PrototypeBank:
         thumbnails: sample key -> JPEG bytes of the processed image (shared across channels).
         input_size: (height, width) of the model input the boxes refer to.
         grid_size: (height, width) of the feature map.
-        config: free-form metadata (base model, dataset, hyperparameters, purity).
+        config: what the bank is about (base model, fit settings, dataset, purity).
         class_evidence: (num_classes, D) float32 or None, the mean contribution
             ``A'_{k,j} (U v)_j`` of channel j to class k's logit over the samples predicted as k
             (an exact, global "class k relies on channels ..." summary, free from the index pass).
@@ -50,7 +65,7 @@ class PrototypeBank:
     thumbnails: dict[int, bytes]
     input_size: tuple[int, int]
     grid_size: tuple[int, int]
-    config: dict[str, Any] = field(default_factory=dict)
+    config: EpicConfig | None = None
     class_evidence: torch.Tensor | None = None
     class_counts: torch.Tensor | None = None
     id2label: dict[int, str] = field(default_factory=dict)
@@ -65,6 +80,11 @@ class PrototypeBank:
             )
         if self.S.shape != (dim, dim):
             raise ValueError(f"S must be ({dim}, {dim}) for a bank of {dim} channels, got {tuple(self.S.shape)}")
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.grid_size = (int(self.grid_size[0]), int(self.grid_size[1]))
+        if self.config is None:
+            self.config = EpicConfig(model_type="unknown", num_channels=dim, prototypes_per_channel=count,
+                                     matrix=self.matrix, grid_size=self.grid_size, input_size=self.input_size)
 
     @property
     def num_channels(self) -> int:
@@ -76,7 +96,7 @@ class PrototypeBank:
 
     @property
     def U(self) -> torch.Tensor:
-        disentangler = Disentangler(self.num_channels, self.matrix)
+        disentangler = Disentangler(self.num_channels, self.matrix)  # type: ignore[arg-type]
         with torch.no_grad():
             disentangler.S.copy_(self.S)
             return disentangler.matrix()
@@ -93,41 +113,113 @@ class PrototypeBank:
             image = image.resize((width, height), Image.Resampling.BICUBIC)
         return image
 
-    def prototypes(self, channel: int) -> list[PrototypeMatch]:
-        """The prototypes of ``channel``, best first."""
+    def prototypes(self, channel: int, query_key: int | None = None) -> list[PrototypeMatch]:
+        """The prototypes of ``channel``, best first; ``query_key`` marks the explained image itself."""
         if not 0 <= channel < self.num_channels:
             raise IndexError(f"channel must be in [0, {self.num_channels - 1}], got {channel}")
-        matches = []
-        for key, score, box in zip(
-            self.sample_keys[channel].tolist(), self.scores[channel].tolist(), self.boxes[channel].tolist()
-        ):
-            matches.append(
-                PrototypeMatch(
-                    sample_key=int(key), score=float(score), box=tuple(int(v) for v in box),
-                    _load_image=lambda key=key: self.thumbnail(key),
-                )
-            )
-        return matches
+        return [
+            PrototypeMatch(sample_key=int(key), score=float(score), box=tuple(int(v) for v in box),
+                           _load_image=self._thumbnail_loader(int(key)), name=self.sample_names.get(int(key)),
+                           is_query=query_key is not None and int(key) == int(query_key))
+            for key, score, box in zip(self.sample_keys[channel].tolist(), self.scores[channel].tolist(),
+                                       self.boxes[channel].tolist())
+        ]
+
+    def key_of_thumbnail(self, data: bytes) -> int | None:
+        """The sample key whose thumbnail is exactly ``data``, if any (finds the explained image in the bank)."""
+        return next((key for key, jpeg in self.thumbnails.items() if jpeg == data), None)
+
+    def _thumbnail_loader(self, key: int) -> Callable[[], Image.Image]:
+        return lambda: self.thumbnail(key)
 
     def show(self, channel: int) -> Image.Image:
         """A sheet of ``channel``'s prototypes with their boxes."""
-        from .render import render_prototype_sheet
-
         return render_prototype_sheet(self, channel)
 
-    # -- persistence (see epic_hf.bank_io) --------------------------------------------------
-    def save_pretrained(self, save_directory: str | Path) -> Path:
-        from .bank_io import save_bank
+    def check_matches(self, classifier: "FrozenClassifier", check_base_model: bool = True) -> None:
+        """Refuse a bank fit on another model: D, model_type and (by fingerprint or name) the weights must agree."""
+        config = self.config
+        assert config is not None
+        if self.num_channels != classifier.num_channels:
+            raise BankMismatchError(
+                f"the bank has {self.num_channels} channels but this model's feature map has "
+                f"{classifier.num_channels}: it was fit on another model")
+        if config.model_type not in ("unknown", classifier.model_type):
+            raise BankMismatchError(
+                f"the bank was fit on a {config.model_type!r} model, not on this {classifier.model_type!r} model")
+        if not check_base_model:
+            return
+        if config.base_model_fingerprint:
+            if config.base_model_fingerprint != classifier.fingerprint:
+                raise BankMismatchError(
+                    f"the bank was fit on base model {config.base_model_name_or_path!r}, and this "
+                    f"{classifier.model_type!r} model ({classifier.reference.name_or_path!r}) has other weights "
+                    "(their fingerprints differ): pair the bank with the classifier it was fit on")
+            return
+        if not same_model_name(config.base_model_name_or_path, classifier.reference.name_or_path):
+            raise BankMismatchError(
+                f"the bank was fit on base model {config.base_model_name_or_path!r}, not "
+                f"{classifier.reference.name_or_path!r}; load it with EpicExplainer.from_pretrained(<bank>) so "
+                "that its own base model is loaded, or pass base_model=<where that model is now>")
 
-        return save_bank(self, Path(save_directory))
+    # -- persistence (orchestrated by epic_hf.hub.HubMixin) ------------------------------------
+    def _save_pretrained(self, directory: Path) -> None:
+        assert self.config is not None
+        self.config.library_version = __version__
+        self.config.num_channels, self.config.prototypes_per_channel = self.num_channels, self.prototypes_per_channel
+        self.config.matrix, self.config.grid_size, self.config.input_size = self.matrix, self.grid_size, self.input_size
+        with torch.no_grad():
+            tensors = {"S": self.S.float(), "U": self.U.float(), "sample_keys": self.sample_keys.to(torch.int64),
+                       "scores": self.scores.float(), "boxes": self.boxes.to(torch.int64)}
+        if self.class_evidence is not None and self.class_counts is not None:
+            tensors["class_evidence"] = self.class_evidence.float()
+            tensors["class_counts"] = self.class_counts.to(torch.int64)
+        write_bank_files(directory, BankFiles(config=self.config, tensors=tensors, thumbnails=self.thumbnails,
+                                              id2label=self.id2label, sample_names=self.sample_names))
+        logger.info("saved EPIC bank (%d channels x %d prototypes) to %s", self.num_channels,
+                    self.prototypes_per_channel, directory)
+
+    def _model_card(self, repo_id: str | None) -> ModelCard:
+        assert self.config is not None
+        return model_card(self.config, repo_id)
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | Path, revision: str | None = None, **hub_kwargs) -> "PrototypeBank":
-        from .bank_io import load_bank
+    def _from_pretrained(cls, resolve: Callable[[str], Path], name_or_path: str | Path, revision: str | None,
+                         **hub_kwargs: Any) -> "PrototypeBank":
+        files = read_bank_files(_required(resolve, name_or_path, CONFIG_NAME), _required(resolve, name_or_path,
+                                                                                          WEIGHTS_NAME))
+        tensors, config = files.tensors, files.config
+        try:
+            return cls(sample_keys=tensors["sample_keys"], scores=tensors["scores"], boxes=tensors["boxes"],
+                       S=tensors["S"], matrix=config.matrix, thumbnails=files.thumbnails, input_size=config.input_size,
+                       grid_size=config.grid_size, config=config, class_evidence=tensors.get("class_evidence"),
+                       class_counts=tensors.get("class_counts"), id2label=files.id2label,
+                       sample_names=files.sample_names)
+        except (KeyError, ValueError) as error:
+            raise BankFormatError(f"the bank is inconsistent: {error}") from None
 
-        return load_bank(path_or_repo_id, revision=revision, **hub_kwargs)
+    def __repr__(self) -> str:
+        config = self.config
+        purity = f", purity {config.purity_after:.3f}" if config and config.purity_after is not None else ""
+        base = config.base_model_name_or_path if config else None
+        return (f"PrototypeBank({self.num_channels} channels x {self.prototypes_per_channel} prototypes, "
+                f"matrix={self.matrix!r}, {len(self.thumbnails)} thumbnails, base model {base!r}{purity})")
 
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        from .bank_io import push_bank_to_hub
 
-        return push_bank_to_hub(self, repo_id, **kwargs)
+def _required(resolve: Callable[[str], Path], name_or_path: str | Path, filename: str) -> Path:
+    path = resolve(filename)
+    if not path.is_file():
+        raise BankFormatError(f"{name_or_path} is not an EPIC bank directory: {filename} is missing")
+    return path
+
+
+def same_model_name(a: str | None, b: str | None) -> bool:
+    """Whether two references name the same model: equal Hub ids, or the same folder however spelled."""
+    if not a or not b:
+        return True
+    if str(a) == str(b):
+        return True
+    first, second = Path(str(a)).expanduser(), Path(str(b)).expanduser()
+    if first.exists() and second.exists():
+        return first.resolve() == second.resolve()
+    return False

@@ -22,6 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .explainer import EpicExplainer
+from .synthetic import planted_dataset, tiny_resnet, train_classifier
+from .viz import write_html_report
+
 logger = logging.getLogger(__name__)
 
 NUM_CLASSES = 4
@@ -46,12 +52,6 @@ def run_demo(
         top_k: channels shown per explanation.
         classifier_epochs: training epochs of the tiny classifier.
     """
-    import torch
-
-    from .explainer import EpicExplainer
-    from .report import write_html_report
-    from .synthetic import planted_dataset, tiny_resnet, train_classifier
-
     if num_images < NUM_CLASSES:
         raise ValueError(f"num_images must be at least {NUM_CLASSES}, got {num_images}")
     if num_explained < 1:
@@ -85,8 +85,8 @@ def run_demo(
     # 4. explanations of held-out images
     held_out = planted_dataset(num_explained, num_classes=NUM_CLASSES, size=64, seed=seed + 1)
     images = [image.convert("RGB") for image in held_out["image"]]
-    explanations = explainer.explain(images, top_k=top_k)
     names = held_out.features["label"].names
+    explanations = explainer.explain(images, top_k=top_k, true_label=[names[label] for label in held_out["label"]])
     pictures = []
     for position, explanation in enumerate(explanations):
         path = explanation.save(output / f"explanation_{position}.png")
@@ -95,9 +95,7 @@ def run_demo(
     write_html_report(explanations, html_path)
     records = []
     for position, explanation in enumerate(explanations):
-        record = explanation.to_dict()
-        record["true_label"] = names[held_out[position]["label"]]
-        records.append(record)
+        records.append(explanation.to_dict())
     json_path = output / "explanations.json"
     json_path.write_text(json.dumps(records, indent=2))
     correct = sum(r["target_label"] == r["true_label"] for r in records)

@@ -25,3 +25,11 @@ class BankFormatError(EpicError, ValueError):
 
 class CheckpointMismatchError(EpicError, ValueError):
     """A fit's ``output_dir`` holds a checkpoint made with other arguments."""
+
+
+class BaseModelNotFoundError(EpicError, FileNotFoundError):
+    """A bank's base model is not where the bank says it is (pass ``base_model=``)."""
+
+
+class HubUnreachableError(EpicError, ConnectionError):
+    """The Hugging Face Hub cannot be reached and the files are not in the local cache."""

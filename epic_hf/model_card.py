@@ -1,54 +1,60 @@
-"""The README model card of an EPIC repo: what it explains, how well, and how to use it."""
+"""The model card of an EPIC repo: what it explains, how well, and how to use it.
+
+Built with ``huggingface_hub``'s ``ModelCard`` / ``ModelCardData``, so its metadata is what the
+Hub validates; EPIC's text sits between markers so that a card already on the Hub keeps the
+rest of its text when the bank is pushed again (:func:`epic_hf.hub.merge_cards`).
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from huggingface_hub import ModelCard, ModelCardData
 
-def _front_matter(config: dict[str, Any]) -> str:
-    lines = ["---", "library_name: epic_hf", "tags:"]
-    lines += [f"- {tag}" for tag in ("epic", "explainability", "prototypes", "image-classification")]
-    base = config.get("base_model_name_or_path")
-    if base and "/" in str(base) and not str(base).startswith(("/", ".")):
-        lines.append(f"base_model: {base}")
-    dataset = (config.get("dataset") or {}).get("name")
-    if dataset and "/" in str(dataset) and not str(dataset).startswith(("/", ".")):
-        lines += ["datasets:", f"- {dataset}"]
-    lines.append("---")
-    return "\n".join(lines)
+from .config import EpicConfig
+from .hub import CARD_END, CARD_START
+
+
+def _hub_id(value: Any) -> str | None:
+    """``value`` when it looks like a Hub id (``org/name``), not a local path."""
+    text = str(value or "")
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).exists():
+        return text
+    return None
 
 
 def _metric(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
 
-def model_card(config: dict[str, Any], repo_id: str | None = None) -> str:
-    """Markdown with YAML front matter the Hub validates (tags, base_model, datasets)."""
-    base = config.get("base_model_name_or_path", "unknown")
-    revision = config.get("base_model_revision") or "main"
-    dataset = config.get("dataset") or {}
-    name = repo_id or "<this repo>"
-    fit = json.dumps(config.get("fit", {}), indent=2, sort_keys=True)
-    return f"""{_front_matter(config)}
-
+def model_card(config: EpicConfig, repo_id: str | None = None) -> ModelCard:
+    """The card of a bank with ``config``; its usage line names ``repo_id`` when given."""
+    base = config.base_model_name_or_path or "unknown"
+    dataset = config.dataset or {}
+    data = ModelCardData(library_name="epic_hf", tags=["epic", "explainability", "prototypes", "image-classification"],
+                         base_model=_hub_id(base), datasets=[d] if (d := _hub_id(dataset.get("name"))) else None)
+    name = repo_id or "path/to/this/bank"
+    fit = json.dumps(config.fit, indent=2, sort_keys=True)
+    text = f"""
+{CARD_START}
 # EPIC prototype bank for `{base}`
 
 This repository holds an [EPIC](https://arxiv.org/abs/2505.12897) prototype bank: a learned
-disentangling matrix U ({config.get('matrix', 'orthogonal')}) and, for each of the
-{config.get('num_channels', '?')} channels of the model's last feature map, its
-{config.get('prototypes_per_channel', '?')} most activating training images with their patches.
-It explains the frozen classifier `{base}` (revision `{revision}`) without changing any of its
-predictions: every explanation decomposes the model's own logits exactly.
+disentangling matrix U ({config.matrix}) and, for each of the {config.num_channels} channels of the
+model's last feature map, its {config.prototypes_per_channel} most activating training images with their
+patches. It explains the frozen classifier `{base}` (revision `{config.base_model_revision or "main"}`)
+without changing any of its predictions: every explanation decomposes the model's own logits exactly.
 
 | | |
 | --- | --- |
-| base model | `{base}` @ `{revision}` |
-| model type | `{config.get('model_type', '?')}` |
+| base model | `{base}` @ `{config.base_model_revision or "main"}` |
+| model type | `{config.model_type}` |
 | dataset | `{dataset.get('name', 'unknown')}` (split `{dataset.get('split', 'n/a')}`) |
-| samples indexed | {config.get('num_samples', 'n/a')} |
-| purity before (U = I) | {_metric(config.get('purity_before'))} |
-| purity after | {_metric(config.get('purity_after'))} |
+| samples indexed | {config.num_samples if config.num_samples is not None else 'n/a'} |
+| purity before (U = I) | {_metric(config.purity_before)} |
+| purity after | {_metric(config.purity_after)} |
 
 ## Usage
 
@@ -65,4 +71,6 @@ explanation.save("explained.png")
 ```json
 {fit}
 ```
+{CARD_END}
 """
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")

@@ -1,7 +1,10 @@
-"""The `epic-hf` command, run as users run it: `python -m epic_hf ...` in a subprocess, on tiny models."""
+"""The `epic-hf` command on tiny models: in-process through `main([...])`, and as users run it,
+`python -m epic_hf ...` in a subprocess (those tests are marked slow)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -9,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from epic_hf.cli import main
 
 from tiny_models import save_tiny_model
 
@@ -40,6 +45,25 @@ def subprocess_env(offline: bool = True) -> dict[str, str]:
 
 
 def epic_hf(*args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``main([...])`` in this process, capturing what it prints, as a CompletedProcess."""
+    out, err = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    os.chdir(cwd or ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exited:
+                code = int(exited.code or 0)
+    finally:
+        os.chdir(previous)
+    completed = subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"epic-hf {args} exited {code}:\n{completed.stdout[-3000:]}\n{completed.stderr[-5000:]}")
+    return completed
+
+
+def epic_hf_subprocess(*args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "epic_hf", *args]
     completed = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), cwd=cwd or ROOT,
                                timeout=180)
@@ -120,18 +144,19 @@ def test_explain_writes_png_html_and_json(fitted: Path, assets: Path, tmp_path: 
 def test_output_kinds_by_suffix(fitted: Path, assets: Path, tmp_path: Path):
     """--output dispatch (in-process: the subprocess path is covered above)."""
     from epic_hf import EpicExplainer
-    from epic_hf.cli import CliError, _write_outputs
+    from epic_hf.cli.common import CliError
+    from epic_hf.cli.explain import write_outputs
 
     images = sorted((assets / "images").rglob("*.png"))[:2]
     explanations = EpicExplainer.from_pretrained(fitted / "bank").explain([str(p) for p in images], top_k=2)
-    assert _write_outputs(explanations, images, tmp_path / "page.html")[0].stat().st_size > 1000
-    _write_outputs(explanations, images, tmp_path / "all.json")
+    assert write_outputs(explanations, images, tmp_path / "page.html", [])[0].stat().st_size > 1000
+    write_outputs(explanations, images, tmp_path / "all.json", [])
     records = json.loads((tmp_path / "all.json").read_text())
     assert [r["image"] for r in records] == [str(p) for p in images]
-    written = _write_outputs(explanations, images, tmp_path / "pic.png")
+    written = write_outputs(explanations, images, tmp_path / "pic.png", [])
     assert [p.name for p in written] == ["pic_0.png", "pic_1.png"]
     with pytest.raises(CliError, match="--output"):
-        _write_outputs(explanations, images, tmp_path / "x.txt")
+        write_outputs(explanations, images, tmp_path / "x.txt", [])
 
 
 def test_explain_a_plain_classifier_with_bank_flag(fitted: Path, assets: Path):
@@ -148,21 +173,20 @@ def test_info_summarises_a_bank(fitted: Path, assets: Path):
     assert info["bank_file_bytes"] > 0
     assert len(info["channel"]["prototypes"]) == 2
     from_run = json.loads(epic_hf("info", str(fitted)).stdout)  # a fit's output dir works too
-    assert from_run["fit_report"]["step_prototypes"] == [6, 4]
+    assert [step["prototypes"] for step in from_run["fit_report"]["steps"]] == [6, 4]
 
 
 @pytest.mark.parametrize("command", [[], ["fit"], ["explain"], ["info"], ["demo"]])
 def test_help(command: list[str], capsys):
-    from epic_hf.cli import main
-
     with pytest.raises(SystemExit) as exited:
         main([*command, "--help"])
     assert exited.value.code == 0
     assert "usage: epic-hf" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_help_in_a_subprocess():
-    completed = epic_hf("fit", "--help")
+    completed = epic_hf_subprocess("fit", "--help")
     for flag in ("--streaming", "--key-column", "--matrix", "--mixed-precision", "--push-to-hub", "--schedule-start"):
         assert flag in completed.stdout
 
@@ -205,8 +229,9 @@ def test_corrupt_bank(fitted: Path, tmp_path: Path):
     assert_one_line_error(epic_hf("info", str(tmp_path), check=False), "not an EPIC bank")
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(fitted: Path, tmp_path: Path):
-    completed = epic_hf("explain", str(fitted / "bank"), str(tmp_path / "nope.png"), "--debug", check=False)
+    completed = epic_hf_subprocess("explain", str(fitted / "bank"), str(tmp_path / "nope.png"), "--debug", check=False)
     assert completed.returncode != 0 and "Traceback" in completed.stderr
 
 

@@ -14,6 +14,8 @@ import pytest
 from test_cli import ROOT, make_image_folder, subprocess_env
 from tiny_models import save_tiny_model
 
+pytestmark = pytest.mark.slow  # subprocesses or the local Hub server
+
 EXAMPLES = ROOT / "examples"
 SHORT = ["--schedule-start", "6", "--schedule-end", "2", "--schedule-steps", "2", "--prototypes-per-channel", "2"]
 

@@ -12,9 +12,11 @@ from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 
 from epic_hf import BankFormatError, BankMismatchError, EpicExplainer, PrototypeBank
-from epic_hf.bank_io import CONFIG_NAME, WEIGHTS_NAME
+from epic_hf.bank_format import CONFIG_NAME, WEIGHTS_NAME
 from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier
 from tiny_models import make_tiny_model, tiny_processor
+
+pytestmark = pytest.mark.slow  # subprocesses or the local Hub server
 
 FIT = dict(prototypes_per_channel=3, schedule_start=8, schedule_end=3, schedule_steps=2, lr=1e-2)
 
@@ -51,7 +53,7 @@ def test_epic_repo_files_and_card(pushed):
     assert config["base_model_name_or_path"] == "tiny-org/resnet-tiny"
     assert config["base_model_revision"] == HfApi().model_info("tiny-org/resnet-tiny").sha
     assert config["model_type"] == "resnet" and config["num_channels"] == 8
-    assert config["fit"]["schedule_start"] == 8 and config["purity_after"] == pytest.approx(pushed[0].bank.config["purity_after"])
+    assert config["fit"]["schedule_start"] == 8 and config["purity_after"] == pytest.approx(pushed[0].bank.config.purity_after)
 
 
 def test_pull_in_a_fresh_cache_is_bit_identical(pushed, tmp_path):

@@ -272,6 +272,8 @@ from huggingface_hub import constants, hf_hub_download
 import pytest
 from conftest_hub import point_huggingface_hub_at, start_hub_server
 
+pytestmark = pytest.mark.slow  # subprocesses or the local Hub server
+
 assert constants.ENDPOINT == "https://huggingface.co" and not constants.HF_HUB_DISABLE_XET
 server = start_hub_server()
 with pytest.MonkeyPatch.context() as monkeypatch:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from epic_hf.disentangle import Disentangler, cell_box, purity_of_features, purity_of_maps, transform
-from epic_hf.mining import IndexWriter, PooledIndex, merge_shards, top_rows
-from epic_hf.schedules import prototypes_at_step, schedule
+from epic_hf.fit.index import IndexWriter, PooledIndex, merge_shards, top_rows
+from epic_hf.fit.schedules import prototypes_at_step, schedule
 
 
 def _random_U(dim: int, kind: str, seed: int = 0) -> torch.Tensor:
@@ -124,5 +124,14 @@ def test_exponential_and_logarithmic_schedules():
     assert prototypes_at_step("exponential", 5, 100, 5, 10) == int(100 * (5 / 100) ** 0.5)
     log = schedule("logarithmic", 100, 5, 10)
     assert log[0] == 100 and all(a >= b for a, b in zip(log, log[1:]))
+
+
+def test_schedules_match_the_official_values():
+    """The official EPIC code's LinearDecay, ExponentialDecay and LogDecay, value for value."""
+    assert schedule("linear", 100, 5, 10) == [100, 90, 81, 71, 62, 52, 43, 33, 24, 14]
+    assert schedule("exponential", 100, 5, 10) == [int(100 * (5 / 100) ** (s / 10)) for s in range(10)]
+    assert schedule("exponential", 100, 5, 10) == [100, 74, 54, 40, 30, 22, 16, 12, 9, 6]
+    assert schedule("logarithmic", 100, 5, 10) == [100, 92, 85, 77, 69, 60, 51, 40, 29, 18]
+    assert schedule("linear", 20, 5, 3) == [20, 15, 10]
     with pytest.raises(ValueError, match="schedule must be one of"):
         schedule("cosine", 100, 5, 10)

@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from epic_hf.synthetic import planted_dataset, tiny_resnet
 
+pytestmark = pytest.mark.slow  # subprocesses or the local Hub server
+
 SCRIPT = Path(__file__).with_name("fit_script.py")
 # torchrun on CPU: accelerate reads RANK / WORLD_SIZE and sets up a gloo process group on loopback.
 def _free_port() -> int:
@@ -110,7 +112,7 @@ def test_killed_mid_schedule_resumes_from_the_last_finished_step(assets, referen
     assert (assets / "mid-out" / "train_state.safetensors").is_file()
     _run(assets, "mid")
     report = _report(assets, "mid")
-    assert report["resumed_from_step"] == 2 and len(report["step_purity"]) == 4
+    assert report["resumed_from_step"] == 2 and len(report["steps"]) == 4
     _assert_same_bank(_bank(assets, "mid"), reference)
     # a finished run started again loads its bank instead of fitting again
     again = _run(assets, "mid")

@@ -23,11 +23,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PooledIndex:
-    """``vectors`` (n, D) float32 = avg_hw F per sample, ``keys`` (n,) int64, sorted by key."""
+    """``vectors`` (n, D) float32 = avg_hw F per sample, ``keys`` (n,) int64, sorted by key.
+
+    ``predictions`` (n,) int64: the class the model predicted for each sample (kept from the
+    same pass, for the bank's class evidence); None for an index that did not record them.
+    """
 
     vectors: torch.Tensor
     keys: torch.Tensor
     grid_size: tuple[int, int]
+    predictions: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.keys.shape[0]
@@ -124,13 +129,17 @@ class IndexWriter:
         return torch.from_numpy(np.concatenate(self.chunks)), keys
 
 
-def merge_shards(shards: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate per-process (vectors, keys), drop duplicate keys, sort by key.
+def merge_shards(shards: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Concatenate per-process (vectors, keys, *per-row extras), drop duplicate keys, sort by key.
 
     Sorting makes the index (and so mining, ties included) identical for any process count.
+    Returns a tuple shaped like each shard: (vectors, keys, *extras).
     """
-    vectors = torch.cat([torch.as_tensor(v) for v, _ in shards]) if shards else torch.zeros(0, 0)
-    keys = torch.cat([k for _, k in shards]) if shards else torch.zeros(0, dtype=torch.int64)
+    if not shards:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64)
+    keys = torch.cat([shard[1] for shard in shards])
     unique, first = np.unique(keys.numpy(), return_index=True)
     order = torch.from_numpy(first)
-    return vectors[order], torch.from_numpy(unique)
+    columns = [torch.cat([torch.as_tensor(shard[i]) for shard in shards])[order] for i in range(len(shards[0]))]
+    columns[1] = torch.from_numpy(unique)
+    return tuple(columns)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointMismatchError
+from ..errors import CheckpointMismatchError
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,13 @@ SCHEDULES = ("linear", "exponential", "logarithmic")
 def prototypes_at_step(kind: str, step: int, start: int, end: int, steps: int) -> int:
     """N at ``step`` (0-based) of ``steps``.
 
-    * linear: ``int(max(end, start - (start - end) / steps * step))`` (the reference's formula)
-    * exponential: ``start * (end / start) ** (step / steps)``, fast early decay
-    * logarithmic: ``start - (start - end) * log(1 + step) / log(1 + steps)``, slow late decay
+    The formulas of the official EPIC code (DESIGN.md, section 1):
+
+    * linear: ``int(max(end, start - (start - end) / steps * step))``
+      (100 -> 5 over 10 steps: 100, 90, 81, 71, 62, 52, 43, 33, 24, 14)
+    * exponential: ``int(start * (end / start) ** (step / steps))``, fast early decay
+    * logarithmic: ``int(end + (start - end) * log(1 + 0.1 (steps - step)) / log(1 + 0.1 steps))``,
+      slow early decay (100, 92, 85, 77, 69, 60, 51, 40, 29, 18)
     """
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
@@ -28,7 +32,7 @@ def prototypes_at_step(kind: str, step: int, start: int, end: int, steps: int) -
     elif kind == "exponential":
         value = start * (end / start) ** (step / steps)
     else:
-        value = start - (start - end) * math.log1p(step) / math.log1p(steps)
+        value = end + (start - end) * (math.log(1 + 0.1 * (steps - step)) / math.log(1 + 0.1 * steps))
     return int(max(end, value)) if start >= end else int(min(end, value))
 
 

@@ -1,0 +1,115 @@
+"""The EPIC bank files: ``epic_config.json`` and one ``epic_bank.safetensors``. Nothing unpickles.
+
+* ``epic_config.json``: :class:`~epic_hf.config.EpicConfig` (format version, base model, its
+  commit and weights fingerprint, model_type, D, grid, input size, matrix kind, fit settings,
+  dataset, purity).
+* ``epic_bank.safetensors``: ``S`` and ``U`` (D, D); ``sample_keys`` (D, N) int64; ``scores``
+  (D, N) float32; ``boxes`` (D, N, 4) int64; thumbnails as one uint8 buffer of concatenated
+  JPEGs (``thumbnail_data``) with ``thumbnail_keys`` (M,) and ``thumbnail_offsets`` (M+1,);
+  optionally ``class_evidence`` (C, D) float32 and ``class_counts`` (C,) int64. Its string
+  metadata holds ``id2label`` and ``sample_names`` as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .config import FORMAT_VERSION, EpicConfig
+from .errors import BankFormatError
+
+CONFIG_NAME = "epic_config.json"
+WEIGHTS_NAME = "epic_bank.safetensors"
+REQUIRED_TENSORS = ("S", "sample_keys", "scores", "boxes", "thumbnail_keys", "thumbnail_offsets", "thumbnail_data")
+
+
+@dataclass
+class BankFiles:
+    """The contents of a bank's two files, before they become a :class:`PrototypeBank`."""
+
+    config: EpicConfig
+    tensors: dict[str, torch.Tensor]
+    thumbnails: dict[int, bytes]
+    id2label: dict[int, str] = field(default_factory=dict)
+    sample_names: dict[int, str] = field(default_factory=dict)
+
+
+def pack_thumbnails(thumbnails: dict[int, bytes]) -> dict[str, torch.Tensor]:
+    """Distinct JPEGs as one byte buffer plus offsets: one tensor, however many images."""
+    keys = sorted(thumbnails)
+    sizes = [len(thumbnails[k]) for k in keys]
+    offsets = torch.zeros(len(keys) + 1, dtype=torch.int64)
+    if sizes:
+        offsets[1:] = torch.cumsum(torch.tensor(sizes, dtype=torch.int64), 0)
+    data = torch.frombuffer(bytearray(b"".join(thumbnails[k] for k in keys)), dtype=torch.uint8) if keys else \
+        torch.zeros(0, dtype=torch.uint8)
+    return {"thumbnail_keys": torch.tensor(keys, dtype=torch.int64), "thumbnail_offsets": offsets,
+            "thumbnail_data": data.clone()}
+
+
+def unpack_thumbnails(keys: torch.Tensor, offsets: torch.Tensor, data: torch.Tensor) -> dict[int, bytes]:
+    if offsets.numel() != keys.numel() + 1 or (keys.numel() and int(offsets[-1]) != data.numel()):
+        raise BankFormatError("thumbnail offsets do not match the thumbnail buffer: the bank file is corrupt")
+    raw = data.numpy().tobytes()
+    bounds = offsets.tolist()
+    return {int(k): raw[bounds[i]: bounds[i + 1]] for i, k in enumerate(keys.tolist())}
+
+
+def _readable_like_other_files(path: Path) -> None:
+    """safetensors writes 0600 files; give the bank the mode ``open()`` would (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
+def write_bank_files(directory: Path, files: BankFiles) -> None:
+    """Write ``epic_config.json`` and ``epic_bank.safetensors`` to ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in files.tensors.items()}
+    tensors.update(pack_thumbnails(files.thumbnails))
+    metadata = {"format": "epic", "format_version": str(FORMAT_VERSION),
+                "id2label": json.dumps({str(k): v for k, v in files.id2label.items()}),
+                "sample_names": json.dumps({str(k): v for k, v in files.sample_names.items()})}
+    weights = directory / WEIGHTS_NAME
+    save_file(tensors, str(weights), metadata=metadata)
+    _readable_like_other_files(weights)
+    (directory / CONFIG_NAME).write_text(files.config.to_json())
+
+
+def read_config(path: Path) -> EpicConfig:
+    return EpicConfig.from_json(path.read_text())
+
+
+def read_bank_files(config_path: Path, weights_path: Path) -> BankFiles:
+    """Read and check a bank (config first, so a future format version fails fast)."""
+    config = read_config(config_path)
+    try:
+        tensors = load_file(str(weights_path))
+        with safe_open(str(weights_path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise BankFormatError(f"{weights_path.name} is corrupt or truncated ({error}); download or save it again") \
+            from None
+    missing = set(REQUIRED_TENSORS) - set(tensors)
+    if missing:
+        raise BankFormatError(f"{weights_path.name} lacks the tensors {sorted(missing)}; it is not an EPIC bank file")
+    dim = config.num_channels
+    if tensors["S"].shape != (dim, dim) or tensors["sample_keys"].shape[0] != dim:
+        raise BankFormatError(
+            f"the bank tensors (S {tuple(tensors['S'].shape)}, sample_keys {tuple(tensors['sample_keys'].shape)}) "
+            f"do not match num_channels={dim} in its config; the bank is corrupt"
+        )
+    thumbnails = unpack_thumbnails(tensors.pop("thumbnail_keys"), tensors.pop("thumbnail_offsets"),
+                                   tensors.pop("thumbnail_data"))
+    try:
+        id2label = {int(k): str(v) for k, v in json.loads(metadata.get("id2label", "{}")).items()}
+        names = {int(k): str(v) for k, v in json.loads(metadata.get("sample_names", "{}")).items()}
+    except (json.JSONDecodeError, ValueError, AttributeError) as error:
+        raise BankFormatError(f"{weights_path.name} has unreadable metadata ({error}); the bank is corrupt") from None
+    return BankFiles(config=config, tensors=tensors, thumbnails=thumbnails, id2label=id2label, sample_names=names)

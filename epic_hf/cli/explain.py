@@ -1,0 +1,148 @@
+"""``epic-hf explain``: explain every readable image, name each unreadable one, write pictures/HTML/JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ..bank import PrototypeBank
+from ..explainer import EpicExplainer
+from ..images import to_rgb
+from ..viz import MAX_CHANNELS_SHOWN, write_html_report
+from .common import PICTURE_SUFFIXES, CliError, emit, image_paths, model_reference, parse_target
+
+logger = logging.getLogger("epic_hf.cli")
+
+
+def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
+    explain = commands.add_parser(
+        "explain", parents=[common], formatter_class=formatter,
+        help="explain a classifier's predictions on images",
+        description="Decompose each image's logit exactly into disentangled channels and show their "
+                    "prototypes. MODEL is an EPIC bank (directory, fit output dir or Hub repo; it loads its "
+                    "base model) or a plain classifier (then pass --bank, or get contributions only). "
+                    "Unreadable images are named in a warning and skipped (--strict makes them fatal).",
+    )
+    explain.add_argument("model", help="EPIC bank dir / Hub repo, a fit's output dir, or a classifier")
+    explain.add_argument("images", nargs="+", help="image files, or folders of images (class subfolders give "
+                                                   "the true label)")
+    explain.add_argument("--bank", default=None, help="an EPIC bank for MODEL (directory or Hub repo)")
+    explain.add_argument("--base-model", default=None,
+                         help="where the bank's classifier is now, when it has moved (folder or Hub id)")
+    explain.add_argument("--revision", default=None, help="revision of MODEL")
+    explain.add_argument("--bank-revision", default=None, help="revision of --bank")
+    explain.add_argument("--top-k", type=int, default=4,
+                         help=f"channels shown per image, at most {MAX_CHANNELS_SHOWN} (default: 4)")
+    explain.add_argument("--target", default=None,
+                         help="class index or label to explain (by default the predicted class)")
+    explain.add_argument("--true-label", default=None, help="the true class of every image, to mark misses")
+    explain.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    explain.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    explain.add_argument("--output", "-o", default=None,
+                         help="a .png/.jpg (one per image: NAME_i.png), .html report, .json file, or a directory "
+                              "(pictures + report.html + explanations.json)")
+    explain.set_defaults(handler=run)
+
+
+def check_output(output: Path) -> None:
+    """Refuse an output the command cannot write, before any model loads."""
+    suffix = output.suffix.lower()
+    if suffix and suffix not in (".html", ".json", *PICTURE_SUFFIXES) and not output.is_dir():
+        raise CliError(f"--output {str(output)!r}: use a .png/.jpg picture, a .html report, a .json file or a "
+                       "directory")
+
+
+def write_outputs(explanations: list, paths: list[Path], output: Path, skipped: list[str]) -> list[Path]:
+    check_output(output)
+    suffix = output.suffix.lower()
+    if suffix == ".html":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_html_report(explanations, output, skipped=skipped)
+        return [output]
+    if suffix == ".json":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        records = [{"image": str(path), **e.to_dict()} for path, e in zip(paths, explanations)]
+        output.write_text(json.dumps(records, indent=2))
+        return [output]
+    if suffix in PICTURE_SUFFIXES:
+        if len(explanations) == 1:
+            return [explanations[0].save(output)]
+        return [e.save(output.with_name(f"{output.stem}_{i}{output.suffix}")) for i, e in enumerate(explanations)]
+    output.mkdir(parents=True, exist_ok=True)  # a directory: a picture and a JSON per image, a report, all JSON
+    written: list[Path] = []
+    stems: dict[str, int] = {}
+    pictures, documents = [], []
+    for path, explanation in zip(paths, explanations):
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+        name = path.stem if stems[path.stem] == 1 else f"{path.stem}_{stems[path.stem] - 1}"
+        pictures.append(explanation.save(output / f"{name}.png"))
+        documents.append(explanation.save(output / f"{name}.json"))
+    written += pictures + documents
+    write_html_report(explanations, output / "report.html", skipped=skipped, png_paths=pictures,
+                      json_paths=documents)
+    written.append(output / "report.html")
+    written.extend(write_outputs(explanations, paths, output / "explanations.json", skipped))
+    return written
+
+
+def _readable(paths: list[Path], strict: bool) -> tuple[list[Path], list, list[str]]:
+    """(paths, decoded images, skipped descriptions): unreadable images are named and skipped."""
+    kept, images, skipped = [], [], []
+    for position, path in enumerate(paths):
+        try:
+            images.append(to_rgb(path, position))
+            kept.append(path)
+        except ValueError as error:
+            if strict:
+                raise
+            logger.warning("skipping %s: %s", path, str(error).partition(": ")[2] or error)
+            skipped.append(f"{path}: {str(error).partition(': ')[2] or error}")
+    return kept, images, skipped
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.top_k <= MAX_CHANNELS_SHOWN:
+        raise CliError(f"--top-k must be between 1 and {MAX_CHANNELS_SHOWN} for the pictures, got {args.top_k} "
+                       "(explanation.contributions in the JSON holds every channel)")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.output is not None:
+        check_output(Path(args.output).expanduser())
+    paths, images, skipped = _readable(image_paths(args.images), args.strict)
+    if not paths:
+        raise CliError(f"none of the {len(skipped)} images could be read")
+    explainer = EpicExplainer.from_pretrained(model_reference(args.model), revision=args.revision,
+                                              base_model=args.base_model)
+    if args.bank is not None:
+        explainer.set_bank(PrototypeBank.from_pretrained(model_reference(args.bank), revision=args.bank_revision))
+    if explainer.bank is None:
+        logger.warning("%s has no EPIC bank: showing channel contributions without prototypes "
+                       "(fit one with `epic-hf fit`, or pass --bank)", args.model)
+    truths = [args.true_label if args.true_label is not None else _folder_label(path, args.images) for path in paths]
+    explanations = explainer.explain(images, target=parse_target(args.target), top_k=args.top_k,
+                                     batch_size=args.batch_size, true_label=truths)
+    for path, explanation in zip(paths, explanations):
+        explanation.source = path.name
+        channels = ", ".join(f"#{c.channel} {c.contribution:+.3f}" for c in explanation.channels)
+        emit(f"{path}: {explanation.target_label} (class {explanation.target_index}, "
+             f"p={explanation.probability:.3f}, logit {explanation.target_logit:.3f}); top channels: {channels}")
+    if args.output is not None:
+        for written in write_outputs(explanations, paths, Path(args.output).expanduser(), skipped):
+            emit(f"wrote {written}")
+    return 0
+
+
+def _folder_label(path: Path, roots: list[str]) -> str | None:
+    """The class subfolder an image sits in under a folder given on the command line (ImageFolder layout)."""
+    for root in roots:
+        base = Path(root).expanduser()
+        if base.is_dir():
+            try:
+                parts = path.relative_to(base).parts
+            except ValueError:
+                continue
+            if len(parts) == 2:
+                return parts[0]
+    return None

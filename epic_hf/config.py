@@ -1,0 +1,195 @@
+"""The two typed configs: what a fit does (`FitConfig`) and what a bank is about (`EpicConfig`).
+
+`FitConfig` is the one source of every fit setting: its default, allowed values, help text,
+whether the default is the paper's, and whether it changes the result (and so belongs in a
+checkpoint's fingerprint). ``fit``, the CLI's flags and the checkpoints are all derived from it.
+
+`EpicConfig` is the typed form of a bank's ``epic_config.json``: the base model it explains,
+the shape of the feature map, the matrix kind, the fit that made it and how well it did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import BankFormatError
+
+#: The version of ``epic_config.json`` this release writes and reads.
+FORMAT_VERSION = 1
+
+
+def _setting(default: Any, help: str, *, group: str, choices: tuple | None = None, paper: bool = False,
+             result: bool = True, minimum: float | None = None) -> Any:
+    """A FitConfig field with its documentation attached (read by the CLI and the docs)."""
+    return field(default=default, metadata={
+        "help": help, "group": group, "choices": choices, "paper": paper, "result": result, "minimum": minimum,
+    })
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Every setting of :meth:`EpicExplainer.fit`. Defaults marked ``paper`` follow the EPIC paper.
+
+    Construct with keywords, or pass keywords straight to ``fit``; ``replace(**changes)`` returns
+    a validated copy.
+    """
+
+    # data
+    split: str | None = _setting(None, "dataset split; by default its only split, or 'train'", group="data")
+    image_column: str | None = _setting(None, "column holding the images; by default the first Image column",
+                                        group="data")
+    key_column: str | None = _setting(
+        None, "integer column whose values become sample keys; by default the row index or stream position",
+        group="data")
+    label_column: str | None = _setting(
+        None, "column naming each sample in prototype captions (a ClassLabel shows its name); by default "
+        "'label' when the dataset has one", group="data", result=False)
+    streaming: bool = _setting(False, "read a folder or Hub dataset as a stream", group="data", result=False)
+    # the method
+    prototypes_per_channel: int = _setting(5, "prototypes kept per channel in the final bank", group="method",
+                                           paper=True, minimum=1)
+    schedule: str = _setting("linear", "how the prototypes per channel shrink over the schedule steps",
+                             group="method", choices=("linear", "exponential", "logarithmic"), paper=True)
+    schedule_start: int = _setting(100, "prototypes per channel at the first schedule step", group="method",
+                                   paper=True, minimum=1)
+    schedule_end: int = _setting(5, "prototypes per channel the schedule shrinks to", group="method", paper=True,
+                                 minimum=1)
+    schedule_steps: int = _setting(10, "schedule steps, each a re-mine of the prototypes then training",
+                                   group="method", paper=True, minimum=1)
+    epochs_per_step: int = _setting(2, "training epochs over the re-mined pairs at each step", group="method",
+                                    paper=True, minimum=1)
+    lr: float = _setting(1e-3, "Adam learning rate on S", group="method", paper=True, minimum=0)
+    weight_decay: float = _setting(1e-5, "Adam weight decay on S", group="method", paper=True, minimum=0)
+    train_batch_size: int = _setting(
+        512, "(image, channel) pairs per optimizer step; each step costs one D x D matrix exponential",
+        group="method", paper=True, minimum=1)
+    seed: int = _setting(0, "seed of the pair shuffling", group="method")
+    # compute
+    batch_size: int = _setting(64, "images per backbone batch", group="compute", result=False, minimum=1)
+    mixed_precision: str | None = _setting(None, "precision of the backbone (accelerate)", group="compute",
+                                           choices=("no", "fp16", "bf16"), result=False)
+    feature_cache_mb: float = _setting(
+        2048, "memory for cached feature maps; beyond it they are recomputed", group="compute", result=False,
+        minimum=0)
+    index_memory_mb: float = _setting(4096, "memory for the pooled index; beyond it it is memory-mapped",
+                                      group="compute", result=False, minimum=0)
+    # the bank
+    thumbnail_size: int = _setting(112, "long side of the bank's prototype thumbnails, in pixels", group="bank",
+                                   minimum=8)
+    thumbnail_quality: int = _setting(80, "JPEG quality of the thumbnails", group="bank", minimum=1)
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            choices, minimum = spec.metadata["choices"], spec.metadata["minimum"]
+            if choices is not None and value is not None and value not in choices:
+                raise ValueError(f"{spec.name} must be one of {choices}, got {value!r}")
+            if minimum is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                        or value < minimum):
+                raise ValueError(f"{spec.name} must be a number of at least {minimum}, got {value!r}")
+        if self.thumbnail_quality > 100:
+            raise ValueError(f"thumbnail_quality must be at most 100, got {self.thumbnail_quality}")
+
+    def replace(self, **changes: Any) -> "FitConfig":
+        """A copy with ``changes``; an unknown name raises ``TypeError`` listing the known ones."""
+        unknown = sorted(set(changes) - {spec.name for spec in fields(self)})
+        if unknown:
+            raise TypeError(f"unknown fit setting(s) {unknown}; FitConfig has {sorted(f.name for f in fields(self))}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "FitConfig":
+        """Read the known settings of ``values`` (older banks also recorded model facts here)."""
+        known = {spec.name for spec in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change the fitted bank: what a checkpoint must agree on to resume."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.metadata["result"]}
+
+    @staticmethod
+    def paper_settings() -> list[str]:
+        """Names of the settings whose default is the EPIC paper's."""
+        return [spec.name for spec in fields(FitConfig) if spec.metadata["paper"]]
+
+
+def fingerprint(values: dict[str, Any]) -> str:
+    """A short stable hash of JSON-able ``values`` (sorted keys)."""
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class EpicConfig:
+    """What a bank is about: the typed ``epic_config.json`` of an EPIC repo.
+
+    ``base_model_name_or_path`` is a Hub id (with ``base_model_revision`` its resolved commit) or,
+    for a local classifier, the absolute path it had when the bank was saved;
+    ``base_model_fingerprint`` recognises the same weights wherever they are later.
+    """
+
+    model_type: str
+    num_channels: int
+    prototypes_per_channel: int
+    matrix: str
+    grid_size: tuple[int, int]
+    input_size: tuple[int, int]
+    base_model_name_or_path: str | None = None
+    base_model_revision: str | None = None
+    base_model_fingerprint: str | None = None
+    fit: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    purity_before: float | None = None
+    purity_after: float | None = None
+    num_samples: int | None = None
+    num_skipped: int | None = None
+    condition_number: float | None = None
+    library_version: str | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["grid_size"], values["input_size"] = list(self.grid_size), list(self.input_size)
+        return {"format": "epic", **values}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Any) -> "EpicConfig":
+        """Validate and read a config written by this or an earlier release."""
+        if not isinstance(values, dict) or values.get("format") != "epic":
+            raise BankFormatError("epic_config.json is not an EPIC bank config (missing format='epic')")
+        version = values.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BankFormatError(
+                f"the bank uses format version {version!r}; this epic_hf reads version {FORMAT_VERSION}. "
+                "Upgrade epic_hf (pip install -U epic_hf) to read banks written by a newer release."
+            )
+        known = {spec.name for spec in fields(cls)}
+        try:
+            config = cls(**{k: v for k, v in values.items() if k in known})
+            config.grid_size = tuple(int(v) for v in config.grid_size)  # type: ignore[assignment]
+            config.input_size = tuple(int(v) for v in config.input_size)  # type: ignore[assignment]
+        except (TypeError, ValueError) as error:
+            raise BankFormatError(f"epic_config.json is incomplete or inconsistent ({error})") from None
+        return config
+
+    @classmethod
+    def from_json(cls, text: str) -> "EpicConfig":
+        try:
+            values = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise BankFormatError(f"epic_config.json is not valid JSON ({error}); the bank is corrupt") from None
+        return cls.from_dict(values)
+
+    @property
+    def fit_config(self) -> FitConfig:
+        return FitConfig.from_dict(self.fit)

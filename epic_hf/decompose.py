@@ -1,0 +1,152 @@
+"""The exact decomposition of a logit under U, and the explanations built from it.
+
+``logit_k = sum_j A'_{k,j} avg(G)_j + cls_k + b_k`` with ``G = U F`` and ``A' = A U^-1``; ``cls_k``
+is the non-spatial term of models that also read a CLS token (0 for the others). Channels are
+shown by positive evidence ``A'_{k,j} relu(avg G_j)``: a channel whose average activation is
+negative is not a concept the image has, whatever the sign of its contribution.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as nnf
+
+from .adapters import IDENTITY_TOLERANCE
+from .backbone import FrozenClassifier
+from .bank import PrototypeBank
+from .disentangle import Disentangler, cell_box, peak_cells
+from .explanation import ChannelExplanation, Explanation
+from .images import encode_jpeg
+
+
+class Decomposer:
+    """U, ``A' = A U^-1`` and ``b`` for one state of the disentangler (rebuilt when S changes)."""
+
+    tolerance = IDENTITY_TOLERANCE
+
+    def __init__(self, classifier: FrozenClassifier, disentangler: Disentangler) -> None:
+        self.classifier = classifier
+        with torch.no_grad():
+            head = classifier.head()
+            self.U = disentangler.matrix().detach().to(classifier.device)
+            inverse = disentangler.inverse().detach().to(classifier.device)
+            self.weight = head.weight.to(self.U) @ inverse
+            self.bias = head.bias.to(self.U)
+
+    @torch.no_grad()
+    def exactness_error(self) -> float:
+        """Relative error of the decomposed logits against the model's own, on the probe images."""
+        pixel_values = self.classifier.probe_pixel_values()
+        features = self.classifier.features(pixel_values)
+        logits = self._logits(features.fmap.float().mean(dim=(2, 3)) @ self.U.T, features.extra_logits)
+        expected = self.classifier.logits(pixel_values).double()
+        return float((logits - expected).abs().max() / expected.abs().max().clamp_min(1e-6))
+
+    def _logits(self, pooled_G: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+        logits = pooled_G.double() @ self.weight.double().T + self.bias.double()
+        return logits if extra is None else logits + extra.double()
+
+    @torch.no_grad()
+    def explain_batch(self, images: list, target: int | str | None, top_k: int, offset: int,
+                      bank: PrototypeBank | None, true_labels: Sequence[Any]) -> list[Explanation]:
+        try:
+            pixel_values = self.classifier.preprocess(images)
+        except ValueError as error:  # re-number positions within the whole list
+            raise _renumber(error, offset) from None
+        features = self.classifier.features(pixel_values)
+        fmap = features.fmap.float()
+        pooled = fmap.mean(dim=(2, 3)) @ self.U.T  # avg_hw(G) = U avg_hw(F)
+        logits = self._logits(pooled, features.extra_logits)
+        results = []
+        for index in range(fmap.shape[0]):
+            target_index = self.resolve_target(target, logits[index])
+            results.append(self._explanation(index, target_index, fmap[index], pooled[index], logits[index],
+                                             features.extra_logits, pixel_values[index], top_k, bank,
+                                             true_labels[index], images[index]))
+        return results
+
+    def _explanation(self, index: int, target: int, fmap: torch.Tensor, pooled: torch.Tensor, logits: torch.Tensor,
+                     extra: torch.Tensor | None, pixel_values: torch.Tensor, top_k: int, bank: PrototypeBank | None,
+                     true_label: Any, source: Any) -> Explanation:
+        contributions = self.weight[target].double() * pooled.double()
+        evidence = self.weight[target].double() * pooled.double().relu()
+        ranked = evidence.argsort(descending=True)[: min(top_k, evidence.numel())]
+        shown = ranked[evidence[ranked] > 0]
+        input_size = tuple(pixel_values.shape[-2:])
+        grid = tuple(fmap.shape[-2:])
+        maps = torch.einsum("cd,dhw->chw", self.U[shown], fmap)  # only the shown channels' G_c
+        rows, cols = peak_cells(maps)
+        heatmaps = nnf.interpolate(maps.relu()[None], size=input_size, mode="bilinear", align_corners=False)[0]
+        picture = self.classifier.to_image(pixel_values)
+        query_key = _bank_key_of(bank, picture) if bank is not None else None
+        channels = [
+            ChannelExplanation(
+                channel=channel, contribution=float(contributions[channel]), evidence=float(evidence[channel]),
+                box=cell_box(int(rows[slot]), int(cols[slot]), grid, input_size), heatmap=heatmaps[slot].cpu(),
+                prototypes=bank.prototypes(channel, query_key=query_key) if bank is not None else [])
+            for slot, channel in enumerate(shown.tolist())
+        ]
+        id2label = self.classifier.id2label
+        return Explanation(
+            logits=logits.float().cpu(), target_index=target, target_label=id2label.get(target, str(target)),
+            contributions=contributions.cpu(), bias=float(self.bias[target]), channels=channels, image=picture,
+            id2label=id2label, cls_contribution=float(extra[index, target]) if extra is not None else 0.0,
+            true_label=self._label_name(true_label), source=_source_name(source),
+        )
+
+    def _label_name(self, label: Any) -> str | None:
+        if label is None:
+            return None
+        if isinstance(label, int) and not isinstance(label, bool):
+            return self.classifier.id2label.get(label, str(label))
+        return str(label)
+
+    def resolve_target(self, target: int | str | None, logits: torch.Tensor) -> int:
+        num_classes = logits.shape[-1]
+        if target is None:
+            return int(logits.argmax())
+        if isinstance(target, str):
+            by_label = {label: index for index, label in self.classifier.id2label.items()}
+            if target in by_label:
+                return by_label[target]
+            examples = ", ".join(repr(v) for v in list(by_label)[:5])
+            raise ValueError(
+                f"unknown target label {target!r}; use a class index in [0, {num_classes - 1}] or one "
+                f"of the model's labels (e.g. {examples})"
+            )
+        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < num_classes:
+            raise ValueError(f"target must be a class index in [0, {num_classes - 1}] or a label name, got {target!r}")
+        return int(target)
+
+
+def _bank_key_of(bank: PrototypeBank, picture: Any) -> int | None:
+    """The bank's key for this very image, if it is one of the bank's prototypes.
+
+    Thumbnails are JPEGs of the processed input at the bank's settings; encoding this image the
+    same way gives the same bytes exactly when it is the same processed image.
+    """
+    fit = bank.config.fit if bank.config is not None else {}
+    data = encode_jpeg(picture, int(fit.get("thumbnail_size", 112)), int(fit.get("thumbnail_quality", 80)))
+    return bank.key_of_thumbnail(data)
+
+
+def _source_name(source: Any) -> str | None:
+    """A file name for an image given by path, for captions and reports."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name
+    return None
+
+
+def _renumber(error: ValueError, offset: int) -> ValueError:
+    message = str(error)
+    if offset and message.startswith("input "):
+        head, _, rest = message.partition(":")
+        try:
+            return ValueError(f"input {int(head.split()[1]) + offset}:{rest}")
+        except (IndexError, ValueError):
+            pass
+    return error

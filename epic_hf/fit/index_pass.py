@@ -1,0 +1,64 @@
+"""The one backbone pass over the data: pooled vectors, predictions, and the first feature maps.
+
+Every image is decoded and run through the backbone once. What is kept per sample is small
+(``avg_hw F`` and the predicted class); the feature maps themselves go to the
+:class:`~epic_hf.fit.features.FeatureStore`, which keeps as many as its budget allows, so that
+the prototype images of a small dataset never need the backbone again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+
+from ..backbone import FrozenClassifier
+from ..progress import progress_bar
+from .distributed import gather_index, max_over_processes
+from .index import IndexWriter, PooledIndex
+from .source import ImageSource, SkippedSamples
+
+logger = logging.getLogger(__name__)
+
+MapSink = Callable[[list[int], torch.Tensor], None]
+
+
+def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: Any, batch_size: int,
+                budget_bytes: int, spill_dir: Any, skipped: SkippedSamples,
+                keep_maps: MapSink | None = None) -> PooledIndex:
+    """Run the backbone over this process's share, then gather every share into one sorted index.
+
+    ``keep_maps(keys, fmap)`` is offered each batch's feature maps (float32, (B, D, H, W)).
+    """
+    writer = IndexWriter(classifier.num_channels, budget_bytes, spill_dir)
+    predictions: list[torch.Tensor] = []
+    grid: list[int] = [0, 0]
+    rank, world = accelerator.process_index, accelerator.num_processes
+    total = None if source.streaming else (len(source) + world - 1) // world
+    progress = progress_bar(total=total, desc="EPIC index pass", unit="img", disable=not accelerator.is_local_main_process)
+    for keys, images in source.batches(batch_size, skipped, rank, world):
+        pixel_values = classifier.preprocess(images)
+        with accelerator.autocast():
+            features = classifier.features(pixel_values)
+        fmap = features.fmap.float()
+        grid = list(fmap.shape[-2:])
+        pooled = fmap.mean(dim=(2, 3))
+        writer.add(keys, pooled)
+        predictions.append(classifier.logits_from(pooled, features.extra_logits).argmax(dim=1).cpu())
+        if keep_maps is not None:
+            keep_maps(keys, fmap)
+        progress.update(len(keys))
+    progress.close()
+    vectors, keys = writer.finish()
+    grid = max_over_processes(accelerator, grid)  # every process needs the grid, even with an empty share
+    local_predictions = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64)
+    vectors, keys, merged_predictions = gather_index(accelerator, vectors, keys, local_predictions)
+    if writer.spill_path is not None:
+        writer.spill_path.unlink()  # the mapping stays valid; the space is freed when it is dropped
+    if keys.numel() == 0:
+        raise ValueError(
+            f"no readable images in the dataset ({len(skipped)} skipped as unreadable): EPIC needs images "
+            "to mine prototypes from"
+        )
+    return PooledIndex(vectors=vectors, keys=keys, grid_size=(grid[0], grid[1]), predictions=merged_predictions)

@@ -1,0 +1,139 @@
+"""The EPIC fit, end to end: source -> index pass -> feature store -> trainer -> bank builder.
+
+Work is placed where it is cheap: the backbone runs over the data exactly once (the pooled
+index, plus the feature maps the store can keep); re-mining under a new U is a matrix product
+on the index; the backbone runs again only on prototype images whose maps were not kept. The
+same code runs in one process or under ``accelerate launch`` / torchrun with several.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import torch
+
+from ..backbone import FrozenClassifier
+from ..bank import PrototypeBank
+from ..config import FitConfig
+from ..disentangle import Disentangler
+from .bank_builder import build_bank
+from .checkpoint import FitCheckpoint
+from .distributed import gather_keys, make_accelerator
+from .features import FeatureStore, mean_purity
+from .index import PooledIndex
+from .index_pass import build_index
+from .report import FitReport
+from .source import ImageSource, SkippedSamples, resolve_dataset
+from .trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+_MB = 2**20
+
+
+def open_source(dataset: Any, config: FitConfig) -> ImageSource:
+    return resolve_dataset(dataset, split=config.split, image_column=config.image_column,
+                           key_column=config.key_column, streaming=config.streaming,
+                           label_column=config.label_column)
+
+
+def run_fit(classifier: FrozenClassifier, disentangler: Disentangler, dataset: Any, config: FitConfig,
+            output_dir: str | None = None, accelerator: Any = None) -> tuple[PrototypeBank, FitReport]:
+    """Learn U (in ``disentangler``) and mine the bank; resumes from ``output_dir`` when it holds a checkpoint."""
+    started = time.perf_counter()
+    accelerator = accelerator or make_accelerator(config.mixed_precision)
+    source = open_source(dataset, config)
+    checkpoint = FitCheckpoint(output_dir, _fingerprint(classifier, disentangler, source, config),
+                               is_main=accelerator.is_main_process)
+    finished = _load_finished(checkpoint)
+    if finished is not None:
+        return finished
+    with classifier.placed_on(accelerator.device):
+        disentangler.to(accelerator.device)
+        store = FeatureStore(classifier, source, int(config.feature_cache_mb * _MB), config.batch_size,
+                             accelerator.autocast)
+        index, skipped_keys, index_seconds = _index(classifier, source, accelerator, config, checkpoint, store)
+        report = FitReport(purity_before=float("nan"), purity_after=float("nan"), index_seconds=index_seconds,
+                           num_samples=len(index), num_skipped=len(skipped_keys), skipped_keys=skipped_keys,
+                           num_processes=accelerator.num_processes)
+        chunk = max(config.batch_size, config.train_batch_size)
+        identity = torch.eye(disentangler.dim, device=accelerator.device)
+        _, rows_before = index.top_prototypes(identity, config.prototypes_per_channel)
+        report.purity_before, _ = mean_purity(store, index.keys[rows_before], identity, disentangler.orthogonal,
+                                              chunk)
+        logger.info("purity before training (U = I): %.4f", report.purity_before)
+        Trainer(disentangler, index, store, config, accelerator, checkpoint).run(report)
+        bank = build_bank(classifier, disentangler, source, index, store, config)
+    disentangler.cpu()
+    report.purity_after = float(bank.config.purity_after)
+    report.backbone_images = len(index) + store.computed
+    report.total_seconds = time.perf_counter() - started
+    bank.config.purity_before = report.purity_before
+    bank.config.num_samples, bank.config.num_skipped = len(index), len(skipped_keys)
+    bank.config.dataset = source.describe()
+    logger.info("purity %.4f -> %.4f in %.1f s (backbone ran on %d images for %d samples)", report.purity_before,
+                report.purity_after, report.total_seconds, report.backbone_images, len(index))
+    if checkpoint.bank_dir is not None and accelerator.is_main_process:
+        bank.save_pretrained(checkpoint.bank_dir)
+        (checkpoint.directory / "fit_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    accelerator.wait_for_everyone()
+    return bank, report
+
+
+def _fingerprint(classifier: FrozenClassifier, disentangler: Disentangler, source: ImageSource,
+                 config: FitConfig) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed: the model, the data and the result settings."""
+    return {"base_model": classifier.reference.name_or_path, "base_model_revision": classifier.reference.revision,
+            "model_type": classifier.model_type, "num_channels": disentangler.dim, "matrix": disentangler.kind,
+            "dataset": source.fingerprint(), **config.result_settings()}
+
+
+def _index(classifier: FrozenClassifier, source: ImageSource, accelerator: Any, config: FitConfig,
+           checkpoint: FitCheckpoint, store: FeatureStore) -> tuple[PooledIndex, list[int], float]:
+    """The pooled index: from the checkpoint, or from the one backbone pass (then saved)."""
+    started = time.perf_counter()
+    stored = checkpoint.load_index()
+    if stored is not None:
+        index = PooledIndex(stored["vectors"], stored["keys"], tuple(stored["grid_size"].tolist()),
+                            stored.get("predictions"))
+        return index, stored["skipped_keys"].tolist(), time.perf_counter() - started
+    skipped = SkippedSamples()
+    index = build_index(classifier, source, accelerator, config.batch_size, int(config.index_memory_mb * _MB),
+                        checkpoint.directory, skipped, keep_maps=store.offer)
+    skipped_keys = gather_keys(accelerator, skipped.keys)
+    extra = {"keys": index.keys, "grid_size": torch.tensor(index.grid_size),
+             "skipped_keys": torch.tensor(skipped_keys, dtype=torch.int64)}
+    if index.predictions is not None:
+        extra["predictions"] = index.predictions
+    checkpoint.save_index(index.vectors, extra)
+    accelerator.wait_for_everyone()
+    if skipped_keys:
+        logger.warning("%d unreadable samples were skipped (keys %s%s)", len(skipped_keys), skipped_keys[:10],
+                       "..." if len(skipped_keys) > 10 else "")
+    if len(index) < config.prototypes_per_channel:
+        logger.warning("only %d samples: keeping %d prototypes per channel", len(index), len(index))
+    return index, skipped_keys, time.perf_counter() - started
+
+
+def _load_finished(checkpoint: FitCheckpoint) -> tuple[PrototypeBank, FitReport] | None:
+    """A completed fit in ``output_dir``: its bank and report instead of fitting again."""
+    if checkpoint.directory is None:
+        return None
+    report_path = checkpoint.directory / "fit_report.json"
+    if not report_path.is_file() or checkpoint.bank_dir is None or not checkpoint.bank_dir.is_dir():
+        return None
+    logger.info("%s holds a finished fit: loaded its bank", checkpoint.directory)
+    return PrototypeBank.from_pretrained(checkpoint.bank_dir), FitReport.from_dict(json.loads(report_path.read_text()))
+
+
+def bank_purity(classifier: FrozenClassifier, bank: PrototypeBank, U: torch.Tensor, dataset: Any,
+                config: FitConfig) -> float:
+    """Mean purity of ``bank``'s (channel, prototype) pairs under U, recomputed from ``dataset``."""
+    source = open_source(dataset, config)
+    store = FeatureStore(classifier, source, 2**62, config.batch_size, contextlib.nullcontext)
+    purity, _ = mean_purity(store, bank.sample_keys, U, bank.matrix == "orthogonal", config.batch_size)
+    return purity

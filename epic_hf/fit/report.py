@@ -1,0 +1,64 @@
+"""What a fit did and how well: purity as DESIGN.md defines it, per-step curves, timings, counts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class StepRecord:
+    """One schedule step: N, and the purity of the freshly mined prototypes before and after training on them."""
+
+    prototypes: int
+    purity_before: float
+    purity_after: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitReport:
+    """The result of :meth:`EpicExplainer.fit`.
+
+    ``purity_before``: the bank's purity under U = I (top prototypes mined without training);
+    ``purity_after``: the final bank's purity under the trained U.
+    """
+
+    purity_before: float
+    purity_after: float
+    steps: list[StepRecord] = field(default_factory=list)
+    index_seconds: float = 0.0
+    total_seconds: float = 0.0
+    num_samples: int = 0
+    num_skipped: int = 0
+    skipped_keys: list[int] = field(default_factory=list)
+    resumed_from_step: int = 0
+    num_processes: int = 1
+    backbone_images: int = 0
+    condition_number: float | None = None
+
+    @property
+    def step_prototypes(self) -> list[int]:
+        return [step.prototypes for step in self.steps]
+
+    @property
+    def step_purity(self) -> list[float]:
+        """Purity of each step's prototypes after training on them."""
+        return [step.purity_after for step in self.steps]
+
+    @property
+    def step_seconds(self) -> list[float]:
+        return [step.seconds for step in self.steps]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "FitReport":
+        values = dict(values)
+        values["steps"] = [StepRecord(**step) for step in values.get("steps", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})

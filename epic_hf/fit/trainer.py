@@ -1,0 +1,161 @@
+"""Training U: the schedule of (re-mine the prototypes, train on them) steps.
+
+At each schedule step the top-N prototypes of every channel are re-mined under the current U
+(a matrix product on the pooled index), their purity is measured, U is trained for a few
+epochs on the shuffled (prototype, channel) pairs, and the purity of the same pairs is
+measured again: the curve the official code reports. Each optimizer step computes U (one
+``matrix_exp``) once for its whole minibatch; minibatches are split across processes and
+their gradients summed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from ..config import FitConfig
+from ..progress import progress_bar
+from ..disentangle import Disentangler, purity_of_features
+from .checkpoint import FitCheckpoint
+from .distributed import local_share, sum_over_processes
+from .features import FeatureStore, mean_purity, pairs
+from .index import PooledIndex
+from .report import FitReport, StepRecord
+from .schedules import schedule as make_schedule
+
+logger = logging.getLogger(__name__)
+
+
+def optimizer_steps(plan: list[int], samples: int, dim: int, epochs: int, batch: int) -> int:
+    """How many optimizer steps (each one D x D matrix exponential and its gradient) a plan takes."""
+    return sum(-(-min(count, samples) * dim // batch) for count in plan) * epochs
+
+
+class Trainer:
+    """Runs the schedule on a disentangler, resuming from a checkpoint's last finished step."""
+
+    def __init__(self, disentangler: Disentangler, index: PooledIndex, store: FeatureStore, config: FitConfig,
+                 accelerator: Any, checkpoint: FitCheckpoint) -> None:
+        self.disentangler = disentangler
+        self.index = index
+        self.store = store
+        self.config = config
+        self.accelerator = accelerator
+        self.checkpoint = checkpoint
+        self.plan = make_schedule(config.schedule, config.schedule_start, config.schedule_end, config.schedule_steps)
+        self.chunk = max(config.batch_size, config.train_batch_size)
+        self.optimizer = torch.optim.Adam(disentangler.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def run(self, report: FitReport) -> None:
+        """Train from S = 0 (U = I), or from the checkpoint; records each step in ``report``."""
+        with torch.no_grad():
+            self.disentangler.S.zero_()
+        first = self._resume(report)
+        total = optimizer_steps(self.plan, len(self.index), self.disentangler.dim, self.config.epochs_per_step,
+                                self.config.train_batch_size)
+        done = optimizer_steps(self.plan[:first], len(self.index), self.disentangler.dim,
+                               self.config.epochs_per_step, self.config.train_batch_size)
+        logger.info("training plan: %d schedule steps %s, %d optimizer steps on a %dx%d U", len(self.plan),
+                    self.plan, total, self.disentangler.dim, self.disentangler.dim)
+        progress = progress_bar(total=total, initial=done, desc="EPIC training", unit="step",
+                        disable=not self.accelerator.is_local_main_process)
+        self._started, self._first_steps = time.perf_counter(), 0
+        self._remaining = total - done
+        for step in range(first, len(self.plan)):
+            record = self._schedule_step(step, progress)
+            report.steps.append(record)
+            logger.info("step %d/%d: N=%d, purity of the mined prototypes %.4f -> %.4f after training (%.1f s)",
+                        step + 1, len(self.plan), record.prototypes, record.purity_before, record.purity_after,
+                        record.seconds)
+            self.checkpoint.save_state(self._state_tensors(), {"finished_steps": step + 1,
+                                                               "steps": [s.to_dict() for s in report.steps]})
+            self.accelerator.wait_for_everyone()
+        progress.close()
+
+    def _resume(self, report: FitReport) -> int:
+        state = self.checkpoint.load_state()
+        if state is None:
+            return 0
+        tensors, meta = state
+        with torch.no_grad():
+            self.disentangler.S.copy_(tensors["S"].to(self.disentangler.S))
+        if "adam.exp_avg" in tensors:
+            device = self.disentangler.S.device
+            self.optimizer.state[self.disentangler.S] = {
+                "step": tensors["adam.step"].float().cpu(),
+                "exp_avg": tensors["adam.exp_avg"].to(device),
+                "exp_avg_sq": tensors["adam.exp_avg_sq"].to(device),
+            }
+        report.steps = [StepRecord(**values) for values in meta.get("steps", [])]
+        report.resumed_from_step = int(meta["finished_steps"])
+        logger.info("resuming the schedule after step %d of %d", report.resumed_from_step, len(self.plan))
+        return report.resumed_from_step
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"S": self.disentangler.S.detach()}
+        state = self.optimizer.state.get(self.disentangler.S, {})
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            if name in state:
+                tensors[f"adam.{name}"] = torch.as_tensor(state[name]).detach()
+        return tensors
+
+    def _current_U(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.disentangler.matrix().detach()
+
+    def _schedule_step(self, step: int, progress: Any) -> StepRecord:
+        started = time.perf_counter()
+        count = self.plan[step]
+        _, rows = self.index.top_prototypes(self._current_U(), count)
+        keys = self.index.keys[rows]
+        pair_keys, pair_channels = pairs(keys)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        orders = [torch.randperm(pair_keys.numel(), generator=torch.Generator().manual_seed(
+            self.config.seed * 1_000_003 + step * 1009 + epoch)) for epoch in range(self.config.epochs_per_step)]
+        local = torch.cat([local_share(order, self.config.train_batch_size, rank, world) for order in orders])
+        self.store.prefetch(pair_keys[local].tolist())
+        orthogonal = self.disentangler.orthogonal
+        before, _ = mean_purity(self.store, keys, self._current_U(), orthogonal, self.chunk)
+        for order in orders:
+            self._epoch(order, pair_keys, pair_channels, progress)
+        after, _ = mean_purity(self.store, keys, self._current_U(), orthogonal, self.chunk)
+        return StepRecord(prototypes=count, purity_before=before, purity_after=after,
+                          seconds=time.perf_counter() - started)
+
+    def _epoch(self, order: torch.Tensor, pair_keys: torch.Tensor, pair_channels: torch.Tensor,
+               progress: Any) -> None:
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        batch_size = self.config.train_batch_size
+        for start in range(0, order.numel(), batch_size):
+            batch = order[start: start + batch_size]
+            self.train_step(pair_keys[batch[rank::world]], pair_channels[batch[rank::world]], batch.numel())
+            progress.update(1)
+            self._log_estimate()
+
+    def train_step(self, keys: torch.Tensor, channels: torch.Tensor, global_size: int) -> float:
+        """One Adam step on ``-mean purity`` of a minibatch (this process's share of it)."""
+        disentangler = self.disentangler
+        self.optimizer.zero_grad(set_to_none=False)
+        U = disentangler.matrix()
+        if keys.numel():
+            fmaps = self.store.maps(keys.tolist())
+            purity = purity_of_features(fmaps, channels.to(fmaps.device), U, disentangler.orthogonal)
+            loss = -purity.sum() / global_size
+        else:
+            loss = U.sum() * 0.0
+        loss.backward()
+        if self.accelerator.num_processes > 1:
+            disentangler.S.grad = self.accelerator.reduce(disentangler.S.grad, reduction="sum")
+        self.optimizer.step()
+        return sum_over_processes(self.accelerator, float(-loss.detach()) * global_size)
+
+    def _log_estimate(self) -> None:
+        """After the first few optimizer steps, say how long training will take, measured."""
+        self._first_steps += 1
+        if self._first_steps == 3 and self._remaining > 3:
+            per_step = (time.perf_counter() - self._started) / 3
+            logger.info("training: %.2f s per optimizer step, about %.0f s for the remaining %d steps",
+                        per_step, per_step * (self._remaining - 3), self._remaining - 3)

@@ -1,0 +1,131 @@
+"""Persistence written once, after ``huggingface_hub.ModelHubMixin``.
+
+The public ``save_pretrained`` / ``push_to_hub`` / ``from_pretrained`` orchestrate (folders, the
+model card, repos, downloads); a class implements only the private ``_save_pretrained(directory)``,
+``_from_pretrained(files, ...)`` and ``_model_card(repo_id)``. A model card already on the Hub is
+updated (its metadata merged, EPIC's section replaced), never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T", bound="HubMixin")
+HUB_DOWNLOAD_KWARGS = ("token", "cache_dir", "local_files_only", "force_download", "proxies", "repo_type")
+#: Markers around the section of a model card that epic_hf writes; text outside them is the user's.
+CARD_START, CARD_END = "<!-- epic_hf:start -->", "<!-- epic_hf:end -->"
+
+
+def hub_download_kwargs(hub_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The subset of from_pretrained keyword arguments that ``hf_hub_download`` understands."""
+    return {k: v for k, v in hub_kwargs.items() if k in HUB_DOWNLOAD_KWARGS}
+
+
+def file_resolver(name_or_path: str | Path, revision: str | None = None,
+                  **hub_kwargs: Any) -> Callable[[str], Path]:
+    """A function giving the local path of a repo file: in a folder, or downloaded from the Hub."""
+    local = Path(name_or_path)
+
+    def resolve(filename: str) -> Path:
+        if local.is_dir():
+            return local / filename
+        return Path(hf_hub_download(str(name_or_path), filename, revision=revision,
+                                    **hub_download_kwargs(hub_kwargs)))
+
+    return resolve
+
+
+def has_file(name_or_path: str | Path, filename: str, revision: str | None = None, **hub_kwargs: Any) -> bool:
+    """True when the folder or Hub repo holds ``filename``; False when it or the repo does not exist."""
+    local = Path(name_or_path)
+    if local.is_dir():
+        return (local / filename).is_file()
+    if local.exists():
+        return False
+    try:
+        file_resolver(name_or_path, revision, **hub_kwargs)(filename)
+    except (EntryNotFoundError, HFValidationError, RepositoryNotFoundError):
+        return False
+    return True
+
+
+def merge_cards(existing: ModelCard | None, ours: ModelCard) -> ModelCard:
+    """Our card, or the existing one with its metadata merged and EPIC's marked section replaced."""
+    if existing is None:
+        return ours
+    data = existing.data.to_dict()
+    new = ours.data.to_dict()
+    data["tags"] = sorted(set(data.get("tags") or []) | set(new.pop("tags", []) or []))
+    data.update(new)
+    text = existing.text
+    section = ours.text[ours.text.index(CARD_START):ours.text.index(CARD_END) + len(CARD_END)]
+    if CARD_START in text and CARD_END in text:
+        text = text[:text.index(CARD_START)] + section + text[text.index(CARD_END) + len(CARD_END):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    card = ModelCard(text)
+    card.data = type(ours.data)(**data)
+    return card
+
+
+class HubMixin:
+    """``save_pretrained`` / ``push_to_hub`` / ``from_pretrained`` for any class implementing the private trio."""
+
+    def _save_pretrained(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def _model_card(self, repo_id: str | None) -> ModelCard:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_pretrained(cls: type[T], resolve: Callable[[str], Path], name_or_path: str | Path,
+                         revision: str | None, **hub_kwargs: Any) -> T:
+        raise NotImplementedError
+
+    def save_pretrained(self, save_directory: str | Path, *, repo_id: str | None = None) -> Path:
+        """Write the repo's files and its model card to ``save_directory``."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_pretrained(directory)
+        card_path = directory / "README.md"
+        existing = ModelCard.load(card_path) if card_path.is_file() else None
+        merge_cards(existing, self._model_card(repo_id)).save(card_path)
+        logger.info("saved %s to %s", type(self).__name__, directory)
+        return directory
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload EPIC prototype bank", revision: str | None = None) -> str:
+        """Create (or reuse) ``repo_id`` and upload the files; returns the commit URL."""
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = Path(tmp)
+            self._save_pretrained(directory)
+            existing = _hub_card(api, repo_id, revision)
+            merge_cards(existing, self._model_card(repo_id)).save(directory / "README.md")
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+                                     revision=revision)
+        return str(getattr(info, "commit_url", info))
+
+    @classmethod
+    def from_pretrained(cls: type[T], name_or_path: str | Path, revision: str | None = None, **hub_kwargs: Any) -> T:
+        """Load from a local folder or a Hub repo (``token``, ``cache_dir``, ... go to ``huggingface_hub``)."""
+        return cls._from_pretrained(file_resolver(name_or_path, revision, **hub_kwargs), name_or_path, revision,
+                                    **hub_kwargs)
+
+
+def _hub_card(api: HfApi, repo_id: str, revision: str | None) -> ModelCard | None:
+    """The model card on the Hub, if the repo has one."""
+    try:
+        path = api.hf_hub_download(repo_id, "README.md", revision=revision)
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    return ModelCard.load(path)
