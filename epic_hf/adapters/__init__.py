@@ -1,15 +1,36 @@
 """Per-family access to a classifier's spatial feature map F and its linear head (A, b).
 
 ``base`` holds the contract and the load-time exactness check, ``registry`` the table keyed by
-``config.model_type``, and one module per family registers its adapter on import. Importing
-this package registers every family; :func:`adapter_for` is the one entry point.
+``config.model_type`` (and the refused families with their reasons), and one module per family
+registers its adapter on import. Importing this package registers every family;
+:func:`adapter_for` is the one entry point.
 """
 
-from . import beit, convnets, convnext, swin  # noqa: F401 - importing registers each family
-from .base import IDENTITY_TOLERANCE, LinearHead, ModelAdapter, fold_post_pool_layernorm, tokens_to_grid
+from . import (  # noqa: F401 - importing registers each family
+    beit,
+    convnets,
+    convnext,
+    dinov2,
+    efficientnet,
+    hiera,
+    levit,
+    metaformers,
+    patch_mean,
+    segformer,
+    swin,
+)
+from .base import (
+    IDENTITY_TOLERANCE,
+    LinearHead,
+    ModelAdapter,
+    SpatialFeatures,
+    fold_post_pool_layernorm,
+    tokens_to_grid,
+)
 from .registry import (
     ADAPTERS,
     CLS_TOKEN_FAMILIES,
+    REFUSED,
     adapter_class_for,
     adapter_for,
     register_adapter,
@@ -21,8 +42,10 @@ __all__ = [
     "ADAPTERS",
     "CLS_TOKEN_FAMILIES",
     "IDENTITY_TOLERANCE",
+    "REFUSED",
     "LinearHead",
     "ModelAdapter",
+    "SpatialFeatures",
     "adapter_class_for",
     "adapter_for",
     "fold_post_pool_layernorm",

@@ -1,17 +1,18 @@
 """The adapter contract: a spatial feature map F, a linear head (A, b), and the load-time check.
 
-EPIC needs a classifier of the form ``logits = A . avg_hw(F) + b``. Each Hugging Face
-family reaches that form differently (a plain average pool, a LayerNorm after the pool,
-tokens that average over a grid), so each gets a small adapter. Every adapter is checked
-at load time on a probe input: if ``A . avg_hw(F) + b`` does not reproduce the model's
-own logits, the model is refused rather than explained wrongly.
+EPIC needs a classifier of the form ``logits = A . avg_hw(F) + b (+ extra)``. Each Hugging Face
+family reaches that form differently (a plain average pool, a norm after the pool, tokens that
+average over a grid, a CLS token concatenated to the patch mean), so each gets a small adapter.
+Every adapter is checked at load time on a probe input: if the decomposition does not reproduce
+the model's own logits, the model is refused rather than explained wrongly. The folding helpers
+here turn a norm or a second head into that one linear form *exactly*, never approximately.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -19,66 +20,105 @@ from torch import nn
 from ..errors import UnsupportedModelError
 from .registry import supported_families_text
 
-#: Relative error above which the linear-head identity is considered broken.
+#: Relative error (of the largest |logit|) above which the linear-head identity is considered broken.
 IDENTITY_TOLERANCE = 1e-4
 
 
 @dataclass
 class LinearHead:
-    """The classifier's last linear map: ``logits = avg_hw(F) @ weight.T + bias``."""
+    """The classifier's last linear map: ``logits = avg_hw(F) @ weight.T + bias (+ extra_logits)``."""
 
     weight: torch.Tensor  # (num_classes, D)
     bias: torch.Tensor  # (num_classes,)
 
 
-class ModelAdapter:
-    """Contract: :meth:`feature_map` gives F (B, D, H, W) and :meth:`head` gives (A, b).
+@dataclass
+class SpatialFeatures:
+    """F and the exact part of the logits that is not a linear map of ``avg_hw(F)``.
 
-    Subclasses set ``model_types`` (the ``config.model_type`` values they serve) and
-    ``family`` (a human name for error messages and docs).
+    ``extra_logits`` is None for purely spatial models. For DINOv2 it is ``A_cls . cls``: the
+    CLS token's share of ``Linear(concat(cls, mean(patches)))``, which no spatial map carries.
+    """
+
+    fmap: torch.Tensor  # (B, D, H, W)
+    extra_logits: torch.Tensor | None = None  # (B, num_classes)
+
+
+class ModelAdapter:
+    """Contract: :meth:`features` gives F (and any non-spatial logit term), :meth:`head` gives (A, b).
+
+    Subclasses set ``model_types`` (the ``config.model_type`` values they serve), ``family`` (a
+    human name for error messages) and ``doc`` (one line on how F and (A, b) are read, for
+    docs/supported_models.md). A family whose logits carry a term that is not spatial sets
+    ``has_extra_logits = True`` and overrides :meth:`features`.
     """
 
     model_types: ClassVar[tuple[str, ...]] = ()
     family: ClassVar[str] = ""
+    doc: ClassVar[str] = ""
+    has_extra_logits: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.check_config(model.config)
 
     # -- to override -------------------------------------------------------------------
-    def check_config(self, config) -> None:
-        """Refuse configurations of a supported family that cannot be decomposed."""
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Refuse configurations of a supported family that cannot be decomposed.
+
+        A classmethod so that a model can be refused from its config alone, before its
+        weights are downloaded.
+        """
+
+    @classmethod
+    def doc_rows(cls) -> list[tuple[str, str, str]]:
+        """Sub-family rows ``(name, status, how or why)`` for the docs; empty for most families.
+
+        A wrapper type that serves many architectures (``timm_wrapper``) lists them here.
+        """
+        return []
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The spatial map F (B, D, H, W) whose spatial mean feeds the linear head."""
-        hidden = self.model.base_model(pixel_values=pixel_values).last_hidden_state
-        return hidden
+        return self.model.base_model(pixel_values=pixel_values).last_hidden_state
+
+    def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
+        """F plus the exact non-spatial logit term (None unless ``has_extra_logits``)."""
+        return SpatialFeatures(self.feature_map(pixel_values))
 
     def classifier(self) -> nn.Module:
         return self.model.classifier
 
-    # -- shared ------------------------------------------------------------------------
     def head(self) -> LinearHead:
-        linear = _find_linear(self.classifier(), self.model.config.model_type)
-        weight = linear.weight.detach()
-        bias = linear.bias.detach() if linear.bias is not None else torch.zeros(weight.shape[0])
-        return LinearHead(weight=weight, bias=bias.to(weight))
+        """(A, b) acting on ``avg_hw(F)`` only."""
+        return linear_head(find_linear(self.classifier(), self.model.config.model_type))
 
+    # -- shared ------------------------------------------------------------------------
     def verify(self, pixel_values: torch.Tensor) -> float:
-        """Check ``A . avg(F) + b`` against the model's logits on ``pixel_values``.
+        """Check ``A . avg(F) + b + extra_logits`` against the model's logits on ``pixel_values``.
 
         Returns the relative error; raises :class:`UnsupportedModelError` above tolerance.
         """
         with torch.no_grad():
             expected = self.model(pixel_values=pixel_values).logits.float()
-            fmap = self.feature_map(pixel_values)
+            features = self.features(pixel_values)
             head = self.head()
-            got = fmap.float().mean(dim=(2, 3)) @ head.weight.float().T + head.bias.float()
+            got = features.fmap.float().mean(dim=(2, 3)) @ head.weight.float().T + head.bias.float()
+            if features.extra_logits is not None:
+                got = got + features.extra_logits.float()
+        model_type = self.model.config.model_type
+        if (features.extra_logits is not None) != self.has_extra_logits:
+            raise UnsupportedModelError(
+                f"the {type(self).__name__} adapter for model_type={model_type!r} declares "
+                f"has_extra_logits={self.has_extra_logits} but its features() "
+                f"{'returns' if features.extra_logits is not None else 'does not return'} extra logits."
+            )
         scale = expected.abs().max().clamp_min(1e-6)
         error = float((got - expected).abs().max() / scale)
         if not math.isfinite(error) or error > IDENTITY_TOLERANCE:
             raise UnsupportedModelError(
-                f"{type(self.model).__name__} (model_type={self.model.config.model_type!r}) does not "
+                f"{type(self.model).__name__} (model_type={model_type!r}) does not "
                 f"satisfy logits = A . avg_hw(F) + b on a probe input (relative error {error:.2e} > "
                 f"{IDENTITY_TOLERANCE:.0e}), so EPIC cannot decompose its logits exactly. "
                 f"Supported families: {supported_families_text()}."
@@ -86,7 +126,8 @@ class ModelAdapter:
         return error
 
 
-def _find_linear(module: nn.Module, model_type: str) -> nn.Linear:
+def find_linear(module: nn.Module, model_type: str) -> nn.Linear:
+    """The single ``nn.Linear`` of a classification head (or a clear refusal)."""
     if isinstance(module, nn.Linear):
         return module
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
@@ -97,6 +138,42 @@ def _find_linear(module: nn.Module, model_type: str) -> nn.Linear:
             "backbone? Load it with AutoModelForImageClassification and a classification head."
         )
     return linears[0]
+
+
+def linear_head(linear: nn.Linear) -> LinearHead:
+    weight = linear.weight.detach()
+    bias = linear.bias.detach() if linear.bias is not None else torch.zeros(weight.shape[0])
+    return LinearHead(weight=weight, bias=bias.to(weight))
+
+
+def fold_batchnorm1d(norm: nn.BatchNorm1d, linear: nn.Linear, model_type: str) -> LinearHead:
+    """``linear(norm(x))`` as one affine map, exact for a BatchNorm in eval mode.
+
+    In eval mode ``norm(x) = x * s + t`` with ``s = gamma / sqrt(running_var + eps)`` and
+    ``t = beta - running_mean * s``, so ``W norm(x) + c = (W * s) x + (W t + c)``.
+    """
+    if norm.training or norm.running_mean is None or norm.running_var is None:
+        raise UnsupportedModelError(
+            f"the {model_type!r} head normalises pooled features with batch statistics (a BatchNorm in "
+            "training mode or without running statistics), which depend on the other images in the "
+            "batch; call model.eval() and use a model with tracked running statistics."
+        )
+    scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.detach()
+    shift = -norm.running_mean.detach() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.detach()
+    head = linear_head(linear)
+    return LinearHead(weight=head.weight * scale[None, :], bias=head.weight @ shift + head.bias)
+
+
+def average_heads(heads: list[LinearHead]) -> LinearHead:
+    """The mean of several linear heads on the same pooled vector is one linear head."""
+    return LinearHead(
+        weight=torch.stack([h.weight for h in heads]).mean(dim=0),
+        bias=torch.stack([h.bias for h in heads]).mean(dim=0),
+    )
 
 
 def fold_post_pool_layernorm(fmap: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
@@ -127,3 +204,9 @@ def tokens_to_grid(tokens: torch.Tensor, height: int, width: int) -> torch.Tenso
             "not match the model's patch grid."
         )
     return tokens.transpose(1, 2).reshape(batch, dim, height, width)
+
+
+def patch_grid(pixel_values: torch.Tensor, patch_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """The (H, W) grid of a non-overlapping patch embedding (a convolution with stride = kernel)."""
+    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    return pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..errors import UnsupportedModelError
-from .base import ModelAdapter, fold_post_pool_layernorm, tokens_to_grid
-from .registry import register_adapter, supported_families_text
+from .base import ModelAdapter, fold_post_pool_layernorm, patch_grid, tokens_to_grid
+from .registry import refusal_message, register_adapter
 
 
 @register_adapter
@@ -15,18 +17,22 @@ class MeanPooledViTAdapter(ModelAdapter):
 
     model_types = ("beit", "data2vec-vision")
     family = "BEiT, Data2Vec-Vision (use_mean_pooling=True)"
+    doc = (
+        "patch tokens (CLS dropped) reshaped to `(H/patch, W/patch)`, the pooler's LayerNorm folded in "
+        "as for ConvNeXt; head: `model.classifier`. `use_mean_pooling=False` (CLS token) is refused"
+    )
 
-    def check_config(self, config) -> None:
+    @classmethod
+    def check_config(cls, config: Any) -> None:
         if not getattr(config, "use_mean_pooling", False):
-            raise UnsupportedModelError(
-                f"{config.model_type} with use_mean_pooling=False classifies from its CLS token, "
-                "which is not an average of a spatial feature map, so EPIC cannot decompose its "
-                f"logits. Supported families: {supported_families_text()}."
-            )
+            raise UnsupportedModelError(refusal_message(
+                config.model_type,
+                "with use_mean_pooling=False it classifies from its CLS token, which is not an average "
+                "of a spatial feature map, so EPIC cannot decompose its logits",
+            ))
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         base = self.model.base_model
         tokens = base(pixel_values=pixel_values).last_hidden_state[:, 1:, :]
-        patch = self.model.config.patch_size
-        grid = tokens_to_grid(tokens, pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+        grid = tokens_to_grid(tokens, *patch_grid(pixel_values, self.model.config.patch_size))
         return fold_post_pool_layernorm(grid, base.pooler.layernorm)

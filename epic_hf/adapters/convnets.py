@@ -1,28 +1,46 @@
-"""Convolutional families whose head is ``Linear(AdaptiveAvgPool(F))``: F is ``last_hidden_state``."""
+"""Convolutional (and conv-stage hybrid) families whose head is ``Linear(mean_hw(F))``.
+
+For these, ``last_hidden_state`` of the base model *is* the map that the head average-pools,
+with every norm already applied per location, so F needs no folding at all.
+"""
 
 from __future__ import annotations
 
-from ..errors import UnsupportedModelError
+import torch
+
 from .base import ModelAdapter
 from .registry import register_adapter
 
 
 @register_adapter
 class ConvNetAdapter(ModelAdapter):
-    """Convolutional families whose head is ``Linear(AdaptiveAvgPool(F))``."""
+    """The base model's ``last_hidden_state`` (B, D, H, W) is average-pooled into one Linear."""
 
-    model_types = ("resnet", "regnet", "mobilenet_v2")
-    family = "ResNet, RegNet, MobileNetV2"
+    model_types = ("resnet", "regnet", "mobilenet_v1", "mobilenet_v2", "bit", "mobilevit", "mobilevitv2", "pvt_v2")
+    family = "ResNet, RegNet, MobileNet V1/V2, BiT, MobileViT V1/V2, PVT v2"
+    doc = (
+        "`base_model(...).last_hidden_state`, the (B, D, H, W) map before the average pool (BiT's "
+        "pre-activation norm and MobileViT's 1x1 expansion are already in it); head: the single "
+        "`nn.Linear` of `model.classifier`"
+    )
 
 
 @register_adapter
-class EfficientNetAdapter(ModelAdapter):
-    model_types = ("efficientnet",)
-    family = "EfficientNet (pooling_type='mean')"
+class FcHeadConvNetAdapter(ModelAdapter):
+    """HGNet V2 and TextNet keep their Linear as ``model.fc`` after an average pool of the map."""
 
-    def check_config(self, config) -> None:
-        if getattr(config, "pooling_type", "mean") != "mean":
-            raise UnsupportedModelError(
-                f"EfficientNet with pooling_type={config.pooling_type!r} max-pools its features; "
-                "EPIC needs an average pool to decompose the logits. Use pooling_type='mean'."
-            )
+    model_types = ("hgnet_v2", "textnet")
+    family = "HGNet V2, TextNet"
+    doc = (
+        "the encoder's last map (HGNet V2: `encoder(embedder(x))`; TextNet: `textnet(x).last_hidden_state`), "
+        "which `model.classifier` (AdaptiveAvgPool2d + Flatten) pools; head: `model.fc`. TextNet's own "
+        "2x2 `pooler_output` is not what the classifier reads"
+    )
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.model.config.model_type == "hgnet_v2":  # no base model: embedder and encoder sit on the classifier
+            return self.model.encoder(self.model.embedder(pixel_values)).last_hidden_state
+        return self.model.base_model(pixel_values=pixel_values).last_hidden_state
+
+    def classifier(self) -> torch.nn.Module:
+        return self.model.fc

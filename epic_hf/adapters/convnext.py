@@ -14,6 +14,11 @@ class ConvNextAdapter(ModelAdapter):
 
     model_types = ("convnext", "convnextv2")
     family = "ConvNeXt, ConvNeXt V2"
+    doc = (
+        "`last_hidden_state`, then the post-pool LayerNorm folded into F: "
+        "`F' = (F - mu)/sqrt(var + eps)·gamma + beta` (see "
+        "[how_epic_works.md](how_epic_works.md#pooling-after-a-layernorm-convnext-beit)); head: `model.classifier`"
+    )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         base = self.model.base_model

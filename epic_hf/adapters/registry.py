@@ -1,32 +1,130 @@
 """The adapter registry: which ``config.model_type`` values EPIC can decompose, and why not the rest.
 
-This module holds data only (no adapter code), so that the contract in ``base`` and every
-family module can import it without a cycle. Importing :mod:`epic_hf.adapters` fills it.
+This module holds data and lookups only (no adapter code), so that the contract in ``base`` and
+every family module can import it without a cycle. Importing :mod:`epic_hf.adapters` fills
+:data:`ADAPTERS`; :data:`REFUSED` says, for each family that has no adapter, what breaks exactness.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import nn
 
 from ..errors import UnsupportedModelError
 
-if TYPE_CHECKING:  # annotations only: base imports this module, not the other way round
-    from torch import nn
-
-    from .base import ModelAdapter
+#: A ``ModelAdapter`` subclass. Spelled ``type`` because ``base`` imports this module for its error
+#: messages, and importing ``base`` back would make a cycle.
+AdapterClass = type
 
 #: ``config.model_type`` -> the adapter class that serves it.
-ADAPTERS: dict[str, type["ModelAdapter"]] = {}
+ADAPTERS: dict[str, AdapterClass] = {}
 
-#: Families whose logits read a CLS (or distillation) token: not an average of a spatial map.
-CLS_TOKEN_FAMILIES = ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_hybrid", "vit_msn", "cvt")
+RefusalKind = Literal["cls_token", "nonlinear_head", "input", "not_testable"]
 
 
-def register_adapter(cls: type["ModelAdapter"]) -> type["ModelAdapter"]:
-    """Add an adapter class to the registry under each of its ``model_types``."""
-    for model_type in cls.model_types:
-        ADAPTERS[model_type] = cls
-    return cls
+@dataclass(frozen=True)
+class Refusal:
+    """Why a family is refused: ``reason`` completes "model_type X is not supported by EPIC: ..."."""
+
+    kind: RefusalKind
+    reason: str
+
+
+_CLS = (
+    "its logits read a CLS token, which is not an average of a spatial feature map, so they cannot "
+    "be decomposed exactly into channel contributions"
+)
+
+#: Families with no adapter, and why. Types listed here but registered in ADAPTERS are served.
+REFUSED: dict[str, Refusal] = {
+    "vit": Refusal("cls_token", _CLS),
+    "vit_msn": Refusal("cls_token", _CLS),
+    "vit_hybrid": Refusal("cls_token", _CLS + " (ViT-hybrid; removed in transformers 5)"),
+    "deit": Refusal(
+        "cls_token",
+        _CLS + " (DeiT's teacher variant averages a CLS-token head and a distillation-token head)",
+    ),
+    "cvt": Refusal(
+        "cls_token",
+        _CLS + " (CvT's last stage; with cls_token[-1]=False the head would be a mean of a per-token "
+        "LayerNorm-ed map, but CvtForImageClassification then fails in transformers 5.24: it indexes "
+        "outputs[1], the absent CLS token)",
+    ),
+    "pvt": Refusal("cls_token", _CLS + " (PVT v1 appends one in its last stage)"),
+    "perceiver": Refusal(
+        "cls_token",
+        "its logits read a learned latent array that cross-attends to the image (latent queries), "
+        "not an average of a spatial feature map",
+    ),
+    "pp_lcnet": Refusal(
+        "nonlinear_head",
+        "after the average pool come a 1x1 convolution and an activation (hard-swish) before the "
+        "linear head, so the logits are not a linear function of avg_hw(F)",
+    ),
+    "shieldgemma2": Refusal(
+        "nonlinear_head",
+        "it is a vision-language model whose logits are the language model's 'Yes'/'No' "
+        "next-token scores after a text prompt, a non-linear function of the image",
+    ),
+    "imagegpt": Refusal(
+        "input",
+        "it classifies colour-cluster token ids (input_ids from ImageGPTImageProcessor), not "
+        "pixel_values, and EPIC's image pipeline passes pixel_values; its logits are a mean of "
+        "per-pixel hidden states, so an adapter is possible once the pipeline passes input_ids",
+    ),
+    "siglip2": Refusal(
+        "input",
+        "SigLIP 2 (NaFlex) takes patchified pixel_values with per-image spatial_shapes and a "
+        "pixel_attention_mask, which EPIC's (B, C, H, W) image pipeline does not pass; its logits are "
+        "a masked mean of patch tokens, so an adapter is possible once the pipeline passes them",
+    ),
+    "dinat": Refusal(
+        "not_testable",
+        "not testable here: DiNAT needs the natten package, which has no wheel for this torch "
+        "(source releases only, and natten >= 0.20 no longer has the natten2dqkrpb/natten2dav "
+        "kernels transformers imports). Its head (LayerNorm per token, mean, Linear) would be "
+        "exact, but no family is registered without a test that runs it",
+    ),
+    "nat": Refusal(
+        "not_testable",
+        "not testable here: NAT needs the natten package and was removed in transformers 5",
+    ),
+    "efficientformer": Refusal(
+        "not_testable",
+        "not testable here: EfficientFormer was removed in transformers 5, so no adapter can be "
+        "proven against its modeling code",
+    ),
+}
+
+#: Families refused because their logits read a CLS (or distillation / latent) token.
+CLS_TOKEN_FAMILIES = tuple(sorted(t for t, r in REFUSED.items() if r.kind == "cls_token"))
+
+
+def register_adapter(cls: AdapterClass | None = None, *, override: bool = False) -> Any:
+    """Add an adapter class to the registry under each of its ``model_types``.
+
+    Use as ``@register_adapter`` or ``@register_adapter(override=True)``. Registering a model type
+    that another adapter already serves raises ValueError unless ``override=True``: a silent
+    replacement would change how every model of that family is explained.
+    """
+
+    def add(adapter: AdapterClass) -> AdapterClass:
+        if not adapter.model_types:
+            raise ValueError(f"{adapter.__name__} sets no model_types; nothing to register.")
+        for model_type in adapter.model_types:
+            current = ADAPTERS.get(model_type)
+            if current is not None and current is not adapter and not override:
+                raise ValueError(
+                    f"model_type {model_type!r} is already served by {current.__module__}.{current.__qualname__}; "
+                    f"pass override=True to replace it with {adapter.__qualname__}."
+                )
+        for model_type in adapter.model_types:
+            ADAPTERS[model_type] = adapter
+        return adapter
+
+    return add if cls is None else add(cls)
 
 
 def supported_model_types() -> list[str]:
@@ -37,28 +135,34 @@ def supported_families_text() -> str:
     return ", ".join(supported_model_types())
 
 
-def adapter_class_for(model_type: str | None) -> type["ModelAdapter"]:
-    """The adapter class for ``model_type``, or :class:`UnsupportedModelError` naming the supported ones."""
-    cls = ADAPTERS.get(model_type)  # type: ignore[arg-type]
-    if cls is not None:
-        return cls
-    if model_type in CLS_TOKEN_FAMILIES:
-        why = (
-            "its logits read a CLS token, which is not an average of a spatial feature map, so "
-            "they cannot be decomposed exactly into channel contributions"
-        )
-    else:
-        why = (
-            "no adapter knows how to read its spatial feature map and linear head yet (a family whose "
-            "logits are a linear map of an average-pooled feature map can be added with register_adapter)"
-        )
-    raise UnsupportedModelError(
+def refusal_message(model_type: str | None, why: str) -> str:
+    """The one wording of a refusal: the model type, what breaks exactness, what is supported."""
+    return (
         f"model_type {model_type!r} is not supported by EPIC: {why}. "
         f"Supported model types: {supported_families_text()}."
     )
 
 
-def adapter_for(model: "nn.Module") -> "ModelAdapter":
+def adapter_class_for(model_type: str | None, config: Any = None) -> AdapterClass:
+    """The adapter class for ``model_type``, or :class:`UnsupportedModelError` naming the supported ones.
+
+    With ``config``, the family's configuration check runs too (e.g. BEiT without mean pooling is
+    refused), so a model can be refused before its weights are downloaded.
+    """
+    cls = ADAPTERS.get(model_type)  # type: ignore[arg-type]
+    if cls is not None:
+        if config is not None:
+            cls.check_config(config)
+        return cls
+    refusal = REFUSED.get(model_type)  # type: ignore[arg-type]
+    why = refusal.reason if refusal is not None else (
+        "no adapter knows how to read its spatial feature map and linear head yet (a family whose "
+        "logits are a linear map of an average-pooled feature map can be added with register_adapter)"
+    )
+    raise UnsupportedModelError(refusal_message(model_type, why))
+
+
+def adapter_for(model: nn.Module) -> Any:
     """The adapter for a loaded model; it checks the model's configuration too."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     return adapter_class_for(model_type)(model)

@@ -1,4 +1,8 @@
-"""Swin (v1, v2): per-token LayerNorm, then an average over the last stage's token grid."""
+"""Swin-like hierarchical token models: per-token LayerNorm, then a mean over the last stage's grid.
+
+Swin (v1, v2), Donut-Swin and FocalNet pad odd sides before every patch merging, so the last
+grid is ``ceil(input / patch)`` halved (rounding up) once per merging; tokens are row-major.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,14 @@ from .registry import register_adapter
 
 @register_adapter
 class SwinAdapter(ModelAdapter):
-    """Swin (v1, v2): per-token LayerNorm, then an average over the final token grid."""
+    """Final tokens (already LayerNorm-ed per token, or not normed at all) averaged over the grid."""
 
-    model_types = ("swin", "swinv2")
-    family = "Swin, Swin V2"
+    model_types = ("swin", "swinv2", "donut-swin", "focalnet")
+    family = "Swin, Swin V2, Donut-Swin, FocalNet"
+    doc = (
+        "final tokens (LayerNorm-ed per token; Donut-Swin has no final norm) reshaped row-major to the "
+        "H x W grid of the last stage (`ceil(input/patch)`, halved per patch merging); head: `model.classifier`"
+    )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         tokens = self.model.base_model(pixel_values=pixel_values).last_hidden_state

@@ -1,0 +1,43 @@
+"""Hiera: tokens kept in an *unrolled* order, a mean, then a LayerNorm after the pool.
+
+Hiera reorders its tokens so that pooling windows are contiguous (``unroll``); strides that the
+query pooling has not consumed by the last stage leave the final tokens out of row-major order.
+``HieraEncoder.reroll`` for the last stage undoes exactly that, giving the true H x W layout, so
+heatmaps and boxes land where the evidence is. The pooler's LayerNorm after the mean is folded
+into F as for ConvNeXt.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import UnsupportedModelError
+from .base import ModelAdapter, fold_post_pool_layernorm
+from .registry import refusal_message, register_adapter
+
+
+@register_adapter
+class HieraAdapter(ModelAdapter):
+    model_types = ("hiera",)
+    family = "Hiera"
+    doc = (
+        "last-stage tokens put back in spatial order with `encoder.reroll` (Hiera's token order is "
+        "unrolled, not row-major), then the pooler's post-pool LayerNorm folded into F; head: `model.classifier`"
+    )
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return fold_post_pool_layernorm(self.token_grid(pixel_values), self.model.base_model.pooler.layernorm)
+
+    def token_grid(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The last stage's tokens in their true spatial layout, (B, D, H, W), before the norm fold."""
+        expected = tuple(self.model.config.image_size)
+        if tuple(pixel_values.shape[-2:]) != expected:
+            raise UnsupportedModelError(refusal_message(
+                "hiera",
+                f"its token layout is fixed by config.image_size {expected}, and the input is "
+                f"{tuple(pixel_values.shape[-2:])}; resize inputs to the configured size",
+            ))
+        hiera = self.model.base_model
+        tokens = hiera(pixel_values=pixel_values).last_hidden_state
+        grid = hiera.encoder.reroll(tokens, stage_idx=len(self.model.config.depths) - 1)  # (B, H, W, D)
+        return grid.permute(0, 3, 1, 2)
