@@ -1,4 +1,4 @@
-"""Every supported family decomposes its own logits exactly, under any U."""
+"""Every supported family decomposes its own logits exactly, under any U, on its true spatial grid."""
 
 from __future__ import annotations
 
@@ -11,31 +11,96 @@ from transformers import (
     DeiTConfig,
     DeiTForImageClassification,
     EfficientNetConfig,
+    HieraConfig,
+    HieraForImageClassification,
     ResNetConfig,
     ViTConfig,
     ViTForImageClassification,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-from epic_hf import ADAPTERS, EpicExplainer, UnsupportedModelError
-from tiny_models import TINY_CONFIGS, save_tiny_model, tiny_processor
+from epic_hf import ADAPTERS, EpicExplainer, ModelAdapter, UnsupportedModelError, register_adapter
+from epic_hf.adapters import REFUSED, adapter_class_for, adapter_for
+from tiny_models import TINY_CONFIGS, TINY_MODELS, make_tiny_model, save_tiny_model, tiny_model_types, tiny_processor
 
-FAMILIES = sorted(ADAPTERS)
+FAMILIES = sorted(set(ADAPTERS) - {"timm_wrapper"})  # timm models (an optional extra): tests/test_timm.py
+TINY = sorted(TINY_MODELS)
+WITH_CLS_TERM = [name for name in TINY if adapter_class_for(TINY_CONFIGS[name]().model_type).has_extra_logits]
 
 
 def test_every_registered_family_has_a_tiny_model():
-    assert set(FAMILIES) <= set(TINY_CONFIGS), "add a tiny config for each new adapter"
+    assert set(FAMILIES) <= tiny_model_types(), "add a tiny config for each new adapter"
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def explainer(request, tmp_path_factory):
-    path = save_tiny_model(request.param, tmp_path_factory.mktemp(request.param))
-    assert sum(f.stat().st_size for f in path.iterdir()) < 1_000_000
-    return EpicExplainer.from_pretrained(str(path))
+def test_every_transformers_image_classifier_is_served_or_refused_with_a_reason():
+    unaccounted = set(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES) - set(ADAPTERS) - set(REFUSED) - {"timm_wrapper"}
+    assert not unaccounted, f"decide (adapter or REFUSED entry with a reason) for {sorted(unaccounted)}"
+    assert not set(ADAPTERS) & set(REFUSED), "a registered family is also listed as refused"
 
 
 def _images(count: int, seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 256, (40 + 3 * i, 36, 3), dtype=np.uint8)) for i in range(count)]
+
+
+# -- adapter level: every family, DINOv2's CLS term included ---------------------------------------
+@pytest.fixture(scope="module", params=TINY)
+def adapted(request):
+    model = make_tiny_model(request.param)
+    size = TINY_MODELS[request.param].image_size
+    pixel_values = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        logits = model(pixel_values=pixel_values).logits
+        adapter = adapter_for(model)
+        features = adapter.features(pixel_values)
+    return adapter, pixel_values, logits, features
+
+
+def _random_U(dim: int, kind: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    S = torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 0.3
+    if kind == "orthogonal":
+        U = torch.linalg.matrix_exp(S - S.T)
+        return U, U.T
+    return torch.linalg.matrix_exp(S), torch.linalg.matrix_exp(-S)
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "invertible"])
+def test_adapter_decomposes_the_logits_under_any_U(adapted, kind):
+    """``A U^-1 avg(U F) + b + extra == logits``, and per-channel contributions add up to each logit."""
+    adapter, _, logits, features = adapted
+    head = adapter.head()
+    fmap = features.fmap.double()
+    assert fmap.ndim == 4 and head.weight.shape == (logits.shape[1], fmap.shape[1])
+    assert (features.extra_logits is not None) == adapter.has_extra_logits
+    extra = features.extra_logits.double() if features.extra_logits is not None else torch.zeros_like(logits).double()
+    U, U_inv = _random_U(fmap.shape[1], kind)
+    G = torch.einsum("ij,bjhw->bihw", U, fmap)
+    A_prime = head.weight.double() @ U_inv
+    pooled = G.mean(dim=(2, 3))
+    torch.testing.assert_close(pooled @ A_prime.T + head.bias.double() + extra, logits.double(), rtol=1e-4, atol=1e-5)
+    target = logits.argmax(dim=1)
+    contributions = A_prime[target] * pooled  # (B, D)
+    totals = contributions.sum(dim=1) + head.bias.double()[target] + extra.gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(totals, logits.double().gather(1, target[:, None])[:, 0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("adapted", WITH_CLS_TERM, indirect=True)
+def test_the_cls_term_is_real_where_declared(adapted):
+    """For DINOv2 the CLS share is not negligible, so leaving it out would break the identity."""
+    adapter, _, logits, features = adapted
+    head = adapter.head()
+    spatial_only = features.fmap.mean(dim=(2, 3)) @ head.weight.T + head.bias
+    assert (spatial_only - logits).abs().max() > 1e-2 * logits.abs().max()
+    torch.testing.assert_close(spatial_only + features.extra_logits, logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(adapter.feature_map(adapted[1]), features.fmap)
+
+
+# -- explainer level: every family; DINOv2's CLS term is explanation.cls_contribution -------------
+@pytest.fixture(scope="module", params=TINY)
+def explainer(request, tmp_path_factory):
+    path = save_tiny_model(request.param, tmp_path_factory.mktemp(request.param))
+    assert sum(f.stat().st_size for f in path.iterdir()) < 1_000_000
+    return EpicExplainer.from_pretrained(str(path))
 
 
 def _randomize(explainer: EpicExplainer, kind: str, seed: int = 1) -> None:
@@ -54,10 +119,11 @@ def test_logits_match_the_model_and_decompose_exactly(explainer):
         expected = explainer.model(pixel_values=explainer.preprocess(images)).logits
     for explanation, logits in zip(explanations, expected):
         torch.testing.assert_close(explanation.logits, logits, rtol=1e-4, atol=1e-5)
-        total = explanation.contributions.sum() + explanation.bias
+        total = explanation.contributions.sum() + explanation.cls_contribution + explanation.bias
         assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
         assert explanation.target_index == int(logits.argmax())
         assert explanation.contributions.shape == (explainer.num_channels,)
+        assert (explanation.cls_contribution != 0.0) == explainer.adapter.has_extra_logits
 
 
 @pytest.mark.parametrize("kind", ["orthogonal", "invertible"])
@@ -72,7 +138,7 @@ def test_non_identity_U_keeps_predictions(explainer, kind):
             torch.testing.assert_close(U @ U.T, torch.eye(U.shape[0]), atol=1e-4, rtol=0)
         for explanation, logits in zip(explainer.explain(images), before):
             torch.testing.assert_close(explanation.logits, logits, rtol=1e-4, atol=1e-5)
-            total = explanation.contributions.sum() + explanation.bias
+            total = explanation.contributions.sum() + explanation.cls_contribution + explanation.bias
             assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
         fmap = explainer.feature_map(images, transformed=False)
         transformed = explainer.feature_map(images)
@@ -84,13 +150,17 @@ def test_non_identity_U_keeps_predictions(explainer, kind):
 
 
 def test_channel_entries(explainer):
-    explanation = explainer.explain(_images(1)[0], top_k=2)
-    assert len(explanation.channels) == min(2, explainer.num_channels)
+    """Shown channels: the top_k by positive evidence A'_kj relu(avg G_j), each with a box in the image."""
+    image = _images(1)[0]
+    explanation = explainer.explain(image, top_k=2)
+    pooled = explainer.feature_map(image)[0].double().mean(dim=(1, 2))  # avg_hw(G)
+    evidence = torch.where(pooled > 0, explanation.contributions.double(), torch.zeros_like(pooled))
+    expected = [int(c) for c in evidence.argsort(descending=True)[:2] if evidence[c] > 0]
+    assert [c.channel for c in explanation.channels] == expected
     height, width = explanation.image.size[1], explanation.image.size[0]
-    contributions = [c.contribution for c in explanation.channels]
-    assert contributions == sorted(contributions, reverse=True)
-    assert contributions[0] == pytest.approx(float(explanation.contributions.max()))
     for channel in explanation.channels:
+        assert channel.contribution == pytest.approx(float(explanation.contributions[channel.channel]))
+        assert channel.evidence == pytest.approx(channel.contribution) and channel.evidence > 0
         x0, y0, x1, y1 = channel.box
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
         assert channel.heatmap.shape == (height, width)
@@ -106,6 +176,66 @@ def test_target_by_index_and_label(explainer):
         explainer.explain(image, target=3)
     with pytest.raises(ValueError, match="unknown target label 'robin'"):
         explainer.explain(image, target="robin")
+
+
+# -- the true spatial layout -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["swin", "swinv2", "donut-swin", "focalnet"])
+def test_token_grids_match_the_models_own_spatial_layout(name):
+    """On a non-square input with odd sides (padding at every merge), F is the model's own H x W map."""
+    model = make_tiny_model(name)
+    pixel_values = torch.randn(1, 3, 36, 52, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        fmap = adapter_for(model).feature_map(pixel_values)
+        out = model.base_model(pixel_values=pixel_values, output_hidden_states=True)
+        reference = out.reshaped_hidden_states[-1]  # (B, D, H, W) before the final per-token norm
+        norm = getattr(model.base_model, "layernorm", None)
+        if norm is not None:
+            reference = norm(reference.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    assert fmap.shape == reference.shape and fmap.shape[-2] != fmap.shape[-1]
+    torch.testing.assert_close(fmap, reference)
+
+
+def test_hiera_features_land_in_the_right_cell():
+    """Hiera's tokens are unrolled; after reroll, a change in one input region moves exactly one cell.
+
+    With attention and MLP outputs zeroed every block is a per-token map (plus max-pooling within
+    query windows), and patches do not overlap, so the input region of final cell (i, j) can only
+    change F[:, :, i, j]. A row-major reading of the unrolled tokens would put it elsewhere.
+    """
+    config = HieraConfig(image_size=[32, 32], patch_size=[4, 4], patch_stride=[4, 4], patch_padding=[0, 0],
+                         embed_dim=8, num_heads=[1, 1, 2], depths=[1, 1, 1], query_stride=[2, 2],
+                         masked_unit_size=[4, 4], masked_unit_attention=[True, False, False], num_query_pool=1,
+                         num_labels=3)
+    torch.manual_seed(0)
+    model = HieraForImageClassification(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".attn.proj." in name or ".mlp.fc2." in name:
+                parameter.zero_()
+    adapter = adapter_for(model)
+    base = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = adapter.token_grid(base)
+        assert reference.shape[-2:] == (4, 4)  # 8 x 8 patches, one query pooling: 4 x 4 cells of 8 px
+        for i, j in [(0, 3), (2, 1), (3, 0)]:
+            moved = base.clone()
+            moved[..., 8 * i:8 * i + 8, 8 * j:8 * j + 8] += 5.0
+            changed = (adapter.token_grid(moved) - reference).abs().amax(dim=(0, 1)) > 0
+            expected = torch.zeros(4, 4, dtype=torch.bool)
+            expected[i, j] = True
+            assert torch.equal(changed, expected), f"cell {(i, j)}: changed cells\n{changed.int()}"
+
+
+# -- refusals -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type", sorted(REFUSED))
+def test_refusals_name_the_model_type_what_breaks_and_what_is_supported(model_type):
+    with pytest.raises(UnsupportedModelError) as info:
+        adapter_class_for(model_type)
+    message = str(info.value)
+    assert repr(model_type) in message and REFUSED[model_type].reason in message
+    assert "resnet" in message and "convnext" in message
+    if REFUSED[model_type].kind == "cls_token":
+        assert "CLS token" in message or "latent" in message
 
 
 @pytest.mark.parametrize(
@@ -130,6 +260,8 @@ def test_cls_token_models_are_refused_at_load(config, tmp_path):
 def test_beit_without_mean_pooling_is_refused():
     config = TINY_CONFIGS["beit"]()
     config.use_mean_pooling = False
+    with pytest.raises(UnsupportedModelError, match="'beit'.*CLS token"):
+        adapter_class_for("beit", config)  # from the config alone, before any weights
     with pytest.raises(UnsupportedModelError, match="CLS token"):
         EpicExplainer(AutoModelForImageClassification.from_config(config), tiny_processor())
 
@@ -137,12 +269,19 @@ def test_beit_without_mean_pooling_is_refused():
 def test_max_pooled_efficientnet_is_refused():
     config = EfficientNetConfig(image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128,
                                 pooling_type="max", num_labels=3)
-    with pytest.raises(UnsupportedModelError, match="max-pools"):
+    with pytest.raises(UnsupportedModelError, match="'efficientnet'.*max-pools"):
         EpicExplainer(AutoModelForImageClassification.from_config(config), tiny_processor())
 
 
+def test_levit_head_with_batch_statistics_is_refused():
+    model = make_tiny_model("levit").train()
+    with pytest.raises(UnsupportedModelError, match="batch statistics"):
+        adapter_for(model).head()
+
+
 def test_headless_model_is_refused():
-    model = AutoModelForImageClassification.from_config(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], num_labels=0))
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], num_labels=0)
+    model = AutoModelForImageClassification.from_config(config)
     with pytest.raises(UnsupportedModelError, match="classification head"):
         EpicExplainer(model, tiny_processor())
 
@@ -154,3 +293,22 @@ def test_a_model_that_breaks_the_identity_is_refused():
         model.classifier[1].weight.mul_(50)
     with pytest.raises(UnsupportedModelError, match="relative error"):
         EpicExplainer(model, tiny_processor())
+
+
+# -- the registry ----------------------------------------------------------------------------------
+def test_register_adapter_refuses_a_silent_overwrite():
+    original = ADAPTERS["resnet"]
+
+    class Impostor(ModelAdapter):
+        model_types = ("resnet",)
+        family = "not ResNet"
+
+    with pytest.raises(ValueError, match="'resnet' is already served by .*ConvNetAdapter.*override=True"):
+        register_adapter(Impostor)
+    assert ADAPTERS["resnet"] is original
+    try:
+        assert register_adapter(override=True)(Impostor) is Impostor
+        assert ADAPTERS["resnet"] is Impostor
+    finally:
+        register_adapter(original, override=True)
+    assert register_adapter(original) is original  # re-registering the same class is not an overwrite
