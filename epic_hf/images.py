@@ -104,11 +104,17 @@ def decode_image_record(record: dict, position: int = 0) -> Image.Image:
 def pixel_values_to_image(pixel_values: torch.Tensor, image_processor: Any) -> Image.Image:
     """Undo the processor's rescale and normalisation: (C, H, W) -> RGB PIL image."""
     values = pixel_values.detach().float().cpu()
-    if getattr(image_processor, "do_normalize", False):
+    timm_config = getattr(image_processor, "data_config", None)  # timm's processor: ToTensor, then Normalize
+    is_timm = isinstance(timm_config, dict) and "mean" in timm_config and "std" in timm_config
+    if is_timm:
+        mean = torch.as_tensor(timm_config["mean"], dtype=torch.float32).reshape(-1, 1, 1)
+        std = torch.as_tensor(timm_config["std"], dtype=torch.float32).reshape(-1, 1, 1)
+        values = (values * std + mean) * 255
+    elif getattr(image_processor, "do_normalize", False):
         mean = torch.as_tensor(image_processor.image_mean, dtype=torch.float32).reshape(-1, 1, 1)
         std = torch.as_tensor(image_processor.image_std, dtype=torch.float32).reshape(-1, 1, 1)
         values = values * std + mean
-    if getattr(image_processor, "do_rescale", True):
+    if not is_timm and getattr(image_processor, "do_rescale", True):
         factor = float(getattr(image_processor, "rescale_factor", 1 / 255))
         values = values / factor
     if values.shape[0] == 1:

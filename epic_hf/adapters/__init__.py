@@ -18,6 +18,7 @@ from . import (  # noqa: F401 - importing registers each family
     patch_mean,
     segformer,
     swin,
+    timm_wrapper,
 )
 from .base import (
     IDENTITY_TOLERANCE,

@@ -1,0 +1,322 @@
+"""timm classifiers loaded through transformers' ``TimmWrapperForImageClassification``.
+
+A timm classifier computes ``forward_head(forward_features(x))``. EPIC decomposes it exactly when
+the head is an average over space, optionally followed by a LayerNorm (folded into F exactly like
+ConvNeXt's post-pool LayerNorm), and then one Linear. The structure is read off the timm module
+itself, without importing timm (an optional extra that the core package must not need), and a
+head that pools with a maximum or attention, reads a CLS token, or applies a non-linear layer
+after the pool is refused at load time with the reason, before it could be explained wrongly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from .base import LinearHead, ModelAdapter, fold_post_pool_layernorm, tokens_to_grid
+from .registry import register_adapter
+
+#: timm architectures whose tiny instances ``tests/test_timm.py`` decomposes exactly, and how F is read.
+VERIFIED_ARCHITECTURES = {
+    "resnet18 (ResNet)": "forward_features map; global_pool='avg' then fc",
+    "test_efficientnet (EfficientNet)": "forward_features map (conv_head and bn2 come before the pool); classifier",
+    "regnetx_002 (RegNet)": "forward_features map; ClassifierHead (avg pool, fc)",
+    "convnext_atto (ConvNeXt)": "forward_features map, head.norm (LayerNorm2d after the pool) folded into F",
+    "dla34 (DLA)": "forward_features map; global_pool='avg' then a 1x1 convolution, read as its (out, in) matrix",
+    "swin_tiny_patch4_window7_224 (SwinTransformer)": "forward_features (B, H, W, C) map, permuted; ClassifierHead",
+    "vit_tiny_patch16_224 with global_pool='avg' (VisionTransformer)": (
+        "patch tokens (num_prefix_tokens: class and register tokens dropped) on the patch grid; fc_norm "
+        "folded into F, or nothing to fold with fc_norm=False (the per-token norm comes before the mean)"
+    ),
+}
+
+#: Exact at full size with random weights in a one-off check (timm 1.0.31), not in the test suite.
+CHECKED_ARCHITECTURES = (
+    "resnet50", "resnet18d", "seresnext26d_32x4d", "res2net50_26w_4s", "efficientnet_b0", "tf_efficientnetv2_b0",
+    "mixnet_s", "mobilenetv2_100", "mnasnet_100", "regnety_008", "convnext_tiny", "convnextv2_atto",
+    "densenet121", "inception_v3", "cspresnet50", "edgenext_xx_small", "rexnet_100", "nfnet_l0",
+    "hrnet_w18_small", "tresnet_m", "xception41", "repvgg_a0", "fastvit_t8", "coatnet_0_rw_224",
+    "swin_tiny_patch4_window7_224", "swinv2_cr_tiny_224", "dla34", "vit_small_patch16_224 (global_pool='avg')",
+    "vit_medium_patch16_gap_256",
+)
+
+#: Heads that are refused, and why; the same reasons appear in the load-time error messages.
+REFUSED_HEADS = {
+    "ViT / DeiT with global_pool='token' (the timm default for most vit_*)": (
+        "the logits read the CLS token, not an average of patch tokens"),
+    "ViT with global_pool='map' (SigLIP-style attention pooling)": "the pooling weights depend on the input",
+    "global_pool='max', 'avgmax', 'catavgmax'": "a maximum over space is not linear in F",
+    "MobileNetV3, MobileNetV4, LCNet, FBNetV3, GhostNet": (
+        "conv_head (1x1 convolution) and an activation after the pool: a non-linear head"),
+    "MaxViT (maxvit_*)": "NormMlpClassifierHead with head_hidden_size: a hidden Linear and tanh after the pool",
+    "EfficientViT MSRA (efficientvit_m*)": "a BatchNorm1d between the pool and the Linear (not folded)",
+    "DeiT distilled, LeViT, Eva, PVT v2, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
+        "a head this adapter does not read (two heads, or pooling inside a custom head); no adapter yet"),
+}
+
+#: timm classes (module.qualname, compared by name: timm is never imported here) that apply a
+#: convolution and an activation after the global pool, named so that the refusal says what breaks.
+_POST_POOL_CLASSES = {"timm.models.mobilenetv3.MobileNetV3": "MobileNetV3", "timm.models.ghostnet.GhostNet": "GhostNet"}
+_POST_POOL_LAYERS = "applies conv_head (a 1x1 convolution) and an activation after the global pool"
+
+#: Architecture names built by those classes (every timm 1.0 model in timm.models.mobilenetv3 and
+#: .ghostnet has a conv_head after the pool), refused from config.json before weights are fetched.
+_POST_POOL_ARCHITECTURES = {
+    ("mobilenetv3_", "tf_mobilenetv3_", "mobilenetv4_", "lcnet_", "fbnetv3_"): "MobileNetV3",
+    ("ghostnet",): "GhostNet",
+}
+
+_POOL_REASONS = {
+    "token": "classifies from its CLS token (global_pool='token'), which is not an average of the patch tokens",
+    "map": "pools its tokens with attention (global_pool='map'), whose weights depend on the input",
+    "": "has no global pool (global_pool='')",
+}
+
+_SUPPORTED = (
+    "an average over space (global_pool='avg'), optionally followed by a LayerNorm, then one Linear; "
+    "tested for ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin and VisionTransformer with global_pool='avg'"
+)
+
+
+@dataclass
+class TimmHead:
+    """Where a timm model's F comes from and what sits between its pool and its classifier."""
+
+    fc: nn.Linear | nn.Conv2d  # a Linear, or a 1x1 convolution on the pooled (B, D, 1, 1) map
+    norm: nn.LayerNorm | None = None  # LayerNorm applied after the pool, folded into F
+    channels_last: bool = False  # forward_features gives (B, H, W, C)
+    prefix_tokens: int | None = None  # token models: class/register tokens dropped before the grid
+
+    def to_map(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """forward_features output to F (B, D, H, W), the post-pool norm folded in."""
+        if self.prefix_tokens is not None:
+            fmap = tokens_to_grid(features[:, self.prefix_tokens:, :], grid[0], grid[1])
+        elif self.channels_last:
+            fmap = features.permute(0, 3, 1, 2)
+        else:
+            fmap = features
+        return fold_post_pool_layernorm(fmap, self.norm) if self.norm is not None else fmap
+
+
+@register_adapter
+class TimmWrapperAdapter(ModelAdapter):
+    """timm classifiers (``model_type='timm_wrapper'``) whose head is avg pool [+ LayerNorm] + Linear."""
+
+    model_types = ("timm_wrapper",)
+    family = "timm via TimmWrapper: ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin, ViT (global_pool='avg')"
+    doc = (
+        "`timm_model.forward_features(x)`: the (B, D, H, W) map (a channels-last map permuted), or for a "
+        "ViT the patch tokens (num_prefix_tokens dropped) on the patch grid; a LayerNorm after the pool "
+        "(ConvNeXt's `head.norm`, ViT's `fc_norm`) folded in as for ConvNeXt; head: the timm classifier "
+        "(a Linear, or a 1x1 convolution read as its matrix). At load, forward hooks list every module "
+        "timm's `forward_head` runs (anything but the pool, a LayerNorm, dropout and the classifier is "
+        "refused by name), and on random features its logits must equal the classifier of the mean of F. "
+        "CLS-token, max and attention pooling and layers after the pool (MobileNetV3's conv_head) are refused"
+    )
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        architecture = str(getattr(model.config, "architecture", "?"))
+        self.timm_head = read_timm_head(model.base_model, architecture)
+        check_head_is_pool_then_linear(model.base_model, self.timm_head, architecture)
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Refuse from config.json alone what it already tells: the pool type and MobileNetV3-style heads."""
+        architecture = str(getattr(config, "architecture", "?"))
+        name = architecture.split(".")[0]
+        for prefixes, class_name in _POST_POOL_ARCHITECTURES.items():
+            if name.startswith(prefixes):
+                raise refusal(architecture, class_name, _POST_POOL_LAYERS)
+        pool = (getattr(config, "model_args", None) or {}).get("global_pool", getattr(config, "global_pool", None))
+        if isinstance(pool, str):
+            _check_pool_type(pool, architecture, "")
+
+    @classmethod
+    def doc_rows(cls) -> list[tuple[str, str, str]]:
+        rows = [(name, "exact (tested)", how) for name, how in VERIFIED_ARCHITECTURES.items()]
+        rows.append((", ".join(CHECKED_ARCHITECTURES), "exact (checked once at full size, timm 1.0.31)",
+                     "the same readers: an average-pooled map, a channels-last map (Swin) or ViT patch tokens"))
+        return rows + [(name, "refused", why) for name, why in REFUSED_HEADS.items()]
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        timm_model = self.model.base_model
+        features = timm_model.forward_features(pixel_values.to(self.model.dtype))
+        grid = (0, 0)
+        if self.timm_head.prefix_tokens is not None:
+            grid = tuple(timm_model.patch_embed.dynamic_feat_size(tuple(pixel_values.shape[-2:])))
+        return self.timm_head.to_map(features, grid)
+
+    def classifier(self) -> nn.Module:
+        return self.timm_head.fc
+
+    def head(self) -> LinearHead:
+        """(A, b) of the classifier; a 1x1 convolution's (out, in, 1, 1) kernel is the same matrix."""
+        fc = self.timm_head.fc
+        weight = fc.weight.detach().flatten(1)
+        bias = fc.bias.detach() if fc.bias is not None else torch.zeros(weight.shape[0])
+        return LinearHead(weight=weight, bias=bias.to(weight))
+
+
+def refusal(architecture: str, class_name: str, what: str, hint: str = "") -> UnsupportedModelError:
+    """The error for a timm head EPIC cannot decompose: the architecture, what breaks, what works."""
+    who = f"{architecture!r} ({class_name})" if class_name else repr(architecture)
+    return UnsupportedModelError(
+        f"timm architecture {who} {what}, so its logits are not "
+        f"A . avg_hw(F) + b and EPIC cannot decompose them exactly.{' ' + hint if hint else ''} "
+        f"Supported timm heads: {_SUPPORTED}."
+    )
+
+
+def _refuse(architecture: str, timm_model: nn.Module, what: str) -> UnsupportedModelError:
+    return refusal(architecture, type(timm_model).__name__, what)
+
+
+def _check_pool_type(pool_type: str, architecture: str, class_name: str) -> None:
+    """Refuse every global pool but an average (timm spells it 'avg', 'fast' or 'fastavg').
+
+    ``class_name`` is empty when only config.json is known (the model is not built yet).
+    """
+    if pool_type.lower() in ("avg", "fast", "fastavg"):
+        return
+    what = _POOL_REASONS.get(pool_type, f"pools with global_pool={pool_type!r}: a maximum over space is "
+                             "not linear in the feature map")
+    hint = "A ViT trained with global_pool='avg' is supported." if pool_type == "token" else ""
+    raise refusal(architecture, class_name, what, hint)
+
+
+def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
+    """Read the pool, post-pool norm and classifier of a timm model, or refuse it with the reason."""
+    name = _qualified(timm_model)
+    if name in _POST_POOL_CLASSES:
+        raise _refuse(architecture, timm_model, _POST_POOL_LAYERS)
+    if name == "timm.models.vision_transformer.VisionTransformer":
+        return _vit_head(timm_model, architecture)
+    head = getattr(timm_model, "head", None)
+    try:
+        if _qualified(head) == "timm.layers.classifier.ClassifierHead":
+            pool, norm, fc = head.global_pool, None, head.fc
+        elif _qualified(head) == "timm.layers.classifier.NormMlpClassifierHead":
+            if not isinstance(head.pre_logits, nn.Identity):
+                raise _refuse(architecture, timm_model, "applies a hidden Linear and tanh after the pool "
+                              "(NormMlpClassifierHead with head_hidden_size)")
+            pool, norm, fc = head.global_pool, _post_pool_norm(head.norm, architecture, timm_model), head.fc
+        elif _qualified(getattr(timm_model, "global_pool", None)) == _SELECT_POOL:
+            pool, norm, fc = timm_model.global_pool, None, timm_model.get_classifier()
+        else:
+            raise AttributeError("no known head")
+        pool_dims = _average_pool_dims(pool, architecture, timm_model)
+    except AttributeError:
+        raise _refuse(architecture, timm_model, "has a head EPIC does not know how to read (none of timm's "
+                      "ClassifierHead, NormMlpClassifierHead, or a global_pool and a classifier)") from None
+    return TimmHead(fc=_linear(fc, architecture, timm_model), norm=norm, channels_last=pool_dims == (1, 2))
+
+
+def _qualified(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+_SELECT_POOL = "timm.layers.adaptive_avgmax_pool.SelectAdaptivePool2d"
+
+
+def _vit_head(timm_model: nn.Module, architecture: str) -> TimmHead:
+    """VisionTransformer: an average of the patch tokens (global_pool='avg'), then fc_norm and head."""
+    if getattr(timm_model, "attn_pool", None) is not None:
+        raise _refuse(architecture, timm_model, _POOL_REASONS["map"])
+    _check_pool_type(str(timm_model.global_pool), architecture, "VisionTransformer")
+    if getattr(timm_model, "pool_include_prefix", False):
+        raise _refuse(architecture, timm_model, "averages its class/register tokens together with the "
+                      "patch tokens (pool_include_prefix=True), and those have no place on the image grid")
+    norm = _post_pool_norm(timm_model.fc_norm, architecture, timm_model)
+    fc = _linear(timm_model.head, architecture, timm_model)
+    return TimmHead(fc=fc, norm=norm, prefix_tokens=int(timm_model.num_prefix_tokens))
+
+
+def _average_pool_dims(pool: nn.Module, architecture: str, timm_model: nn.Module) -> tuple[int, int]:
+    """The spatial dims a timm SelectAdaptivePool2d averages over; refuses any other pooling."""
+    _check_pool_type(str(getattr(pool, "pool_type", "?")), architecture, type(timm_model).__name__)
+    return tuple(getattr(pool.pool, "dim", (2, 3)))
+
+
+def _post_pool_norm(norm: nn.Module, architecture: str, timm_model: nn.Module) -> nn.LayerNorm | None:
+    """A norm after the pool: none, or a LayerNorm over channels (which folds into F exactly)."""
+    if isinstance(norm, nn.Identity):
+        return None
+    if isinstance(norm, nn.LayerNorm) and len(norm.normalized_shape) == 1:
+        return norm
+    raise _refuse(architecture, timm_model, f"applies a {type(norm).__name__} after the pool, and only a "
+                  "LayerNorm over channels folds into the feature map exactly")
+
+
+def _linear(fc: nn.Module, architecture: str, timm_model: nn.Module) -> nn.Linear | nn.Conv2d:
+    """The classifier: one Linear, or a 1x1 convolution without groups (the same map on a 1x1 input)."""
+    if isinstance(fc, nn.Linear):
+        return fc
+    if isinstance(fc, nn.Conv2d) and fc.kernel_size == (1, 1) and fc.groups == 1:
+        return fc
+    raise _refuse(architecture, timm_model, f"classifies with a {type(fc).__name__}, not one Linear layer "
+                  "(was it loaded without a classification head?)")
+
+
+def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, architecture: str) -> None:
+    """Run timm's own ``forward_head`` on random features and compare with the pool [+ norm] + Linear EPIC uses.
+
+    The structural reading names a pool, a norm and a classifier; this proves that nothing else
+    runs between them. Forward hooks list every module ``forward_head`` calls (a BatchNorm1d
+    before the Linear, a conv_head, an activation module are refused by name), and on signed
+    random features the logits must equal ``fc(avg_hw(F))``, which also catches functional
+    activations that no hook sees.
+    """
+    width = head.fc.weight.shape[1]
+    if getattr(timm_model, "num_features", width) != width:
+        raise _refuse(architecture, timm_model, f"changes the width after the pool ({timm_model.num_features} "
+                      f"features, {width} at the classifier), so a layer sits between the pool and the Linear")
+    if head.prefix_tokens is not None:
+        shape = (2, head.prefix_tokens + 9, width)
+    else:
+        shape = (2, 3, 3, width) if head.channels_last else (2, width, 3, 3)
+    features = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(next(timm_model.parameters()))
+    ran, logits = _run_head_with_hooks(timm_model, features)
+    allowed = _allowed_head_modules(timm_model, head)
+    extra = [f"{name} ({type(module).__name__})" for name, module in ran if module not in allowed]
+    if extra:
+        raise _refuse(architecture, timm_model, f"applies {', '.join(extra)} between the global pool and its "
+                      "classifier, which EPIC does not fold")
+    with torch.no_grad():
+        expected = head.to_map(features, (3, 3)).float().mean(dim=(2, 3)) @ head.fc.weight.float().flatten(1).T
+        if head.fc.bias is not None:
+            expected = expected + head.fc.bias.float()
+    if logits.shape != expected.shape or not torch.allclose(logits, expected, rtol=1e-4, atol=1e-5):
+        raise _refuse(architecture, timm_model, "computes something other than an average pool (and a "
+                      "LayerNorm) and one Linear after forward_features")
+
+
+def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple[list, torch.Tensor]:
+    """``forward_head(features)`` as (name, module) of each leaf module it ran, and its logits."""
+    names = {module: name for name, module in timm_model.named_modules() if not list(module.children())}
+    ran: list[tuple[str, nn.Module]] = []
+    hooks = [module.register_forward_hook(lambda mod, _args, _out: ran.append((names[mod], mod))) for module in names]
+    try:
+        with torch.no_grad():
+            logits = timm_model.forward_head(features).float().flatten(1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ran, logits
+
+
+def _allowed_head_modules(timm_model: nn.Module, head: TimmHead) -> set[nn.Module]:
+    """The modules a decomposable head may run: its pool, dropouts, flattens, identities, norm and fc."""
+    allowed = {head.fc}
+    if head.norm is not None:
+        allowed.add(head.norm)
+    for module in timm_model.modules():
+        if isinstance(module, (nn.Dropout, nn.Flatten, nn.Identity)):
+            allowed.add(module)
+        elif _qualified(module) == _SELECT_POOL:  # its pool type was checked: an average
+            allowed.update(module.modules())
+    return allowed

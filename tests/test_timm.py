@@ -1,0 +1,137 @@
+"""timm classifiers through TimmWrapper: exact for average-pooled heads, refused with the reason otherwise.
+
+timm is an optional extra. CI installs it (and sets CI=true), so there a missing or broken timm
+fails this module instead of skipping it; elsewhere the module is skipped without timm.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoConfig
+
+if os.environ.get("CI"):
+    import timm  # noqa: F401 - CI installs the timm extra: these tests must run there, never skip
+else:
+    pytest.importorskip("timm", reason="the timm extra is not installed: pip install -e '.[timm]'")
+
+from epic_hf import EpicExplainer, UnsupportedModelError, supported_model_types  # noqa: E402
+from epic_hf.adapters.timm_wrapper import (  # noqa: E402
+    TimmHead,
+    TimmWrapperAdapter,
+    check_head_is_pool_then_linear,
+    read_timm_head,
+)
+from epic_hf.disentangle import Disentangler  # noqa: E402
+from tiny_timm import EXACT, IMAGE_SIZE, REFUSED, TINY_TIMM, make_tiny_timm, save_tiny_timm  # noqa: E402
+
+REFUSAL_REASONS = {
+    "vit_token_refused": r"CLS token \(global_pool='token'\)",
+    "mobilenetv3_refused": r"conv_head .* activation after the global pool",
+    "resnet_max_refused": r"global_pool='max'",
+}
+
+
+@pytest.fixture(scope="module", params=EXACT)
+def explainer(request, tmp_path_factory):
+    path = save_tiny_timm(request.param, tmp_path_factory.mktemp(request.param))
+    assert sum(f.stat().st_size for f in path.iterdir()) < 2_000_000
+    loaded = EpicExplainer.from_pretrained(str(path))
+    assert loaded.model.config.model_type == "timm_wrapper"
+    return loaded
+
+
+def _images(count: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (50 + 7 * i, 70, 3), dtype=np.uint8)) for i in range(count)]
+
+
+def _assert_exact(explainer: EpicExplainer, images: list[Image.Image], expected: torch.Tensor) -> None:
+    for explanation, logits in zip(explainer.explain(images), expected):
+        torch.testing.assert_close(explanation.logits, logits, rtol=1e-4, atol=1e-5)
+        total = explanation.contributions.sum() + explanation.bias
+        assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
+        assert explanation.target_index == int(logits.argmax())
+
+
+def test_timm_wrapper_is_registered():
+    assert "timm_wrapper" in supported_model_types()
+
+
+def test_logits_match_the_model_and_decompose_exactly(explainer):
+    images = _images(3)
+    with torch.no_grad():
+        expected = explainer.model(pixel_values=explainer.preprocess(images)).logits
+    _assert_exact(explainer, images, expected)
+    fmap = explainer.feature_map(images, transformed=False)
+    assert fmap.shape[1] == explainer.num_channels and fmap.shape[2] * fmap.shape[3] > 1  # a real spatial map
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "invertible"])
+def test_a_random_U_keeps_predictions_and_the_decomposition(explainer, kind):
+    images = _images(2, seed=3)
+    with torch.no_grad():
+        expected = explainer.model(pixel_values=explainer.preprocess(images)).logits
+    width = explainer.num_channels
+    explainer.disentangler = Disentangler(width, kind)
+    with torch.no_grad():  # entries ~ 1.2/sqrt(D): the spectrum of S stays O(1) at any width, so U is well conditioned
+        explainer.disentangler.S.copy_(torch.randn(width, width, generator=torch.Generator().manual_seed(1))
+                                       * 1.2 / width**0.5)
+    try:
+        U = explainer.U
+        assert not torch.allclose(U, torch.eye(U.shape[0]))
+        _assert_exact(explainer, images, expected)
+    finally:
+        explainer.disentangler = Disentangler(explainer.num_channels, "orthogonal")
+
+
+def test_the_explanation_image_is_the_input(explainer):
+    """timm's processor normalises with data_config's mean/std: the shown image must undo exactly that."""
+    image = _images(1)[0].resize((IMAGE_SIZE, IMAGE_SIZE))
+    shown = np.asarray(explainer.explain(image).image).astype(int)
+    assert np.abs(shown - np.asarray(image).astype(int)).mean() < 2
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_non_linear_heads_are_refused_with_the_reason(name, tmp_path):
+    path = save_tiny_timm(name, tmp_path / name)
+    assert sum(f.stat().st_size for f in path.iterdir()) < 2_000_000
+    with pytest.raises(UnsupportedModelError, match=REFUSAL_REASONS[name]) as info:
+        EpicExplainer.from_pretrained(str(path))
+    message = str(info.value)
+    assert repr(TINY_TIMM[name][0]) in message  # names the timm architecture
+    assert "Supported timm heads" in message and "global_pool='avg'" in message
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_config_json_alone_is_enough_to_refuse(name, tmp_path):
+    """The pool type and MobileNetV3-style architectures are refused before any weights are read."""
+    config = AutoConfig.from_pretrained(str(save_tiny_timm(name, tmp_path / name)))
+    with pytest.raises(UnsupportedModelError, match=REFUSAL_REASONS[name]):
+        TimmWrapperAdapter.check_config(config)
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_the_timm_module_itself_is_refused(name):
+    """Without a telling config.json (no global_pool recorded), the head read off the module refuses."""
+    with pytest.raises(UnsupportedModelError, match=REFUSAL_REASONS[name]):
+        read_timm_head(make_tiny_timm(name), TINY_TIMM[name][0])
+
+
+def test_the_head_probe_catches_a_post_pool_layer_the_reading_missed():
+    """Leave ConvNeXt's post-pool LayerNorm out of the head: the probe on random features must see it."""
+    model = make_tiny_timm("convnext")
+    with pytest.raises(UnsupportedModelError, match=r"applies head\.norm \(LayerNorm2d\) between the global pool"):
+        check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc), "convnext_atto")
+    check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc, norm=model.head.norm), "convnext_atto")
+
+
+def test_a_width_change_after_the_pool_is_refused():
+    """MobileNetV3's conv_head widens the pooled features: refused even without its class name."""
+    model = make_tiny_timm("mobilenetv3_refused")
+    with pytest.raises(UnsupportedModelError, match="changes the width after the pool"):
+        check_head_is_pool_then_linear(model, TimmHead(fc=model.classifier), "mobilenetv3_small_050")
