@@ -28,6 +28,7 @@ from .hub import HubMixin
 from .images import decode_jpeg
 from .model_card import model_card
 from .viz import render_prototype_sheet
+from .viz.atlas import write_atlas
 
 if TYPE_CHECKING:
     from .backbone import FrozenClassifier
@@ -135,6 +136,32 @@ class PrototypeBank(HubMixin):
     def show(self, channel: int) -> Image.Image:
         """A sheet of ``channel``'s prototypes with their boxes."""
         return render_prototype_sheet(self, channel)
+
+    def write_atlas(self, directory: str | Path, **kwargs: Any) -> Path:
+        """A static site of every channel and class, for a browser from ``file://`` (docs/atlas.md); its index.html."""
+        return write_atlas(self, directory, **kwargs)
+
+    def class_channels(self, label: int | str, top_k: int = 8) -> list[tuple[int, float]]:
+        """(channel, mean contribution) of the channels class ``label`` relies on most, from the fit's class evidence.
+
+        Exact and global: the mean of ``A'_{k,j} (U v)_j`` over the samples the model predicted as k.
+        """
+        if self.class_evidence is None:
+            raise ValueError("this bank has no class evidence (it was fit by an older epic_hf); fit it again")
+        index = self.class_index(label)
+        values, channels = self.class_evidence[index].topk(min(top_k, self.num_channels))
+        return [(int(c), float(v)) for c, v in zip(channels, values)]
+
+    def class_index(self, label: int | str) -> int:
+        if isinstance(label, str):
+            by_name = {name: index for index, name in self.id2label.items()}
+            if label not in by_name:
+                raise ValueError(f"unknown class {label!r}; classes include {sorted(by_name)[:5]}")
+            return by_name[label]
+        num_classes = self.class_evidence.shape[0] if self.class_evidence is not None else len(self.id2label)
+        if isinstance(label, bool) or not 0 <= int(label) < num_classes:
+            raise ValueError(f"class index must be in [0, {num_classes - 1}], got {label!r}")
+        return int(label)
 
     def check_matches(self, classifier: "FrozenClassifier", check_base_model: bool = True) -> None:
         """Refuse a bank fit on another model: D, model_type and (by fingerprint or name) the weights must agree."""

@@ -39,7 +39,8 @@ def run_demo(
     seed: int = 0,
     num_explained: int = 4,
     top_k: int = 4,
-    classifier_epochs: int = 4,
+    classifier_epochs: int = 10,
+    num_held_out: int = 64,
 ) -> dict[str, Any]:
     """Train, fit, explain and save everything under ``output_dir``; returns a summary dict.
 
@@ -48,75 +49,87 @@ def run_demo(
             and ``explanations.json`` go (created if missing).
         num_images: training images (the dataset EPIC mines prototypes from).
         seed: seeds the data, the classifier and the fit; held-out images use ``seed + 1``.
-        num_explained: held-out images to explain.
+        num_explained: held-out images to explain: a confident hit, the hardest hit, a miss when
+            the classifier makes one, then more hits.
         top_k: channels shown per explanation.
         classifier_epochs: training epochs of the tiny classifier.
+        num_held_out: held-out images the classifier's accuracy is measured on.
     """
     if num_images < NUM_CLASSES:
         raise ValueError(f"num_images must be at least {NUM_CLASSES}, got {num_images}")
-    if num_explained < 1:
-        raise ValueError(f"num_explained must be at least 1, got {num_explained}")
+    if not 1 <= num_explained <= num_held_out:
+        raise ValueError(f"num_explained must be in [1, num_held_out={num_held_out}], got {num_explained}")
     started = time.perf_counter()
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-
-    # 1. data with a known answer, and a classifier trained on it
     train = planted_dataset(num_images, num_classes=NUM_CLASSES, size=64, seed=seed)
-    model, processor = tiny_resnet(NUM_CLASSES, seed=seed)
-    accuracy = train_classifier(model, processor, train, epochs=classifier_epochs, seed=seed)
-    logger.info("demo classifier: training accuracy %.3f on %d images", accuracy, num_images)
-
-    # 2. save it, so that the bank names a base model that can be loaded again
-    classifier_dir = (output / "classifier").resolve()
-    model.save_pretrained(classifier_dir)
-    processor.save_pretrained(classifier_dir)
-
-    # 3. the EPIC fit. Invertible U, and a larger learning rate than the paper's 1e-3: with a
-    #    5-step schedule on 240 images there are only a few hundred optimizer steps.
-    explainer = EpicExplainer(model, processor, matrix="invertible", base_model_name_or_path=str(classifier_dir))
-    report = explainer.fit(
-        train, prototypes_per_channel=5, schedule_start=20, schedule_end=5, schedule_steps=5,
-        batch_size=64, train_batch_size=32, lr=1e-2, seed=seed,
-    )
+    explainer, classifier_dir, accuracy = _train_classifier(output, train, seed, classifier_epochs)
+    # Invertible U, and a larger learning rate than the paper's 1e-3: with a 5-step schedule on
+    # a few hundred images there are only a few dozen optimizer steps.
+    report = explainer.fit(train, prototypes_per_channel=5, schedule_start=20, schedule_end=5, schedule_steps=5,
+                           batch_size=64, train_batch_size=32, lr=1e-2, seed=seed)
     logger.info("demo purity: %.4f before (U = I) -> %.4f after", report.purity_before, report.purity_after)
     bank_dir = explainer.save_pretrained(output / "bank")
-
-    # 4. explanations of held-out images
-    held_out = planted_dataset(num_explained, num_classes=NUM_CLASSES, size=64, seed=seed + 1)
-    images = [image.convert("RGB") for image in held_out["image"]]
-    names = held_out.features["label"].names
-    explanations = explainer.explain(images, top_k=top_k, true_label=[names[label] for label in held_out["label"]])
-    pictures = []
-    for position, explanation in enumerate(explanations):
-        path = explanation.save(output / f"explanation_{position}.png")
-        pictures.append(str(path))
-    html_path = output / "report.html"
-    write_html_report(explanations, html_path)
-    records = []
-    for position, explanation in enumerate(explanations):
-        records.append(explanation.to_dict())
-    json_path = output / "explanations.json"
-    json_path.write_text(json.dumps(records, indent=2))
-    correct = sum(r["target_label"] == r["true_label"] for r in records)
-
+    held_out = planted_dataset(num_held_out, num_classes=NUM_CLASSES, size=64, seed=seed + 1)
+    explanations, held_out_accuracy = _explain_held_out(explainer, held_out, num_explained, top_k)
+    logger.info("demo classifier: %.1f%% right on %d held-out images", 100 * held_out_accuracy, num_held_out)
     summary = {
-        "output_dir": str(output),
-        "classifier_dir": str(classifier_dir),
-        "bank_dir": str(bank_dir),
-        "num_images": num_images,
-        "classifier_accuracy": accuracy,
-        "purity_before": report.purity_before,
-        "purity_after": report.purity_after,
+        "output_dir": str(output), "classifier_dir": str(classifier_dir), "bank_dir": str(bank_dir),
+        "num_images": num_images, "classifier_accuracy": accuracy, "held_out_accuracy": held_out_accuracy,
+        "num_held_out": num_held_out, "purity_before": report.purity_before, "purity_after": report.purity_after,
         "num_channels": explainer.num_channels,
         "prototypes_per_channel": explainer.bank.prototypes_per_channel if explainer.bank else 0,
         "bank_bytes": sum(f.stat().st_size for f in Path(bank_dir).iterdir() if f.suffix == ".safetensors"),
-        "held_out_correct": correct,
-        "held_out_total": len(records),
-        "explanations": pictures,
-        "report_html": str(html_path),
-        "explanations_json": str(json_path),
-        "seconds": time.perf_counter() - started,
+        **_write_explanations(output, explanations),
     }
-    logger.info("demo finished in %.1f s; open %s", summary["seconds"], html_path)
+    summary["seconds"] = time.perf_counter() - started
+    logger.info("demo finished in %.1f s; open %s", summary["seconds"], summary["report_html"])
     return summary
+
+
+def _train_classifier(output: Path, train: Any, seed: int, epochs: int) -> tuple[EpicExplainer, Path, float]:
+    """A tiny ResNet trained on ``train``, saved as a transformers folder the bank can name."""
+    model, processor = tiny_resnet(NUM_CLASSES, seed=seed)
+    accuracy = train_classifier(model, processor, train, epochs=epochs, seed=seed)
+    logger.info("demo classifier: training accuracy %.3f on %d images", accuracy, len(train))
+    classifier_dir = (output / "classifier").resolve()
+    model.save_pretrained(classifier_dir)
+    processor.save_pretrained(classifier_dir)
+    explainer = EpicExplainer(model, processor, matrix="invertible", base_model_name_or_path=str(classifier_dir))
+    return explainer, classifier_dir, accuracy
+
+
+def _explain_held_out(explainer: EpicExplainer, held_out: Any, count: int, top_k: int) -> tuple[list, float]:
+    """Explain a telling mix of held-out images (each named by what it is), and the accuracy on all of them."""
+    names = held_out.features["label"].names
+    images = [image.convert("RGB") for image in held_out["image"]]
+    truths = [names[label] for label in held_out["label"]]
+    everything = explainer.explain(images, top_k=top_k, true_label=truths)
+    hits = sorted((e.probability, i) for i, e in enumerate(everything) if e.is_correct)
+    misses = [i for i, e in enumerate(everything) if not e.is_correct]
+    picks: dict[int, str] = {}
+    if hits:
+        picks[hits[-1][1]] = "a confident hit"
+        picks.setdefault(hits[0][1], "the hardest hit")
+    if misses:
+        picks.setdefault(misses[0], "a miss")
+    for _, index in reversed(hits):
+        if len(picks) >= count:
+            break
+        picks.setdefault(index, "a hit")
+    chosen = []
+    for index, kind in list(picks.items())[:count]:
+        everything[index].source = f"held-out image {index}: {kind}"
+        chosen.append(everything[index])
+    return chosen, len(hits) / len(everything)
+
+
+def _write_explanations(output: Path, explanations: list) -> dict[str, Any]:
+    pictures = [str(e.save(output / f"explanation_{i}.png")) for i, e in enumerate(explanations)]
+    html_path = write_html_report(explanations, output / "report.html", png_paths=pictures)
+    json_path = output / "explanations.json"
+    json_path.write_text(json.dumps([e.to_dict() for e in explanations], indent=2))
+    return {"explanations": pictures, "explained": [e.source for e in explanations], "report_html": str(html_path),
+            "explanations_json": str(json_path),
+            "held_out_correct": sum(bool(e.is_correct) for e in explanations), "held_out_total": len(explanations)}

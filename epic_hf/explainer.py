@@ -28,7 +28,7 @@ from .disentangle import Disentangler, MatrixKind
 from .errors import BankMismatchError
 from .explanation import Explanation
 from .fit import FitReport, bank_purity, run_fit
-from .hub import HubMixin, has_file
+from .hub import HubMixin, has_file, hub_access
 from .images import ImageInput
 from .loading import load_classifier, resolve_base_model
 
@@ -67,23 +67,25 @@ class EpicExplainer(HubMixin):
         the bank is still checked against it. ``hub_kwargs`` (``token``, ``cache_dir``,
         ``local_files_only``, ...) go to ``huggingface_hub`` and ``transformers``.
         """
-        if has_file(name_or_path, CONFIG_NAME, revision, **hub_kwargs):
-            bank = PrototypeBank.from_pretrained(name_or_path, revision=revision, **hub_kwargs)
-            assert bank.config is not None
-            base, base_revision = resolve_base_model(bank.config, base_model, name_or_path)
-            logger.info("loading base model %s (revision %s) for EPIC bank %s", base, base_revision, name_or_path)
-            explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.matrix, **hub_kwargs)
-            explainer.set_bank(bank)
-            return explainer
-        if base_model is not None:
-            raise ValueError(f"base_model is for EPIC banks, and {name_or_path} is not one (no {CONFIG_NAME})")
-        return cls.from_classifier(name_or_path, revision=revision, matrix=matrix, **hub_kwargs)
+        with hub_access(name_or_path, hub_kwargs) as access:
+            if not has_file(name_or_path, CONFIG_NAME, revision, **access):
+                if base_model is not None:
+                    raise ValueError(f"base_model is for EPIC banks, and {name_or_path} is not one (no {CONFIG_NAME})")
+                return cls.from_classifier(name_or_path, revision=revision, matrix=matrix, **access)
+            bank = PrototypeBank.from_pretrained(name_or_path, revision=revision, **access)
+        assert bank.config is not None
+        base, base_revision = resolve_base_model(bank.config, base_model, name_or_path)
+        logger.info("loading base model %s (revision %s) for EPIC bank %s", base, base_revision, name_or_path)
+        explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.matrix, **hub_kwargs)
+        explainer.set_bank(bank)
+        return explainer
 
     @classmethod
     def from_classifier(cls, name_or_path: str | Path, revision: str | None = None,
                         matrix: MatrixKind = "orthogonal", **hub_kwargs: Any) -> "EpicExplainer":
         """Load a plain image classifier with ``AutoModelForImageClassification``."""
-        model, processor, reference = load_classifier(name_or_path, revision, **hub_kwargs)
+        with hub_access(name_or_path, hub_kwargs) as access:
+            model, processor, reference = load_classifier(name_or_path, revision, **access)
         return cls(model, processor, matrix, base_model_name_or_path=reference.name_or_path,
                    base_model_revision=reference.revision)
 
@@ -190,6 +192,10 @@ class EpicExplainer(HubMixin):
                                                               offset=start, bank=self.bank,
                                                               true_labels=truths[start: start + batch_size]))
         return explanations[0] if single else explanations
+
+    def class_channels(self, label: int | str, top_k: int = 8) -> list[tuple[int, float]]:
+        """The channels class ``label`` relies on most, as (channel, mean contribution): a global explanation."""
+        return self._require_bank().class_channels(label, top_k)
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, dataset: Any, config: FitConfig | None = None, *, output_dir: str | Path | None = None,

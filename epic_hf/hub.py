@@ -8,13 +8,25 @@ updated (its metadata merged, EPIC's section replaced), never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlparse
 
-from huggingface_hub import HfApi, ModelCard, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
+
+from .errors import HubUnreachableError
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +34,51 @@ T = TypeVar("T", bound="HubMixin")
 HUB_DOWNLOAD_KWARGS = ("token", "cache_dir", "local_files_only", "force_download", "proxies", "repo_type")
 #: Markers around the section of a model card that epic_hf writes; text outside them is the user's.
 CARD_START, CARD_END = "<!-- epic_hf:start -->", "<!-- epic_hf:end -->"
+
+
+#: Seconds to wait for the Hub's TCP handshake before working from the local cache only.
+REACH_TIMEOUT = 3.0
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def hub_is_reachable(timeout: float = REACH_TIMEOUT) -> bool:
+    """Whether the Hub endpoint accepts a TCP connection within ``timeout`` seconds (no retries)."""
+    url = urlparse(hub_endpoint())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def hub_access(name_or_path: str | Path, hub_kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """``hub_kwargs`` to load ``name_or_path`` with, failing fast and clearly when the Hub is out of reach.
+
+    Without this, ``huggingface_hub`` retries a dead connection for about half a minute before a
+    bare ``OSError``. A local folder, ``HF_HUB_OFFLINE=1`` or ``local_files_only`` need no network.
+    When the endpoint cannot be reached, loading goes on from the local cache alone, and a file
+    missing there raises :class:`HubUnreachableError` saying what to do.
+    """
+    if Path(str(name_or_path)).expanduser().is_dir() or constants.HF_HUB_OFFLINE or hub_kwargs.get("local_files_only"):
+        yield hub_kwargs
+        return
+    if hub_is_reachable():
+        yield hub_kwargs
+        return
+    logger.warning("cannot reach the Hugging Face Hub at %s: using the local cache only", hub_endpoint())
+    try:
+        yield {**hub_kwargs, "local_files_only": True}
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as error:
+        if isinstance(error, HubUnreachableError):
+            raise
+        raise HubUnreachableError(
+            f"cannot reach the Hugging Face Hub at {hub_endpoint()}, and {name_or_path} is not in the local cache; "
+            "work offline with HF_HUB_OFFLINE=1 and files already downloaded, or give a local folder") from None
 
 
 def hub_download_kwargs(hub_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +175,9 @@ class HubMixin:
     @classmethod
     def from_pretrained(cls: type[T], name_or_path: str | Path, revision: str | None = None, **hub_kwargs: Any) -> T:
         """Load from a local folder or a Hub repo (``token``, ``cache_dir``, ... go to ``huggingface_hub``)."""
-        return cls._from_pretrained(file_resolver(name_or_path, revision, **hub_kwargs), name_or_path, revision,
-                                    **hub_kwargs)
+        with hub_access(name_or_path, hub_kwargs) as access:
+            return cls._from_pretrained(file_resolver(name_or_path, revision, **access), name_or_path, revision,
+                                        **access)
 
 
 def _hub_card(api: HfApi, repo_id: str, revision: str | None) -> ModelCard | None:

@@ -1,7 +1,10 @@
 """Turning whatever a user hands us into RGB PIL images, and pixel values back into pictures.
 
-Errors name the offending input by its position, so a bad file in a list of hundreds is
-easy to find.
+Files and dataset records are decoded by ``datasets``' own ``Image`` feature, which honours EXIF
+orientation, as ``datasets`` and transformers' ``load_image`` do: a phone photo stored sideways
+is fitted and explained upright. A PIL image handed in is transposed by its EXIF tag too
+(``ImageOps.exif_transpose``; a no-op for an image without one). Errors name the offending
+input by its position, so a bad file in a list of hundreds is easy to find.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
+import datasets
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike]
 
@@ -21,7 +25,7 @@ ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike]
 def to_rgb(image: Any, position: int = 0) -> Image.Image:
     """An RGB PIL image from a PIL image of any mode, an HWC uint8 array or a file path."""
     if isinstance(image, Image.Image):
-        return pil_to_rgb(image)
+        return pil_to_rgb(upright(image))
     if isinstance(image, np.ndarray):
         return array_to_rgb(image, position)
     if isinstance(image, (str, os.PathLike)):
@@ -32,6 +36,18 @@ def to_rgb(image: Any, position: int = 0) -> Image.Image:
         f"input {position}: expected a PIL image, a numpy HxWx3 uint8 array or an image file path, "
         f"got {type(image).__name__}"
     )
+
+
+_DECODER = datasets.Image()
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: rotated or mirrored by its EXIF orientation tag, if any."""
+    try:
+        orientation = image.getexif().get(Image.ExifTags.Base.Orientation)
+    except (AttributeError, OSError, ValueError):  # images without EXIF support, or a broken EXIF block
+        return image
+    return ImageOps.exif_transpose(image) if orientation not in (None, 1) else image
 
 
 def pil_to_rgb(image: Image.Image) -> Image.Image:
@@ -76,28 +92,17 @@ def array_to_rgb(array: np.ndarray, position: int = 0) -> Image.Image:
 def open_image_file(path: Path, position: int = 0) -> Image.Image:
     if not path.exists():
         raise ValueError(f"input {position}: image file {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            return pil_to_rgb(opened)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"input {position}: {str(path)!r} is not a readable image ({error})") from None
+    return decode_image_record({"path": str(path), "bytes": None}, position)
 
 
 def decode_image_record(record: dict, position: int = 0) -> Image.Image:
-    """Decode a ``datasets`` Image record ``{"bytes": ..., "path": ...}`` (decode=False)."""
-    data = record.get("bytes")
-    if data is None:
-        path = record.get("path")
-        if path is None:
-            raise ValueError(f"input {position}: image record has neither bytes nor path")
-        return open_image_file(Path(path), position)
+    """Decode a ``datasets`` Image record ``{"bytes": ..., "path": ...}`` (decode=False), upright, as RGB."""
+    if record.get("bytes") is None and record.get("path") is None:
+        raise ValueError(f"input {position}: image record has neither bytes nor path")
     try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            return pil_to_rgb(opened)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        name = record.get("path") or "<bytes>"
+        return pil_to_rgb(_DECODER.decode_example({"path": record.get("path"), "bytes": record.get("bytes")}))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        name = repr(str(record["path"])) if record.get("path") else "<bytes>"
         raise ValueError(f"input {position}: {name} is not a readable image ({error})") from None
 
 

@@ -44,7 +44,7 @@ def load_classifier(name_or_path: str | Path, revision: str | None = None,
     elif looks_like_path(name):
         raise FileNotFoundError(f"{name_or_path} is not a folder holding a classifier (it does not exist)")
     config = AutoConfig.from_pretrained(name, revision=revision, **hub_kwargs)
-    adapter_class_for(config.model_type)
+    adapter_class_for(config.model_type, config)  # refuse before any weights download
     model = AutoModelForImageClassification.from_pretrained(name, revision=revision, **hub_kwargs)
     processor = AutoImageProcessor.from_pretrained(name, revision=revision, **hub_kwargs)
     commit = None if local.is_dir() else _resolved_commit(name, revision, model, hub_kwargs)
