@@ -1,0 +1,147 @@
+"""Purity of sets of (channel, prototype) pairs, in one pass over their images, and a check of the bank's.
+
+Purity is the EPIC paper's (``epic_hf.disentangle.purity_and_peaks``, the function the fit
+trains and reports with). Every pair set (the bank's own prototypes, and the top-N mined on the
+evaluated data under U and under the identity) is scored in the same pass over the union of
+their images, one batch of feature maps in memory at a time: a stream is read once, not once
+per set or per chunk.
+
+The bank names its prototypes by sample key, which means something only in the dataset the bank
+was fit on. So each bank prototype image, as the model sees it, is compared with the bank's own
+thumbnail of it; a dataset whose images do not match is not used for the bank's numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..backbone import FrozenClassifier
+from ..bank import PrototypeBank
+from ..disentangle import purity_and_peaks
+from ..fit.source import ImageSource
+from ..progress import progress_bar
+
+#: Mean absolute difference (0-255, at 8 x 8) under which an image is taken to be the thumbnail's.
+#: JPEG and resizing move a matching image by a level or two (planted data: at most 2.0); another
+#: image differs by tens (planted data: at least 19.6).
+THUMBNAIL_TOLERANCE = 6.0
+_PAIR_BYTES = 2**27  # feature maps gathered per purity call
+
+
+@dataclass
+class PairSet:
+    """(channel, prototype) pairs: ``keys`` (D, n) of channel c's prototypes, scored under ``U``."""
+
+    name: str
+    keys: torch.Tensor
+    U: torch.Tensor
+    orthogonal: bool
+
+
+@dataclass
+class PassResult:
+    """Mean purity per set (None when it has no pairs), the bank images' distances, keys not found."""
+
+    purity: dict[str, float | None] = field(default_factory=dict)
+    pairs: dict[str, int] = field(default_factory=dict)
+    thumbnail_distances: dict[int, float] = field(default_factory=dict)
+    missing: set[int] = field(default_factory=set)
+
+
+def prototype_pass(classifier: FrozenClassifier, source: ImageSource, sets: list[PairSet], batch_size: int,
+                   bank: PrototypeBank | None = None) -> PassResult:
+    """Score every set's pairs; with ``bank``, also measure how far its prototype images are from its thumbnails."""
+    wanted: dict[int, list[tuple[int, int]]] = {}
+    for index, pair_set in enumerate(sets):
+        for channel, row in enumerate(pair_set.keys.tolist()):
+            for key in row:
+                wanted.setdefault(int(key), []).append((index, channel))
+    bank_keys = set(bank.sample_keys.reshape(-1).tolist()) if bank is not None else set()
+    result = PassResult()
+    keys = sorted(wanted)
+    if not source.streaming and source.key_column is None:  # rows out of range are not in this dataset
+        result.missing = {k for k in keys if not 0 <= k < len(source)}
+        keys = [k for k in keys if k not in result.missing]
+    sums, counts = [0.0] * len(sets), [0] * len(sets)
+    batch: list[tuple[int, Image.Image]] = []
+    bar = progress_bar(total=len(keys), desc="EPIC evaluation: prototypes", unit="img")
+    for key, image in _found(source, keys, result.missing):
+        batch.append((key, image))
+        if len(batch) == batch_size:
+            _score(classifier, batch, wanted, sets, sums, counts, result, bank, bank_keys)
+            bar.update(len(batch))
+            batch = []
+    if batch:
+        _score(classifier, batch, wanted, sets, sums, counts, result, bank, bank_keys)
+        bar.update(len(batch))
+    bar.close()
+    for index, pair_set in enumerate(sets):
+        result.purity[pair_set.name] = sums[index] / counts[index] if counts[index] else None
+        result.pairs[pair_set.name] = counts[index]
+    return result
+
+
+def _found(source: ImageSource, keys: list[int], missing: set[int]) -> Iterator[tuple[int, Image.Image]]:
+    """The images of ``keys``; keys a stream turns out not to hold go to ``missing``."""
+    seen: set[int] = set()
+    try:
+        for key, image in source.iter_images(keys):
+            seen.add(key)
+            yield key, image
+    except KeyError:
+        missing.update(set(keys) - seen)
+
+
+def _score(classifier: FrozenClassifier, batch: list[tuple[int, Image.Image]],
+           wanted: dict[int, list[tuple[int, int]]], sets: list[PairSet], sums: list[float], counts: list[int],
+           result: PassResult, bank: PrototypeBank | None, bank_keys: set[int]) -> None:
+    pixel_values = classifier.preprocess([image for _, image in batch])
+    fmap = classifier.feature_map(pixel_values)
+    per_set: list[tuple[list[int], list[int]]] = [([], []) for _ in sets]
+    for position, (key, _) in enumerate(batch):
+        for index, channel in wanted[key]:
+            per_set[index][0].append(position)
+            per_set[index][1].append(channel)
+        if bank is not None and key in bank_keys:
+            result.thumbnail_distances[key] = picture_distance(classifier.to_image(pixel_values[position]),
+                                                               bank.thumbnail(key))
+    chunk = max(1, _PAIR_BYTES // (fmap[0].numel() * fmap.element_size()))
+    with torch.no_grad():
+        for index, (positions, channels) in enumerate(per_set):
+            for start in range(0, len(positions), chunk):
+                rows = torch.tensor(positions[start: start + chunk], device=fmap.device)
+                picked = torch.tensor(channels[start: start + chunk], device=fmap.device)
+                purity, _ = purity_and_peaks(fmap[rows], picked, sets[index].U.to(fmap.device), sets[index].orthogonal)
+                sums[index] += float(purity.double().sum())
+                counts[index] += int(picked.numel())
+
+
+def picture_distance(first: Image.Image, second: Image.Image) -> float:
+    """Mean absolute difference of two pictures, in 0-255 levels, both reduced to 8 x 8 (blurs JPEG noise away)."""
+    size = (8, 8)
+    a = np.asarray(first.convert("RGB").resize(size, Image.Resampling.BOX), dtype=np.float64)
+    b = np.asarray(second.convert("RGB").resize(size, Image.Resampling.BOX), dtype=np.float64)
+    return float(np.abs(a - b).mean())
+
+
+def bank_matches(result: PassResult, bank: PrototypeBank) -> tuple[bool, str]:
+    """Whether the dataset holds the bank's prototype images under the bank's keys, and why not."""
+    keys = set(bank.sample_keys.reshape(-1).tolist())
+    absent = keys & result.missing
+    if absent:
+        return False, f"{len(absent)} of the bank's {len(keys)} prototype keys are not in this dataset"
+    far = [k for k in keys if result.thumbnail_distances.get(k, float("inf")) > THUMBNAIL_TOLERANCE]
+    if far:
+        return False, (f"{len(far)} of the bank's {len(keys)} prototype images differ from the bank's thumbnails "
+                       "of them: this is not the dataset the bank was fit on")
+    return True, ""
+
+
+def describe(result: PassResult) -> dict[str, Any]:
+    distances = list(result.thumbnail_distances.values())
+    return {"thumbnails_checked": len(distances), "max_thumbnail_distance": max(distances) if distances else None}

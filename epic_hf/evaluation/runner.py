@@ -1,0 +1,260 @@
+"""One evaluation, end to end: stream the data once through the frozen classifier, then score prototypes.
+
+The per-image metrics (stability, deletion) and the running top-N prototypes per channel are
+accumulated batch by batch in float64; with ``output_dir`` the accumulators are written after
+every batch, so a killed run resumes where it stopped and a capped run (``max_samples``) can be
+extended later. Purity and class consistency need the whole data's top-N, so they are computed
+once the stream ends, in one more pass over the prototype images only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from PIL import Image
+
+from ..backbone import FrozenClassifier
+from ..bank import PrototypeBank
+from ..decompose import Decomposer
+from ..fit.pipeline import open_source
+from ..fit.source import ImageSource, SkippedSamples
+from ..images import to_rgb
+from ..progress import progress_bar
+from .channels import EPIC, IDENTITY, VIEWS, ChannelView, read
+from .consistency import class_consistency, lookup_labels
+from .deletion import Deletion
+from .draws import draw
+from .mining import TopPrototypes
+from .purity import PairSet, bank_matches, describe, prototype_pass
+from .report import EvaluationReport
+from .settings import EvaluationSettings, data_config, tensor_digest
+from .stability import PERTURBATIONS, DecisionKept, Stability, add_noise, cell_offset, intensity_scale, shift
+from .state import REPORT_NAME, TABLE_NAME, EvaluationState, write_atomic
+
+if TYPE_CHECKING:
+    from ..explainer import EpicExplainer
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_explainer(explainer: "EpicExplainer", dataset: Any, *, top_k: int = 4, label_column: str | None = None,
+                       max_samples: int | None = None, output_dir: str | Path | None = None, noise_std: float = 0.05,
+                       shift_pixels: int = 4, seed: int = 0, batch_size: int = 32, random_draws: int = 8,
+                       prototypes_per_channel: int | None = None, **data_overrides: Any) -> EvaluationReport:
+    """Measure purity, class consistency, stability and exact deletion, under U and under U = I.
+
+    ``dataset``: anything ``fit`` reads (Dataset, IterableDataset, DatasetDict, image folder, Hub id);
+    ``data_overrides``: ``split``, ``image_column``, ``key_column``, ``streaming``. The bank's own
+    prototypes are scored only on the dataset it was fit on (checked against its thumbnails).
+    See docs/evaluation.md for the definitions.
+    """
+    bank = explainer.bank
+    count = prototypes_per_channel or (bank.prototypes_per_channel if bank is not None else 5)
+    settings = EvaluationSettings(top_k=top_k, noise_std=noise_std, shift_pixels=shift_pixels, seed=seed,
+                                  random_draws=random_draws, prototypes_per_channel=count, batch_size=batch_size,
+                                  max_samples=max_samples)
+    source = open_source(dataset, data_config(label_column, data_overrides))
+    run = Evaluation(explainer.classifier, explainer.decomposer, explainer.matrix, bank, source, settings)
+    state = EvaluationState.open(output_dir, run.fingerprint() if output_dir is not None else {})
+    if max_samples is not None and state.consumed > max_samples:
+        raise ValueError(f"{output_dir} already holds an evaluation of {state.consumed} samples; pass max_samples of "
+                         f"at least {state.consumed}, or use another output_dir")
+    if state.covers(max_samples):
+        logger.info("%s already holds this evaluation's result", output_dir)
+        return EvaluationReport.from_dict(state.report or {})
+    run.load(state)
+    run.stream(state, output_dir)
+    report = run.finish(state)
+    state.report = report.to_dict()
+    state.save(output_dir)
+    if output_dir is not None:
+        write_atomic(Path(output_dir) / REPORT_NAME, report.to_json())
+        write_atomic(Path(output_dir) / TABLE_NAME, report.to_markdown())
+    return report
+
+
+class Evaluation:
+    """The accumulators of one evaluation and the two passes that fill them."""
+
+    def __init__(self, classifier: FrozenClassifier, decomposer: Decomposer, matrix: str,
+                 bank: PrototypeBank | None, source: ImageSource, settings: EvaluationSettings) -> None:
+        self.classifier, self.bank, self.source, self.settings = classifier, bank, source, settings
+        head = classifier.head()
+        self.bias = head.bias.double()
+        self.matrix = matrix
+        self.views = {EPIC: ChannelView(EPIC, decomposer.U.float(), decomposer.weight.double(),
+                                        matrix == "orthogonal"),
+                      IDENTITY: ChannelView(IDENTITY, None, head.weight.double(), True)}
+        self.scale = intensity_scale(classifier)
+        dim = classifier.num_channels
+        self.stability = {v: {p: Stability() for p in PERTURBATIONS} for v in VIEWS}
+        self.decision = {p: DecisionKept() for p in PERTURBATIONS}
+        self.deletion = {v: Deletion() for v in VIEWS}
+        self.mined = {v: TopPrototypes(dim, settings.prototypes_per_channel) for v in VIEWS}
+        self.skipped = SkippedSamples()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the numbers depend on: a resumed run must agree on all of it."""
+        source = self.source
+        return {"base_model_fingerprint": self.classifier.fingerprint, "model_type": self.classifier.model_type,
+                "matrix": self.matrix, "U": tensor_digest(self.views[EPIC].transform()),
+                "dataset": source.fingerprint(), "split": source.split, "image_column": source.image_column,
+                "key_column": source.key_column, "label_column": source.label_column,
+                **self.settings.result_settings()}
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"stability": {v: {p: s.state_dict() for p, s in per.items()} for v, per in self.stability.items()},
+                "decision": {p: d.state_dict() for p, d in self.decision.items()},
+                "deletion": {v: d.state_dict() for v, d in self.deletion.items()},
+                "mined": {v: m.state_dict() for v, m in self.mined.items()}}
+
+    def load(self, state: EvaluationState) -> None:
+        stored = state.accumulators
+        self.skipped.keys = list(state.skipped_keys)
+        if not stored:
+            return
+        self.stability = {v: {p: Stability.from_state(s) for p, s in per.items()}
+                          for v, per in stored["stability"].items()}
+        self.decision = {p: DecisionKept.from_state(d) for p, d in stored["decision"].items()}
+        self.deletion = {v: Deletion.from_state(d) for v, d in stored["deletion"].items()}
+        self.mined = {v: TopPrototypes.from_state(m) for v, m in stored["mined"].items()}
+
+    # -- the stream -------------------------------------------------------------------------
+    def stream(self, state: EvaluationState, output_dir: str | Path | None) -> None:
+        """Every batch after ``state.consumed`` up to ``max_samples``; the state is saved after each."""
+        cap = self.settings.max_samples
+        total = cap if cap is not None else (None if self.source.streaming else len(self.source))
+        state.report = None
+        bar = progress_bar(total=total, initial=state.consumed, desc="EPIC evaluation", unit="img")
+        started = time.perf_counter()
+        for keys, images, consumed in _batches(self.source, self.settings.batch_size, state.consumed, cap,
+                                               self.skipped):
+            if keys:
+                self.batch(keys, images)
+            bar.update(consumed - state.consumed)
+            state.consumed, state.skipped_keys = consumed, list(self.skipped.keys)
+            state.accumulators = self.state_dict()
+            state.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            state.save(output_dir)
+        bar.close()
+        state.exhausted = cap is None or state.consumed < cap
+
+    @torch.no_grad()
+    def batch(self, keys: list[int], images: list[Image.Image]) -> None:
+        """Accumulate one batch: clean, noisy and shifted inputs, read under both views."""
+        settings = self.settings
+        pixel_values = self.classifier.preprocess(images)
+        draws = draw(settings.seed, keys, tuple(pixel_values.shape[1:]), settings.noise_std, self.scale,
+                     self.classifier.num_channels, settings.random_draws)
+        inputs = {"clean": pixel_values, "noise": add_noise(pixel_values, draws.noise),
+                  "shift": shift(pixel_values, settings.shift_pixels)}
+        features = {name: self.classifier.features(values) for name, values in inputs.items()}
+        fmaps = {name: found.fmap.float() for name, found in features.items()}
+        extras = {name: found.extra_logits.double() if found.extra_logits is not None else 0.0
+                  for name, found in features.items()}
+        identity = self.views[IDENTITY]
+        logits = {name: fmaps[name].double().mean(dim=(2, 3)) @ identity.weight.T + self.bias + extras[name]
+                  for name in inputs}
+        targets = logits["clean"].argmax(dim=1)
+        for name in PERTURBATIONS:
+            self.decision[name].update(targets, logits[name])
+        offset = cell_offset(settings.shift_pixels, tuple(pixel_values.shape[-2:]), tuple(fmaps["clean"].shape[-2:]))
+        for view in VIEWS:
+            channels = self.views[view]
+            readouts = {name: read(channels, fmaps[name], targets, settings.top_k) for name in inputs}
+            self.stability[view]["noise"].update(readouts["clean"], readouts["noise"])
+            self.stability[view]["shift"].update(readouts["clean"], readouts["shift"], offset)
+            view_logits = readouts["clean"].pooled @ channels.weight.T + self.bias + extras["clean"]
+            self.deletion[view].update(channels.weight, readouts["clean"], view_logits, targets, draws.orders)
+            self.mined[view].update(keys, readouts["clean"].pooled)
+
+    # -- after the stream -------------------------------------------------------------------
+    def finish(self, state: EvaluationState) -> EvaluationReport:
+        """Purity and class consistency of the prototype sets, then the report."""
+        if state.consumed - len(self.skipped.keys) <= 0:
+            raise ValueError("no readable images were evaluated: the dataset is empty or every image is unreadable")
+        epic = self.views[EPIC]
+        sets = [PairSet(EPIC, self.mined[EPIC].keys, epic.transform(), epic.orthogonal),
+                PairSet(IDENTITY, self.mined[IDENTITY].keys, self.views[IDENTITY].transform(), True)]
+        if self.bank is not None:
+            sets.append(PairSet("bank", self.bank.sample_keys, epic.transform(), epic.orthogonal))
+        passed = prototype_pass(self.classifier, self.source, sets, self.settings.batch_size, self.bank)
+        notes: list[str] = []
+        bank_ok = False
+        if self.bank is not None:
+            bank_ok, why = bank_matches(passed, self.bank)
+            if not bank_ok:
+                notes.append(f"{why}; the bank's own purity and class consistency are not reported")
+                logger.warning("%s", notes[-1])
+        else:
+            notes.append("the explainer has no bank: only the prototypes mined on this data are scored")
+        config = self.bank.config if self.bank is not None else None
+        purity = {"recorded_before": getattr(config, "purity_before", None),
+                  "recorded_after": getattr(config, "purity_after", None),
+                  "bank": passed.purity.get("bank") if bank_ok else None,
+                  "mined": {EPIC: passed.purity[EPIC], IDENTITY: passed.purity[IDENTITY]},
+                  "bank_check": describe(passed)}
+        return EvaluationReport(
+            model=self._model(), settings=self._settings(), num_samples=state.consumed - len(self.skipped.keys),
+            num_skipped=len(self.skipped.keys), purity=purity, consistency=self._consistency(bank_ok, notes),
+            stability={v: {p: s.result() for p, s in per.items()} for v, per in self.stability.items()},
+            decision_kept={p: d.result() for p, d in self.decision.items()},
+            deletion={v: d.result() for v, d in self.deletion.items()}, notes=notes,
+            skipped_keys=list(self.skipped.keys), seconds=state.seconds)
+
+    def _consistency(self, bank_ok: bool, notes: list[str]) -> dict[str, Any]:
+        column = self.source.label_column
+        empty = {"label_column": column, "bank": None, "mined": {EPIC: None, IDENTITY: None}}
+        if column is None:
+            notes.append("the dataset has no label column (pass label_column=...): class consistency not measured")
+            return empty
+        key_sets = {v: self.mined[v].keys for v in VIEWS}
+        if bank_ok and self.bank is not None:
+            key_sets["bank"] = self.bank.sample_keys
+        labels = lookup_labels(self.source, torch.cat([k.reshape(-1) for k in key_sets.values()]).tolist())
+        found = {name: class_consistency(keys, labels) for name, keys in key_sets.items()}
+        return {"label_column": column, "bank": found["bank"]["class_consistency"] if "bank" in found else None,
+                "mined": {v: found[v]["class_consistency"] for v in VIEWS}}
+
+    def _model(self) -> dict[str, Any]:
+        return {"base_model": self.classifier.reference.name_or_path, "model_type": self.classifier.model_type,
+                "num_channels": self.classifier.num_channels, "matrix": self.matrix}
+
+    def _settings(self) -> dict[str, Any]:
+        source = self.source
+        return {**json.loads(json.dumps(vars(self.settings))), "dataset": source.describe(),
+                "label_column": source.label_column}
+
+
+def _batches(source: ImageSource, batch_size: int, start: int, cap: int | None,
+             skipped: SkippedSamples) -> Iterator[tuple[list[int], list[Image.Image], int]]:
+    """(keys, decoded images, records consumed so far) after the first ``start`` records, up to ``cap``.
+
+    Skipped records are not decoded. Unreadable images go to ``skipped``; a batch whose records
+    were all unreadable is still yielded (empty), so that the count of consumed records moves on.
+    """
+    keys: list[int] = []
+    images: list[Image.Image] = []
+    position = yielded = start
+    for key, record in itertools.islice(source.records(), start, cap):
+        position += 1
+        try:
+            image = to_rgb(record, key)
+        except ValueError as error:
+            skipped.add(key, str(error).partition(": ")[2] or str(error))
+            continue
+        keys.append(key)
+        images.append(image)
+        if len(keys) == batch_size:
+            yield keys, images, position
+            keys, images, yielded = [], [], position
+    if keys or position > yielded:
+        yield keys, images, position
