@@ -68,6 +68,9 @@ class FitConfig:
         512, "(image, channel) pairs per optimizer step; each step costs one D x D matrix exponential",
         group="method", paper=True, minimum=1)
     seed: int = _setting(0, "seed of the pair shuffling", group="method")
+    max_condition: float = _setting(
+        1e4, "invertible U only: a bound on cond(U); S is scaled back whenever a cheap norm bound could exceed it",
+        group="method", minimum=1.0)
     # compute
     batch_size: int = _setting(64, "images per backbone batch", group="compute", result=False, minimum=1)
     mixed_precision: str | None = _setting(None, "precision of the backbone (accelerate)", group="compute",
@@ -151,6 +154,7 @@ class EpicConfig:
     num_samples: int | None = None
     num_skipped: int | None = None
     condition_number: float | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
     library_version: str | None = None
     format_version: int = FORMAT_VERSION
 

@@ -29,6 +29,17 @@ def _metric(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
 
+def _curve(config: EpicConfig) -> str:
+    """The per-step purity table (the fit's curve), when the bank records it."""
+    if not config.steps:
+        return ""
+    rows = "\n".join(f"| {i + 1} | {s['prototypes']} | {s['purity_before']:.4f} | {s['purity_after']:.4f} |"
+                     for i, s in enumerate(config.steps))
+    return ("## Purity per schedule step\n\nFor each step, the purity of the freshly mined prototypes before "
+            "and after training U on them.\n\n| step | N | before | after |\n| --- | --- | --- | --- |\n"
+            f"{rows}\n")
+
+
 def model_card(config: EpicConfig, repo_id: str | None = None) -> ModelCard:
     """The card of a bank with ``config``; its usage line names ``repo_id`` when given."""
     base = config.base_model_name_or_path or "unknown"
@@ -56,6 +67,7 @@ without changing any of its predictions: every explanation decomposes the model'
 | purity before (U = I) | {_metric(config.purity_before)} |
 | purity after | {_metric(config.purity_after)} |
 
+{_curve(config)}
 ## Usage
 
 ```python

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from epic_hf import PrototypeBank
+from epic_hf import EpicConfig, PrototypeBank
 from epic_hf.viz.atlas import CHANNELS_PER_CHUNK, GRID_CROPS, write_atlas
 
 INPUT_SIZE = (96, 128)  # (height, width): not square, and larger than the thumbnails
@@ -58,8 +58,10 @@ def make_bank(num_channels: int = NUM_CHANNELS, with_evidence: bool = True, seed
     return PrototypeBank(
         sample_keys=keys, scores=scores, boxes=boxes, S=torch.zeros(num_channels, num_channels),
         matrix="orthogonal", thumbnails={key: jpeg(key) for key in used}, input_size=INPUT_SIZE, grid_size=(3, 4),
-        config={"base_model_name_or_path": "tiny/resnet", "model_type": "resnet", "purity_before": 0.25,
-                "purity_after": 0.75, "dataset": {"name": "shapes", "split": "train"}},
+        config=EpicConfig(model_type="resnet", num_channels=num_channels, prototypes_per_channel=PER_CHANNEL,
+                          matrix="orthogonal", grid_size=(3, 4), input_size=INPUT_SIZE,
+                          base_model_name_or_path="tiny/resnet", purity_before=0.25, purity_after=0.75,
+                          dataset={"name": "shapes", "split": "train"}),
         class_evidence=evidence,
         class_counts=torch.arange(len(LABELS), dtype=torch.int64) + 3 if with_evidence else None,
         id2label=dict(enumerate(LABELS)),

@@ -68,6 +68,7 @@ def build_bank(classifier: FrozenClassifier, disentangler: Disentangler, source:
         input_size=input_size, base_model_name_or_path=classifier.reference.name_or_path,
         base_model_revision=classifier.reference.revision, base_model_fingerprint=classifier.fingerprint,
         fit=config.to_dict(), purity_after=purity_after,
+        condition_number=1.0 if disentangler.orthogonal else float(torch.linalg.cond(U.double().cpu())),
     )
     return PrototypeBank(
         sample_keys=sample_keys.clone(), scores=scores.float(), boxes=boxes, S=disentangler.S.detach().cpu().clone(),

@@ -69,12 +69,6 @@ def max_over_processes(accelerator: Any, values: list[int]) -> list[int]:
     return [int(v) for v in accelerator.reduce(tensor, reduction="max").tolist()]
 
 
-def sum_over_processes(accelerator: Any, value: float) -> float:
-    if accelerator.num_processes == 1:
-        return value
-    return float(accelerator.reduce(torch.tensor(value, device=accelerator.device), reduction="sum"))
-
-
 def local_share(order: torch.Tensor, batch_size: int, rank: int, world: int) -> torch.Tensor:
     """The positions of ``order`` this process trains on: its slice of every minibatch."""
     if world == 1:

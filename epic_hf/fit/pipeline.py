@@ -20,6 +20,7 @@ from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
 from ..config import FitConfig
 from ..disentangle import Disentangler
+from ..viz.curve import render_purity_curve
 from .bank_builder import build_bank
 from .checkpoint import FitCheckpoint
 from .distributed import gather_keys, make_accelerator
@@ -70,6 +71,7 @@ def run_fit(classifier: FrozenClassifier, disentangler: Disentangler, dataset: A
         bank = build_bank(classifier, disentangler, source, index, store, config)
     disentangler.cpu()
     report.purity_after = float(bank.config.purity_after)
+    report.condition_number = bank.config.condition_number
     report.backbone_images = len(index) + store.computed
     report.total_seconds = time.perf_counter() - started
     bank.config.purity_before = report.purity_before
@@ -77,8 +79,11 @@ def run_fit(classifier: FrozenClassifier, disentangler: Disentangler, dataset: A
     bank.config.dataset = source.describe()
     logger.info("purity %.4f -> %.4f in %.1f s (backbone ran on %d images for %d samples)", report.purity_before,
                 report.purity_after, report.total_seconds, report.backbone_images, len(index))
+    bank.config.steps = [step.to_dict() for step in report.steps]
     if checkpoint.bank_dir is not None and accelerator.is_main_process:
         bank.save_pretrained(checkpoint.bank_dir)
+        render_purity_curve(bank.config.steps, report.purity_before, report.purity_after).save(
+            checkpoint.directory / "purity.png")
         (checkpoint.directory / "fit_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     accelerator.wait_for_everyone()
     return bank, report

@@ -11,6 +11,7 @@ their gradients summed.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..config import FitConfig
 from ..progress import progress_bar
 from ..disentangle import Disentangler, purity_of_features
 from .checkpoint import FitCheckpoint
-from .distributed import local_share, sum_over_processes
+from .distributed import local_share
 from .features import FeatureStore, mean_purity, pairs
 from .index import PooledIndex
 from .report import FitReport, StepRecord
@@ -32,6 +33,22 @@ logger = logging.getLogger(__name__)
 def optimizer_steps(plan: list[int], samples: int, dim: int, epochs: int, batch: int) -> int:
     """How many optimizer steps (each one D x D matrix exponential and its gradient) a plan takes."""
     return sum(-(-min(count, samples) * dim // batch) for count in plan) * epochs
+
+
+@torch.no_grad()
+def bound_condition(S: torch.Tensor, max_condition: float) -> bool:
+    """Keep ``cond(exp(S)) <= max_condition`` by scaling S back; True when it had to.
+
+    ``cond(exp(S)) <= exp(2 ||S||_2)`` and ``||S||_2 <= sqrt(||S||_1 ||S||_inf)``, so bounding that
+    cheap product (two O(D^2) norms, no SVD) bounds the condition number: U stays invertible
+    enough for ``A' = A U^-1`` to reproduce the logits in float32.
+    """
+    limit = math.log(max_condition) / 2
+    norm = math.sqrt(float(S.abs().sum(dim=0).max()) * float(S.abs().sum(dim=1).max()))
+    if norm <= limit * (1 + 1e-6):  # rounding after a previous scale-back is not a new excess
+        return False
+    S.mul_(limit / norm)
+    return True
 
 
 class Trainer:
@@ -150,7 +167,9 @@ class Trainer:
         if self.accelerator.num_processes > 1:
             disentangler.S.grad = self.accelerator.reduce(disentangler.S.grad, reduction="sum")
         self.optimizer.step()
-        return sum_over_processes(self.accelerator, float(-loss.detach()) * global_size)
+        if not disentangler.orthogonal:
+            bound_condition(disentangler.S, self.config.max_condition)
+        return float(-loss.detach()) * global_size
 
     def _log_estimate(self) -> None:
         """After the first few optimizer steps, say how long training will take, measured."""

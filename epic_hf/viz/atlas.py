@@ -98,8 +98,13 @@ def _clear_previous_atlas(root: Path) -> None:
     (root / "images").mkdir(exist_ok=True)
 
 
+def _config(bank: "PrototypeBank") -> dict[str, Any]:
+    """The bank's EpicConfig as a plain dict (fields read by name, missing ones as None)."""
+    return bank.config.to_dict() if bank.config is not None else {}
+
+
 def _default_title(bank: "PrototypeBank") -> str:
-    model = bank.config.get("base_model_name_or_path") or bank.config.get("base_model")
+    model = _config(bank).get("base_model_name_or_path")
     return f"{model}: EPIC bank atlas" if model else "EPIC bank atlas"
 
 
@@ -160,9 +165,9 @@ def _meta(bank: "PrototypeBank", title: str, evidence: torch.Tensor | None, miss
 
 def _summary(bank: "PrototypeBank") -> list[list[str]]:
     """(name, value) pairs for the header line, from whatever the bank's config has."""
-    config = bank.config
+    config = _config(bank)
     pairs = []
-    model = config.get("base_model_name_or_path") or config.get("base_model")
+    model = config.get("base_model_name_or_path")
     if model:
         pairs.append(["model", str(model)])
     if config.get("model_type"):
