@@ -26,6 +26,7 @@ from .config import FitConfig
 from .decompose import Decomposer
 from .disentangle import Disentangler, MatrixKind
 from .errors import BankMismatchError
+from .evaluation import EvaluationReport, evaluate_explainer
 from .explanation import Explanation
 from .fit import FitReport, bank_purity, run_fit
 from .hub import HubMixin, has_file, hub_access
@@ -218,6 +219,17 @@ class EpicExplainer(HubMixin):
         """Mean purity of the current bank's prototypes, recomputed from ``dataset``."""
         bank = self._require_bank()
         return bank_purity(self.classifier, bank, self.U, dataset, (config or FitConfig()).replace(**overrides))
+
+    def evaluate(self, dataset: Any, *, top_k: int = 4, label_column: str | None = None, max_samples: int | None = None,
+                 output_dir: str | Path | None = None, noise_std: float = 0.05, shift_pixels: int = 4, seed: int = 0,
+                 batch_size: int = 32, **data_overrides: Any) -> EvaluationReport:
+        """Purity, class consistency, stability and exact deletion, under U and under U = I (docs/evaluation.md).
+
+        Streams ``dataset`` (anything ``fit`` reads); ``output_dir`` keeps a resumable state and the results.
+        """
+        return evaluate_explainer(self, dataset, top_k=top_k, label_column=label_column, max_samples=max_samples,
+                                  output_dir=output_dir, noise_std=noise_std, shift_pixels=shift_pixels, seed=seed,
+                                  batch_size=batch_size, **data_overrides)
 
     # -- persistence (orchestrated by epic_hf.hub.HubMixin) -----------------------------------
     def _require_bank(self) -> PrototypeBank:

@@ -3,7 +3,6 @@ JSON and table written, resumable (a killed stream, a capped run extended), stre
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -13,7 +12,7 @@ import datasets
 import pytest
 
 from epic_hf import EpicExplainer
-from epic_hf.cli import evaluate as evaluate_cli
+from epic_hf.cli import main
 from epic_hf.errors import CheckpointMismatchError
 from epic_hf.evaluation import EvaluationReport, evaluate_explainer
 from epic_hf.evaluation.state import REPORT_NAME, STATE_NAME, TABLE_NAME
@@ -39,7 +38,7 @@ def fitted():
 def evaluated(fitted, tmp_path_factory):
     explainer, data, _ = fitted
     directory = tmp_path_factory.mktemp("evaluation")
-    return evaluate_explainer(explainer, data, output_dir=directory), directory
+    return explainer.evaluate(data, output_dir=directory), directory
 
 
 @pytest.fixture(scope="module")
@@ -190,15 +189,11 @@ def test_cli_evaluates_a_saved_bank_on_an_image_folder(fitted, tmp_path):
         example = data[index]
         (folder / names[example["label"]].replace(" ", "_")).mkdir(parents=True, exist_ok=True)
         example["image"].save(folder / names[example["label"]].replace(" ", "_") / f"{index:03d}.png")
-    parser = argparse.ArgumentParser()
-    evaluate_cli.add_parser(parser.add_subparsers(dest="command"), argparse.ArgumentParser(add_help=False),
-                            argparse.RawDescriptionHelpFormatter)
-    args = parser.parse_args(["evaluate", str(tmp_path / "bank"), str(folder), "--output-dir", str(tmp_path / "out"),
-                              "--base-model", str(classifier_dir), "--max-samples", "20", "--top-k", "3",
-                              "--batch-size", "8"])
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert args.handler(args) == 0
+        assert main(["evaluate", str(tmp_path / "bank"), str(folder), "--output-dir", str(tmp_path / "out"),
+                     "--base-model", str(classifier_dir), "--max-samples", "20", "--top-k", "3",
+                     "--batch-size", "8"]) == 0
     stored = json.loads((tmp_path / "out" / REPORT_NAME).read_text())
     assert stored["num_samples"] == 20 and stored["settings"]["top_k"] == 3
     assert stored["consistency"]["label_column"] == "label"

@@ -31,7 +31,7 @@ from .._version import __version__
 from ..demo import run_demo
 from ..errors import EpicError
 from ..progress import disable_progress_bars
-from . import atlas, explain, fit, info
+from . import atlas, evaluate, explain, fit, info
 from .common import PROG, CliError, configure_logging, emit, json_default
 
 __all__ = ["build_parser", "main"]
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_parser(commands, common, formatter)
     explain.add_parser(commands, common, formatter)
     info.add_parser(commands, common, formatter)
+    evaluate.add_parser(commands, common, formatter)
     atlas.add_parser(commands, common, formatter)
     demo = commands.add_parser(
         "demo", parents=[common], formatter_class=formatter,
