@@ -155,6 +155,7 @@ class EpicConfig:
     num_skipped: int | None = None
     condition_number: float | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
     library_version: str | None = None
     format_version: int = FORMAT_VERSION
 

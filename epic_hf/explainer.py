@@ -226,10 +226,14 @@ class EpicExplainer(HubMixin):
         """Purity, class consistency, stability and exact deletion, under U and under U = I (docs/evaluation.md).
 
         Streams ``dataset`` (anything ``fit`` reads); ``output_dir`` keeps a resumable state and the results.
+        The headline numbers go into the bank's config, so the model card of a saved or pushed bank shows them.
         """
-        return evaluate_explainer(self, dataset, top_k=top_k, label_column=label_column, max_samples=max_samples,
-                                  output_dir=output_dir, noise_std=noise_std, shift_pixels=shift_pixels, seed=seed,
-                                  batch_size=batch_size, **data_overrides)
+        report = evaluate_explainer(self, dataset, top_k=top_k, label_column=label_column, max_samples=max_samples,
+                                    output_dir=output_dir, noise_std=noise_std, shift_pixels=shift_pixels, seed=seed,
+                                    batch_size=batch_size, **data_overrides)
+        if self.bank is not None and self.bank.config is not None:
+            self.bank.config.evaluation = report.headline()
+        return report
 
     # -- persistence (orchestrated by epic_hf.hub.HubMixin) -----------------------------------
     def _require_bank(self) -> PrototypeBank:

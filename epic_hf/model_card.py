@@ -40,6 +40,26 @@ def _curve(config: EpicConfig) -> str:
             f"{rows}\n")
 
 
+_EVALUATION_ROWS = (
+    ("purity (mined on the evaluation data)", "purity", "purity_identity"),
+    ("prototype class consistency", "class_consistency", "class_consistency_identity"),
+    ("top-k channel set kept under a small shift", "shift_stability", "shift_stability_identity"),
+)
+
+
+def _evaluation(config: EpicConfig) -> str:
+    """The headline numbers of ``explainer.evaluate`` (docs/evaluation.md), EPIC against U = I."""
+    values = config.evaluation
+    if not values:
+        return ""
+    rows = "\n".join(f"| {name} | {_metric(values.get(ours))} | {_metric(values.get(raw))} |"
+                     for name, ours, raw in _EVALUATION_ROWS)
+    deletion = (f"Deleting the top-k channels' exact contributions drops the target logit by "
+                f"{_metric(values.get('deletion_drop_top_k'))}, as many random channels by "
+                f"{_metric(values.get('deletion_drop_random'))}.")
+    return f"## Evaluation\n\n| metric | EPIC | raw channels (U = I) |\n| --- | --- | --- |\n{rows}\n\n{deletion}\n"
+
+
 def model_card(config: EpicConfig, repo_id: str | None = None) -> ModelCard:
     """The card of a bank with ``config``; its usage line names ``repo_id`` when given."""
     base = config.base_model_name_or_path or "unknown"
@@ -67,7 +87,7 @@ without changing any of its predictions: every explanation decomposes the model'
 | purity before (U = I) | {_metric(config.purity_before)} |
 | purity after | {_metric(config.purity_after)} |
 
-{_curve(config)}
+{_curve(config)}{_evaluation(config)}
 ## Usage
 
 ```python

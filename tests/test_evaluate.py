@@ -198,3 +198,13 @@ def test_cli_evaluates_a_saved_bank_on_an_image_folder(fitted, tmp_path):
     assert stored["num_samples"] == 20 and stored["settings"]["top_k"] == 3
     assert stored["consistency"]["label_column"] == "label"
     assert "| metric | EPIC (U) | raw channels (U = I) |" in printed.getvalue()
+
+
+def test_the_model_card_shows_the_headline_numbers(fitted, evaluated, tmp_path):
+    explainer, _, _ = fitted
+    report, _ = evaluated
+    assert explainer.bank.config.evaluation == report.headline()
+    explainer.save_pretrained(tmp_path / "bank")
+    card = (tmp_path / "bank" / "README.md").read_text()
+    assert "## Evaluation" in card and f"{report.headline()['purity']:.4f}" in card
+    assert f"{report.headline()['deletion_drop_top_k']:.4f}" in card

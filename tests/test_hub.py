@@ -171,3 +171,43 @@ def test_nothing_in_the_package_unpickles():
     for source in package.rglob("*.py"):
         text = source.read_text()
         assert "torch.load(" not in text and "import pickle" not in text, source
+
+
+def test_the_card_names_its_own_repo(pushed):
+    card = Path(HfApi().hf_hub_download("tiny-org/resnet-tiny-epic", "README.md")).read_text()
+    assert 'EpicExplainer.from_pretrained("tiny-org/resnet-tiny-epic")' in card
+    assert "<this repo>" not in card
+
+
+def test_a_card_already_on_the_hub_is_updated_not_overwritten(pushed, tmp_path):
+    explainer = pushed[0]
+    api = HfApi()
+    api.create_repo("tiny-org/carded", exist_ok=True)
+    readme = tmp_path / "README.md"
+    readme.write_text("---\nlicense: mit\ntags:\n- my-tag\n---\n\n# My notes\n\nWritten by hand before the bank.\n")
+    api.upload_file(path_or_fileobj=str(readme), path_in_repo="README.md", repo_id="tiny-org/carded")
+    for _ in range(2):  # pushing twice keeps one EPIC section
+        explainer.push_to_hub("tiny-org/carded")
+    card = Path(api.hf_hub_download("tiny-org/carded", "README.md", force_download=True)).read_text()
+    assert "Written by hand before the bank." in card and "license: mit" in card
+    assert "- my-tag" in card and "- epic" in card and "base_model: tiny-org/resnet-tiny" in card
+    assert card.count("# EPIC prototype bank for") == 1
+
+
+def test_a_stream_from_an_image_folder_pushed_to_the_hub(pushed, tmp_path):
+    explainer, data, _ = pushed
+    folder = tmp_path / "shapes"
+    names = data.features["label"].names
+    for index, example in enumerate(data.select(range(24))):
+        target = folder / names[example["label"]].replace(" ", "_")
+        target.mkdir(parents=True, exist_ok=True)
+        example["image"].save(target / f"{index:03d}.png")
+    HfApi().create_repo("tiny-org/shapes", repo_type="dataset", exist_ok=True)
+    HfApi().upload_folder(folder_path=str(folder), repo_id="tiny-org/shapes", repo_type="dataset")
+    report = explainer.fit("tiny-org/shapes", streaming=True, **FIT)
+    assert report.num_samples == 24 and report.num_skipped == 0
+    bank = explainer.bank
+    assert bank.config.dataset["name"] == "tiny-org/shapes" and bank.config.dataset["streaming"] is True
+    labels = {name.replace(" ", "_") for name in names}
+    for key, name in bank.sample_names.items():  # a streamed Hub folder has no paths: label and key
+        assert name.endswith(f"#{key}") and name.split(" #")[0] in labels

@@ -144,19 +144,20 @@ class ImageSource:
         wanted = sorted(set(int(k) for k in keys))
         for key, example in self._examples(wanted):
             record = example[self.image_column]
-            yield key, to_rgb(record, key), self._name(record, example)
+            yield key, to_rgb(record, key), self._name(record, example, key)
 
     def iter_images(self, keys: Iterable[int]) -> Iterator[tuple[int, Image.Image]]:
         """(key, decoded image) for the given keys (see :meth:`iter_named_images`)."""
         for key, image, _ in self.iter_named_images(keys):
             yield key, image
 
-    def _name(self, record: Any, example: dict) -> str | None:
+    def _name(self, record: Any, example: dict, key: int) -> str | None:
+        """The file name (with the label), else the label and the key: what a caption should say."""
         path = record.get("path") if isinstance(record, dict) else None
         label = self._label_name(example.get(self.label_column)) if self.label_column else None
         if path:
             return Path(str(path)).name if label is None else f"{Path(str(path)).name} ({label})"
-        return label
+        return None if label is None else f"{label} #{key}"
 
     def _label_name(self, value: Any) -> str | None:
         if value is None:
