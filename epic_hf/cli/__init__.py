@@ -93,6 +93,14 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+#: Library warnings that say nothing a user of this command can act on, filtered at the CLI only.
+NOISE = ("requires torchvision", "Requested torchvision backend")
+
+
+def _filter_library_noise(record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in NOISE)
+
+
 HANDLED_ERRORS = (CliError, EpicError, ValueError, FileNotFoundError, OSError, KeyError, HfHubHTTPError)
 
 
@@ -103,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     quiet = getattr(args, "quiet", False)
     configure_logging(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("transformers.utils.import_utils").addFilter(_filter_library_noise)
     if quiet:
         _quiet_libraries()
     try:
