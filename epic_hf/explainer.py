@@ -78,7 +78,11 @@ class EpicExplainer(HubMixin):
         base, base_revision = resolve_base_model(bank.config, base_model, name_or_path)
         logger.info("loading base model %s (revision %s) for EPIC bank %s", base, base_revision, name_or_path)
         explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.matrix, **hub_kwargs)
-        explainer.set_bank(bank)
+        by_name_only = base_model is not None and not bank.config.base_model_fingerprint
+        if by_name_only:  # a bank from before fingerprints: the user's word is all there is to go on
+            logger.warning("the bank records no weights fingerprint: trusting that %s is the model it was fit on "
+                           "(D and model type still checked)", base_model)
+        explainer.set_bank(bank, check_base_model=not by_name_only)
         return explainer
 
     @classmethod

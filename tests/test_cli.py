@@ -238,9 +238,16 @@ def test_debug_shows_the_traceback(fitted: Path, tmp_path: Path):
 def test_run_demo_small(tmp_path: Path):
     from epic_hf.demo import run_demo
 
-    summary = run_demo(tmp_path / "demo", num_images=24, num_explained=2, classifier_epochs=1)
+    summary = run_demo(tmp_path / "demo", num_images=24, num_explained=2, classifier_epochs=1, num_held_out=8)
     assert Path(summary["report_html"]).is_file()
-    assert len(json.loads(Path(summary["explanations_json"]).read_text())) == 2
+    records = json.loads(Path(summary["explanations_json"]).read_text())
+    assert len(records) == 2 and 0.0 <= summary["held_out_accuracy"] <= 1.0
+    for record, kind in zip(records, summary["explained"]):  # the true label is known and marked
+        assert record["true_label"] in ("red circle", "green square", "blue triangle", "yellow cross")
+        assert record["correct"] == (record["true_label"] == record["target_label"])
+        assert ("miss" in kind) == (not record["correct"])
+    html = Path(summary["report_html"]).read_text()
+    assert html.count("MISS") + html.count("correct") >= 2
     assert all(Path(p).is_file() for p in summary["explanations"])
     from epic_hf import EpicExplainer
 

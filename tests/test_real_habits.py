@@ -280,3 +280,26 @@ def test_atlas_command_writes_a_site(workspace, tmp_path):
     assert (tmp_path / "atlas" / "index.html").is_file()
     assert len(list((tmp_path / "atlas" / "images").iterdir())) == len(
         PrototypeBank.from_pretrained(workspace / "project" / "bank").thumbnails)
+
+
+def test_the_explained_image_is_marked_among_its_own_prototypes(workspace):
+    explainer = EpicExplainer.from_pretrained(workspace / "project" / "bank")
+    data = planted_dataset(40, num_classes=4, size=32, seed=0)  # the bank's own training data
+    marked = 0
+    for index, explanation in enumerate(explainer.explain(list(data["image"]), top_k=8)):
+        for channel in explanation.channels:
+            for prototype in channel.prototypes:
+                assert prototype.is_query == (prototype.sample_key == index)
+                marked += prototype.is_query
+    assert marked > 0
+    names = explainer.bank.sample_names
+    labels = data.features["label"].names
+    assert names and all(name == f"{labels[data[key]['label']]} #{key}" for key, name in names.items())
+
+
+def test_reprs_are_short(workspace):
+    explainer = EpicExplainer.from_pretrained(workspace / "project" / "bank")
+    explanation = explainer.explain(str(workspace / "images" / "img0.png"))
+    for text in (repr(explainer.bank), repr(explainer), repr(explanation)):
+        assert len(text) < 400, text
+    assert "8 channels x 3 prototypes" in repr(explainer.bank) and "purity" in repr(explainer.bank)

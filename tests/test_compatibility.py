@@ -1,0 +1,53 @@
+"""Banks written before the redesign still load and explain the same, and the caller's model is left alone.
+
+``tests/data/bank_v0.1`` was written by epic_hf 0.1.0 (the release before the typed configs): a
+bank whose config names its classifier by a path that does not exist here, the classifier
+beside it, and the explanation 0.1.0 gave of one generated image.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from epic_hf import BaseModelNotFoundError, EpicExplainer, PrototypeBank
+from epic_hf.synthetic import planted_dataset, tiny_resnet
+
+OLD = Path(__file__).parent / "data" / "bank_v0.1"
+
+
+def test_a_bank_written_by_the_previous_release_loads():
+    bank = PrototypeBank.from_pretrained(OLD / "bank")
+    assert bank.num_channels == 8 and bank.prototypes_per_channel == 3
+    assert bank.config.model_type == "resnet" and bank.config.base_model_fingerprint is None
+    assert bank.config.fit["schedule_start"] == 6 and bank.class_evidence is None and bank.sample_names == {}
+    assert len(bank.thumbnails) > 0 and bank.thumbnail(int(bank.sample_keys[0, 0])).size == bank.input_size[::-1]
+
+
+def test_it_explains_as_the_previous_release_did():
+    with pytest.raises(BaseModelNotFoundError, match="/home/someone/models/tiny-resnet"):
+        EpicExplainer.from_pretrained(OLD / "bank")
+    explainer = EpicExplainer.from_pretrained(OLD / "bank", base_model=OLD / "classifier")
+    expected = json.loads((OLD / "expected_explanation.json").read_text())
+    image = planted_dataset(1, num_classes=3, size=32, seed=expected["seed"])["image"][0]
+    explanation = explainer.explain(image)
+    assert explanation.target_index == expected["target_index"]
+    torch.testing.assert_close(explanation.logits, torch.tensor(expected["logits"]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(explanation.contributions, torch.tensor(expected["contributions"], dtype=torch.float64),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_callers_model_keeps_requires_grad_and_device():
+    model, processor = tiny_resnet(3, (8, 8), seed=1)
+    model.requires_grad_(True)
+    device = next(model.parameters()).device
+    explainer = EpicExplainer(model, processor)
+    explainer.fit(planted_dataset(12, num_classes=3, size=32), schedule_start=4, schedule_end=2, schedule_steps=1,
+                  prototypes_per_channel=2)
+    explainer.explain(planted_dataset(1, num_classes=3, size=32)["image"][0])
+    assert all(parameter.requires_grad for parameter in model.parameters())
+    assert all(parameter.grad is None for parameter in model.parameters())
+    assert next(model.parameters()).device == device and not model.training
