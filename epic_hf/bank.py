@@ -12,26 +12,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 from huggingface_hub import ModelCard
 from PIL import Image
 
 from ._version import __version__
+from .backbone import FrozenClassifier
 from .bank_format import CONFIG_NAME, WEIGHTS_NAME, BankFiles, read_bank_files, write_bank_files
 from .config import EpicConfig
 from .disentangle import Disentangler
 from .errors import BankFormatError, BankMismatchError
-from .explanation import PrototypeMatch
+from .results import PrototypeMatch
 from .hub import HubMixin
 from .images import decode_jpeg
 from .model_card import model_card
 from .viz import render_prototype_sheet
 from .viz.atlas import write_atlas
 
-if TYPE_CHECKING:
-    from .backbone import FrozenClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ class PrototypeBank(HubMixin):
             raise ValueError(f"class index must be in [0, {num_classes - 1}], got {label!r}")
         return int(label)
 
-    def check_matches(self, classifier: "FrozenClassifier", check_base_model: bool = True) -> None:
+    def check_matches(self, classifier: FrozenClassifier, check_base_model: bool = True) -> None:
         """Refuse a bank fit on another model: D, model_type and (by fingerprint or name) the weights must agree."""
         config = self.config
         assert config is not None

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import torch
 from PIL import Image
@@ -37,13 +37,11 @@ from .settings import EvaluationSettings, data_config, tensor_digest
 from .stability import PERTURBATIONS, DecisionKept, Stability, add_noise, cell_offset, intensity_scale, shift
 from .state import REPORT_NAME, TABLE_NAME, EvaluationState, write_atomic
 
-if TYPE_CHECKING:
-    from ..explainer import EpicExplainer
 
 logger = logging.getLogger(__name__)
 
 
-def evaluate_explainer(explainer: "EpicExplainer", dataset: Any, *, top_k: int = 4, label_column: str | None = None,
+def evaluate_explainer(explainer: Any, dataset: Any, *, top_k: int = 4, label_column: str | None = None,
                        max_samples: int | None = None, output_dir: str | Path | None = None, noise_std: float = 0.05,
                        shift_pixels: int = 4, seed: int = 0, batch_size: int = 32, random_draws: int = 8,
                        prototypes_per_channel: int | None = None, **data_overrides: Any) -> EvaluationReport:

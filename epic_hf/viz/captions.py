@@ -10,10 +10,10 @@ falls back to ``-`` where no font does).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from ..explanation import ChannelExplanation, Explanation, PrototypeMatch
+from ..results import ChannelExplanation, PrototypeMatch
+from ..results import ExplanationData as Explanation  # the numbers; this module words them
 
 MINUS = "\u2212"
 SHARE_MEANING = "share = contribution ÷ Σ|contribution| over all {count} channels"

@@ -15,7 +15,7 @@ import html
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
 from PIL import Image
@@ -26,8 +26,8 @@ from .captions import (
 )
 from .colors import channel_color
 
-if TYPE_CHECKING:
-    from ..explanation import ChannelExplanation, Explanation
+from ..results import ChannelExplanation
+from ..results import ExplanationData as Explanation  # the numbers; this module draws them
 
 PathLike = str | os.PathLike
 

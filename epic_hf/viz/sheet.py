@@ -13,7 +13,7 @@ Geometry comes from :func:`~epic_hf.viz.layout.explanation_layout`; words from
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -29,8 +29,8 @@ from .fonts import ChainFont
 from .layout import ExplanationLayout, Metrics, Rect, explanation_layout, inset_rect, nested_insets, scale_box
 from .prototypes import draw_notice, draw_prototype
 
-if TYPE_CHECKING:
-    from ..explanation import ChannelExplanation, Explanation
+from ..results import ChannelExplanation
+from ..results import ExplanationData as Explanation  # the numbers; this module draws them
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,165 @@
+"""The explanation results as data: an exact decomposition of one logit, its channels and prototypes.
+
+``contributions.sum() + cls_contribution + bias == logits[target_index]``: every number shown
+to a user adds up to the model's own output. These classes hold numbers and text only; the
+pictures are :class:`epic_hf.explanation.Explanation`'s, drawn by :mod:`epic_hf.viz`, which reads
+these types (and so sits between the two, with no import cycle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class PrototypeMatch:
+    """One prototype of a channel: a training image whose ``box`` activates the channel most.
+
+    ``name`` is what captions call it (a file name, a dataset label or key-column value; None
+    shows ``#<sample_key>``). ``is_query`` marks the explained image itself among a channel's
+    prototypes: pictures label it "this image" rather than show it as outside evidence.
+    """
+
+    sample_key: int
+    score: float
+    box: Box  # (x0, y0, x1, y1) in the model's input pixels, like ``image``
+    _load_image: Callable[[], Image.Image] = field(repr=False, compare=False)
+    name: str | None = None
+    is_query: bool = False
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The prototype's processed image (from the bank's thumbnail), at the input size."""
+        return self._load_image()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sample_key": int(self.sample_key),
+            "name": self.name,
+            "score": float(self.score),
+            "box": list(self.box),
+            "is_query": bool(self.is_query),
+        }
+
+
+@dataclass(repr=False)
+class ChannelExplanation:
+    """One disentangled channel's share of the target logit, where it fires and its prototypes.
+
+    ``contribution`` is ``A'_{k,j} * avg(G)_j`` (its exact term of the logit); ``evidence`` is
+    ``A'_{k,j} * relu(avg(G)_j)``, the positive evidence the shown channels are ranked by.
+    """
+
+    channel: int
+    contribution: float
+    box: Box
+    heatmap: torch.Tensor  # (H_in, W_in) relu(G_channel) upsampled to the input
+    prototypes: list[PrototypeMatch]
+    evidence: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channel": int(self.channel),
+            "contribution": float(self.contribution),
+            "evidence": float(self.evidence),
+            "box": list(self.box),
+            "prototypes": [p.to_dict() for p in self.prototypes],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ChannelExplanation(channel={self.channel}, contribution={self.contribution:+.4f}, "
+            f"box={tuple(self.box)}, prototypes={len(self.prototypes)})"
+        )
+
+
+@dataclass(repr=False)
+class ExplanationData:
+    """Why the model gave ``target_label``: channel contributions, boxes and prototypes.
+
+    ``cls_contribution`` is the exact non-spatial term of models that read a CLS token beside
+    the mean of their patch tokens (DINOv2); 0.0 for purely spatial models. ``true_label`` (when
+    known) and ``source`` (the explained file or sample name) let pictures and reports say
+    whether the prediction was right and what was explained.
+    """
+
+    logits: torch.Tensor  # (num_classes,)
+    target_index: int
+    target_label: str
+    contributions: torch.Tensor  # (D,): A'_{k,j} * avg(G)_j
+    bias: float
+    channels: list[ChannelExplanation]
+    image: Image.Image  # the processed input the model saw, as RGB
+    id2label: dict[int, str] = field(default_factory=dict)
+    cls_contribution: float = 0.0
+    true_label: str | None = None
+    source: str | None = None
+
+    @property
+    def probability(self) -> float:
+        """Softmax probability of the target class."""
+        return float(torch.softmax(self.logits.double(), dim=0)[self.target_index])
+
+    @property
+    def target_logit(self) -> float:
+        return float(self.logits[self.target_index])
+
+    @property
+    def predicted_index(self) -> int:
+        """The model's own top class (the target unless another class was asked for)."""
+        return int(self.logits.argmax())
+
+    @property
+    def predicted_label(self) -> str:
+        index = self.predicted_index
+        return self.target_label if index == self.target_index else self.id2label.get(index, str(index))
+
+    @property
+    def is_correct(self) -> bool | None:
+        """Whether the model's prediction is the true label; None when the true label is unknown."""
+        return None if self.true_label is None else self.predicted_label == self.true_label
+
+    def share(self, contribution: float) -> float:
+        """A contribution as a fraction of the summed absolute contributions of all channels."""
+        total = float(self.contributions.abs().sum())
+        return contribution / total if total > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (no pixels) with every channel it holds, for services and logs."""
+        return {
+            "source": self.source,
+            "target_index": int(self.target_index),
+            "target_label": self.target_label,
+            "predicted_index": self.predicted_index,
+            "true_label": self.true_label,
+            "correct": self.is_correct,
+            "probability": self.probability,
+            "logit": self.target_logit,
+            "bias": float(self.bias),
+            "cls_contribution": float(self.cls_contribution),
+            "logits": [float(v) for v in self.logits],
+            "contributions": [float(v) for v in self.contributions],
+            "image_size": list(self.image.size),
+            "channels": [
+                {**c.to_dict(), "share": self.share(c.contribution)} for c in self.channels
+            ],
+        }
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{c.channel}: {c.contribution:+.3f}" for c in self.channels[:4])
+        more = f", +{len(self.channels) - 4} more" if len(self.channels) > 4 else ""
+        parts = [f"target={self.target_label!r} ({self.target_index})", f"p={self.probability:.3f}",
+                 f"logit={self.target_logit:+.3f}"]
+        if self.true_label is not None:
+            parts.append(f"true={self.true_label!r} ({'correct' if self.is_correct else 'MISS'})")
+        if self.source:
+            parts.append(f"source={self.source!r}")
+        parts.append(f"channels=[{top}{more}]")
+        return f"Explanation({', '.join(parts)})"
