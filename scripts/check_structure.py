@@ -1,7 +1,7 @@
 """Check the package's shape: no import cycles, no function over 80 lines, no module over 400 lines.
 
-Imports inside functions count as edges; imports under ``if TYPE_CHECKING:`` do not (they never
-run). Usage: ``python scripts/check_structure.py [package_dir]``; exits 1 listing each violation.
+Every import counts as an edge: at module top, inside functions, and under ``if TYPE_CHECKING:``
+(a type-only import still ties two modules together for a reader and for other tools). Usage: ``python scripts/check_structure.py [package_dir]``; exits 1 listing each violation.
 """
 
 from __future__ import annotations
@@ -19,24 +19,12 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _type_checking_lines(tree: ast.AST) -> set[int]:
-    lines: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.body:
-                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
-    return lines
-
-
 def imports_of(path: Path, name: str, is_package: bool, known: set[str]) -> set[str]:
     """The package modules a module imports (at any depth of its code)."""
     tree = ast.parse(path.read_text())
-    skipped = _type_checking_lines(tree)
     package = name if is_package else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
-        if getattr(node, "lineno", None) in skipped:
-            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
