@@ -2,8 +2,9 @@
 
 Goals (from the issue):
 
-* the EPIC index pass (``epic_hf.training._build_index``: decode, preprocess, backbone, pooled
-  vectors) runs at >= 0.9x the images/s of a plain forward loop over the same data;
+* the EPIC index pass (``epic_hf.fit.index_pass.build_index``: decode, preprocess, backbone,
+  pooled vectors, predictions, and the feature maps offered to the fit's ``FeatureStore``) runs
+  at >= 0.9x the images/s of a plain forward loop over the same data;
 * ``explainer.fit(...)`` at the default schedule (linear 100 -> 5 over 10 steps, 2 epochs per
   step) is >= 10x faster than the reference-style fit.
 
@@ -11,8 +12,10 @@ One run, one model, one dataset (``epic_hf.synthetic.planted_dataset``), measure
 
 (a) a plain forward loop over the dataset: decode + image processor + ``model(...).logits``,
     batch ``--batch-size``;
-(b) the EPIC index pass (``_build_index``) on the same data; and the ``index_seconds`` of (c);
-(c) ``explainer.fit(dataset)`` at the default schedule, total wall time;
+(b) the EPIC index pass (``build_index`` feeding a ``FeatureStore``, as the fit runs it) on the
+    same data; and the ``index_seconds`` of (c);
+(c) ``explainer.fit(dataset)`` at the default schedule, total wall time (``train_batch_size``
+    512, the library's and the paper's default);
 (d) a reference-style fit built here from the library's pieces, as the reference implementation
     does the work: at each schedule step the backbone re-runs over ALL the data to mine the
     top-N per channel (score = sum over cells of ``U F``); then, for each epoch, every minibatch
@@ -25,10 +28,11 @@ If (d) is too slow in full, ``--ref-steps`` runs only the first k schedule steps
 ``--ref-max-batches`` only the first m minibatches of each epoch; the rest is extrapolated
 linearly (per mining pass, per minibatch) and the table says so.
 
-Run::
+Run (times measured on 2 CPU cores shared with other jobs, see benchmarks/README.md)::
 
-    python benchmarks/bench_fit.py                             # ResNet-18 shape at half width, 112px
-    python benchmarks/bench_fit.py --model tiny --image-size 64 --ref-steps 0 --ref-max-batches 0
+    python benchmarks/bench_fit.py             # ResNet-18 shape at half width, 512 images at 112px: RUN_DEFAULT
+    python benchmarks/bench_fit.py --small     # tiny ResNet, 96 images at 64px, reference in full: RUN_SMALL
+    python benchmarks/bench_fit.py --model tiny --image-size 64 --ref-steps 0 --ref-max-batches 0  # RUN_TINY
     python benchmarks/bench_fit.py --model resnet18 --image-size 64   # full-width ResNet-18: slow
 """
 
@@ -51,12 +55,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from epic_hf import EpicExplainer  # noqa: E402
-from epic_hf.data import SkippedSamples, resolve_dataset  # noqa: E402
+from epic_hf import EpicExplainer, FitConfig  # noqa: E402
 from epic_hf.disentangle import Disentangler, purity_of_maps, transform  # noqa: E402
-from epic_hf.schedules import schedule as make_schedule  # noqa: E402
-from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier  # noqa: E402
-from epic_hf.training import _build_index  # noqa: E402
+from epic_hf.fit.distributed import make_accelerator  # noqa: E402
+from epic_hf.fit.features import FeatureStore  # noqa: E402
+from epic_hf.fit.index_pass import build_index  # noqa: E402
+from epic_hf.fit.schedules import schedule as make_schedule  # noqa: E402
+from epic_hf.fit.source import SkippedSamples, resolve_dataset  # noqa: E402
+from epic_hf.synthetic import CONCEPTS, planted_dataset, tiny_resnet, train_classifier  # noqa: E402
 
 logger = logging.getLogger("bench_fit")
 
@@ -73,8 +79,6 @@ def build_model(name: str, num_classes: int, image_size: int, seed: int):
     """(model, processor, description)."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification, ConvNextImageProcessor, ResNetConfig
     from transformers import ResNetForImageClassification
-
-    from epic_hf.synthetic import CONCEPTS
 
     names = list(CONCEPTS[:num_classes])
     labels = dict(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
@@ -105,13 +109,16 @@ def plain_forward_loop(model, processor, dataset, batch_size: int) -> float:
     return time.perf_counter() - started
 
 
-def index_pass(explainer, dataset, batch_size: int) -> float:
-    from accelerate import Accelerator
-
+def index_pass(explainer: EpicExplainer, dataset, batch_size: int) -> float:
+    """Seconds of the fit's index pass: ``build_index`` offering every batch's maps to a ``FeatureStore``."""
+    config = FitConfig()
     source = resolve_dataset(dataset)
-    accelerator = Accelerator()
+    accelerator = make_accelerator(None)
+    store = FeatureStore(explainer.classifier, source, int(config.feature_cache_mb * 2**20), batch_size,
+                         accelerator.autocast)
     started = time.perf_counter()
-    _build_index(explainer, source, accelerator, batch_size, 4096 * 2**20, None, SkippedSamples())
+    build_index(explainer.classifier, source, accelerator, batch_size, int(config.index_memory_mb * 2**20), None,
+                SkippedSamples(), keep_maps=store.offer)
     return time.perf_counter() - started
 
 
@@ -152,8 +159,7 @@ class ReferenceFit:
         self.dim = explainer.num_channels
 
     def backbone(self, images) -> torch.Tensor:
-        with torch.no_grad():
-            return self.explainer.adapter.feature_map(self.explainer.preprocess(images)).float()
+        return self.explainer.classifier.feature_map(self.explainer.preprocess(images))
 
     def mine(self, U: torch.Tensor, count: int) -> torch.Tensor:
         """(D, count) sample keys: a full backbone pass, scores = sum over cells of U F."""
@@ -258,18 +264,22 @@ def reference_step_seconds(result: ReferenceResult, plan: list[int], dim: int, n
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true",
+                        help="tiny ResNet, 96 images at 64px, short schedule, reference in full, 1 thread: seconds")
     parser.add_argument("--model", default="resnet18-half",
-                        help="tiny | resnet18 | resnet18-half (random init, trained briefly here) or a local dir / Hub id")
+                        help="tiny | resnet18 | resnet18-half (random init, trained briefly here), or a local "
+                             "dir / Hub id")
     parser.add_argument("--num-images", type=int, default=512)
     parser.add_argument("--image-size", type=int, default=112, help="side of the generated images and model input")
     parser.add_argument("--num-classes", type=int, default=3)
     parser.add_argument("--train-epochs", type=int, default=2,
                         help="train the classifier on the data first so that channels mean something (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=64, help="backbone batch, and pairs per optimizer step")
-    parser.add_argument("--train-batch-size", type=int, default=None,
-                        help="(image, channel) pairs per optimizer step, for (c) and (d) alike (default: --batch-size)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per backbone batch")
+    parser.add_argument("--train-batch-size", type=int, default=FitConfig().train_batch_size,
+                        help="(image, channel) pairs per optimizer step, for (c) and (d) alike "
+                             "(default: the library's)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of (a) and (b), median reported")
     parser.add_argument("--schedule-start", type=int, default=100)
     parser.add_argument("--schedule-end", type=int, default=5)
@@ -280,20 +290,130 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--matrix", default="orthogonal", choices=["orthogonal", "invertible"])
     parser.add_argument("--ref-steps", type=int, default=2,
                         help="schedule steps of the reference fit to run (0: all); the rest is extrapolated")
-    parser.add_argument("--ref-max-batches", type=int, default=20,
+    parser.add_argument("--ref-max-batches", type=int, default=5,
                         help="minibatches per epoch of the reference fit to run (0: all); the rest is extrapolated")
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 with --small)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.small:
+        args.model, args.num_images, args.image_size, args.train_epochs, args.repeats = "tiny", 96, 64, 1, 1
+        args.batch_size, args.schedule_start, args.schedule_end, args.schedule_steps = 32, 10, 5, 2
+        args.ref_steps, args.ref_max_batches = 0, 0
+        args.threads = args.threads or 1  # tiny ops: OpenMP threads on shared cores cost more than they give
+    return args
+
+
+def measure_backbone(explainer: EpicExplainer, dataset, args) -> tuple[float, float]:
+    """Median seconds of (a) the plain forward loop and (b) the index pass, interleaved."""
+    plain, indexed = [], []
+    warm = dataset.select(range(min(args.batch_size, len(dataset))))
+    index_pass(explainer, warm, args.batch_size)
+    plain_forward_loop(explainer.model, explainer.image_processor, warm, args.batch_size)
+    for repeat in range(args.repeats):
+        plain.append(plain_forward_loop(explainer.model, explainer.image_processor, dataset, args.batch_size))
+        indexed.append(index_pass(explainer, dataset, args.batch_size))
+        logger.info("repeat %d/%d: plain forward loop %.2f s, index pass %.2f s", repeat + 1, args.repeats,
+                    plain[-1], indexed[-1])
+    return statistics.median(plain), statistics.median(indexed)
+
+
+def library_fit(model, processor, dataset, args) -> tuple[object, float]:
+    """(FitReport, wall seconds) of ``explainer.fit`` at the benchmark's settings."""
+    explainer = EpicExplainer(model, processor, matrix=args.matrix)
+    settings = dict(schedule_start=args.schedule_start, schedule_end=args.schedule_end,
+                    schedule_steps=args.schedule_steps, epochs_per_step=args.epochs_per_step,
+                    batch_size=args.batch_size, train_batch_size=args.train_batch_size, lr=args.lr,
+                    weight_decay=args.weight_decay, seed=args.seed)
+    logger.info("library fit: %s", settings)
+    started = time.perf_counter()
+    report = explainer.fit(dataset, **settings)
+    seconds = time.perf_counter() - started
+    logger.info("library fit: %.1f s, purity %.4f -> %.4f", seconds, report.purity_before, report.purity_after)
+    return report, seconds
+
+
+def print_backbone_table(plain_s: float, index_s: float, report, args) -> None:
+    n = args.num_images
+    print("### backbone pass")
+    print()
+    print("| case | seconds (median) | images/s | ratio vs (a) |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| (a) plain forward loop (decode + processor + model) | {plain_s:.2f} | {n / plain_s:.1f} | 1.000 |")
+    print(f"| (b) EPIC index pass (`build_index` + `FeatureStore.offer`) | {index_s:.2f} | {n / index_s:.1f} | "
+          f"{plain_s / index_s:.3f} |")
+    print(f"| (b') `FitReport.index_seconds` of (c) | {report.index_seconds:.2f} | {n / report.index_seconds:.1f} | "
+          f"{plain_s / report.index_seconds:.3f} |")
+    ratio = plain_s / index_s
+    print()
+    print(f"goal (b)/(a) >= {INDEX_GOAL}: {ratio:.3f} ({'met' if ratio >= INDEX_GOAL else 'NOT met'}); "
+          f"medians of {args.repeats} interleaved repeats")
+    print()
+
+
+def print_step_table(report, reference, plan: list[int], dim: int, args) -> list | None:
+    n = args.num_images
+    ref_steps = None
+    if reference is not None:
+        ref_steps = reference_step_seconds(reference, plan, dim, n, args.train_batch_size, args.epochs_per_step)
+    print("| step | N | pairs | (c) library s | (d) reference s | (d) how | (c) purity before -> after training | "
+          "(d) train purity |")
+    print("| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+    for step, count in enumerate(plan):
+        lib = report.steps[step] if step < len(report.steps) else None
+        ref_s, how, ref_purity = float("nan"), "-", ""
+        if ref_steps is not None:
+            ref_s, how = ref_steps[step]
+            if step < len(reference.steps):
+                ref_purity = f"{reference.steps[step].purity:.4f}"
+                if not reference.steps[step].complete:
+                    ref_purity += " (partial)"
+        lib_cells = f"{lib.seconds:.2f} | {ref_s:.2f} | {how} | {lib.purity_before:.4f} -> {lib.purity_after:.4f}"
+        print(f"| {step + 1} | {min(count, n)} | {dim * min(count, n)} | {lib_cells} | {ref_purity or '-'} |")
+    print()
+    return ref_steps
+
+
+def print_fit_tables(report, fit_s: float, reference, plan: list[int], dim: int, args) -> None:
+    print("### fit")
+    print()
+    ref_steps = print_step_table(report, reference, plan, dim, args)
+    print("| case | seconds | purity before | purity after | notes |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    schedule_s = sum(step.seconds for step in report.steps)
+    other = fit_s - report.index_seconds - schedule_s
+    print(f"| (c) `explainer.fit` | {fit_s:.1f} | {report.purity_before:.4f} | {report.purity_after:.4f} | "
+          f"index {report.index_seconds:.1f} s + schedule {schedule_s:.1f} s + purity/bank/other {other:.1f} s; "
+          f"backbone ran on {report.backbone_images} images |")
+    if reference is None or ref_steps is None:
+        return
+    measured_all = all(how == "measured" for _, how in ref_steps) and not math.isnan(reference.final_seconds)
+    final_s = reference.final_seconds if not math.isnan(reference.final_seconds) else reference.purity_before_seconds
+    total = reference.purity_before_seconds + sum(s for s, _ in ref_steps) + final_s
+    runs = "measured in full" if measured_all else (
+        f"EXTRAPOLATED: ran {len(reference.steps)} of {len(plan)} steps"
+        + (f", at most {args.ref_max_batches} minibatches per epoch" if args.ref_max_batches else "")
+        + "; unmeasured mining passes and minibatches scaled linearly, final bank pass taken equal to the "
+          "purity-before pass")
+    after = f"{reference.purity_after:.4f}" if not math.isnan(reference.purity_after) else "n/a (partial run)"
+    print(f"| (d) reference-style fit | {total:.1f} | {reference.purity_before:.4f} | {after} | {runs} |")
+    speedup = total / fit_s
+    print()
+    print(f"speedup (d)/(c) = {speedup:.1f}x (goal >= {SPEEDUP_GOAL:.0f}x: "
+          f"{'met' if speedup >= SPEEDUP_GOAL else 'NOT met'})"
+          + ("" if measured_all else "; (d) partly extrapolated, see above"))
+    print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("epic_hf", "accelerate", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("epic_hf.training").setLevel(logging.INFO)
+    logging.getLogger("epic_hf.fit.trainer").setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
-    train_batch_size = args.train_batch_size or args.batch_size
-    wall_started = time.perf_counter()
+    wall_started, load_before = time.perf_counter(), os.getloadavg()[0]
 
     logger.info("generating %d planted images at %dpx", args.num_images, args.image_size)
     dataset = planted_dataset(args.num_images, num_classes=args.num_classes, size=args.image_size, seed=args.seed)
@@ -303,112 +423,31 @@ def main(argv: list[str] | None = None) -> None:
         model_name += f", trained {args.train_epochs} epochs here (train acc {accuracy:.2f})"
     model.eval()
     explainer = EpicExplainer(model, processor, matrix=args.matrix)
-    dim = explainer.num_channels
     logger.info("model: %s", model_name)
-
-    # (a) and (b), interleaved
-    plain, indexed = [], []
-    index_pass(explainer, dataset.select(range(min(64, len(dataset)))), args.batch_size)  # warm up
-    plain_forward_loop(model, processor, dataset.select(range(min(64, len(dataset)))), args.batch_size)
-    for repeat in range(args.repeats):
-        plain.append(plain_forward_loop(model, processor, dataset, args.batch_size))
-        indexed.append(index_pass(explainer, dataset, args.batch_size))
-        logger.info("repeat %d/%d: plain forward loop %.2f s, index pass %.2f s", repeat + 1, args.repeats,
-                    plain[-1], indexed[-1])
-    plain_s, index_s = statistics.median(plain), statistics.median(indexed)
-
-    # (c) the library fit
-    fit_explainer = EpicExplainer(model, processor, matrix=args.matrix)
-    schedule_args = dict(schedule_start=args.schedule_start, schedule_end=args.schedule_end,
-                         schedule_steps=args.schedule_steps, epochs_per_step=args.epochs_per_step)
-    logger.info("library fit: %s", schedule_args)
-    fit_started = time.perf_counter()
-    report = fit_explainer.fit(dataset, batch_size=args.batch_size, train_batch_size=train_batch_size, lr=args.lr,
-                               weight_decay=args.weight_decay,
-                               seed=args.seed, **schedule_args)
-    fit_s = time.perf_counter() - fit_started
-    logger.info("library fit: %.1f s, purity %.4f -> %.4f", fit_s, report.purity_before, report.purity_after)
-
-    # (d) the reference-style fit
+    plain_s, index_s = measure_backbone(explainer, dataset, args)
+    report, fit_s = library_fit(model, processor, dataset, args)
     plan = make_schedule("linear", args.schedule_start, args.schedule_end, args.schedule_steps)
     reference = None
     if not args.skip_reference:
-        ref_explainer = EpicExplainer(model, processor, matrix=args.matrix)
-        max_steps = args.ref_steps or len(plan)
         ref_started = time.perf_counter()
-        reference = ReferenceFit(ref_explainer, dataset, args.batch_size, train_batch_size).run(
-            plan, args.epochs_per_step, args.lr, args.weight_decay, args.seed, args.matrix, 5, max_steps,
-            args.ref_max_batches)
+        reference = ReferenceFit(EpicExplainer(model, processor, matrix=args.matrix), dataset, args.batch_size,
+                                 args.train_batch_size).run(
+            plan, args.epochs_per_step, args.lr, args.weight_decay, args.seed, args.matrix, 5,
+            args.ref_steps or len(plan), args.ref_max_batches)
         logger.info("reference fit (as run): %.1f s", time.perf_counter() - ref_started)
 
-    # -- the tables ---------------------------------------------------------------------------
-    n = args.num_images
     print()
     print(f"## bench_fit: {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPU cores")
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPU cores, load average {load_before:.1f} at the "
+          f"start, {os.getloadavg()[0]:.1f} at the end")
     print()
-    print(f"model: {model_name}; data: planted_dataset({n}, {args.num_classes} classes, {args.image_size}px); "
-          f"batch {args.batch_size}, {train_batch_size} pairs per optimizer step; schedule linear {args.schedule_start} -> {args.schedule_end} over "
-          f"{args.schedule_steps} steps, {args.epochs_per_step} epochs/step; Adam lr {args.lr}, wd {args.weight_decay}; "
-          f"matrix {args.matrix}")
+    print(f"model: {model_name}; data: planted_dataset({args.num_images}, {args.num_classes} classes, "
+          f"{args.image_size}px); backbone batch {args.batch_size}, {args.train_batch_size} pairs per optimizer step; "
+          f"schedule linear {args.schedule_start} -> {args.schedule_end} over {args.schedule_steps} steps, "
+          f"{args.epochs_per_step} epochs/step; Adam lr {args.lr}, wd {args.weight_decay}; matrix {args.matrix}")
     print()
-    print("### backbone pass")
-    print()
-    print("| case | seconds (median) | images/s | ratio vs (a) |")
-    print("| --- | ---: | ---: | ---: |")
-    print(f"| (a) plain forward loop (decode + processor + model) | {plain_s:.2f} | {n / plain_s:.1f} | 1.000 |")
-    print(f"| (b) EPIC index pass (`_build_index`) | {index_s:.2f} | {n / index_s:.1f} | {plain_s / index_s:.3f} |")
-    print(f"| (b') `FitReport.index_seconds` of (c) | {report.index_seconds:.2f} | {n / report.index_seconds:.1f} | "
-          f"{plain_s / report.index_seconds:.3f} |")
-    ratio = plain_s / index_s
-    print()
-    print(f"goal (b)/(a) >= {INDEX_GOAL}: {ratio:.3f} ({'met' if ratio >= INDEX_GOAL else 'NOT met'}); "
-          f"medians of {args.repeats} interleaved repeats")
-
-    print()
-    print("### fit")
-    print()
-    ref_steps = None
-    if reference is not None:
-        ref_steps = reference_step_seconds(reference, plan, dim, n, train_batch_size, args.epochs_per_step)
-    print("| step | N | pairs | (c) library s | (d) reference s | (d) how | (c) train purity | (d) train purity |")
-    print("| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
-    for step, count in enumerate(plan):
-        lib = report.step_seconds[step] if step < len(report.step_seconds) else float("nan")
-        lib_purity = report.step_purity[step] if step < len(report.step_purity) else float("nan")
-        ref_s, how, ref_purity = float("nan"), "-", ""
-        if ref_steps is not None:
-            ref_s, how = ref_steps[step]
-            if step < len(reference.steps):
-                ref_purity = f"{reference.steps[step].purity:.4f}"
-                if not reference.steps[step].complete:
-                    ref_purity += " (partial)"
-        print(f"| {step + 1} | {min(count, n)} | {dim * min(count, n)} | {lib:.2f} | {ref_s:.2f} | {how} | "
-              f"{lib_purity:.4f} | {ref_purity or '-'} |")
-    print()
-    print("| case | seconds | purity before | purity after | notes |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    other = fit_s - report.index_seconds - sum(report.step_seconds)
-    print(f"| (c) `explainer.fit` | {fit_s:.1f} | {report.purity_before:.4f} | {report.purity_after:.4f} | "
-          f"index {report.index_seconds:.1f} s + schedule {sum(report.step_seconds):.1f} s + purity/bank/other "
-          f"{other:.1f} s |")
-    if reference is not None and ref_steps is not None:
-        measured_all = all(how == "measured" for _, how in ref_steps) and not math.isnan(reference.final_seconds)
-        final_s = reference.final_seconds if not math.isnan(reference.final_seconds) else reference.purity_before_seconds
-        total = reference.purity_before_seconds + sum(s for s, _ in ref_steps) + final_s
-        runs = "measured in full" if measured_all else (
-            f"EXTRAPOLATED: ran {len(reference.steps)} of {len(plan)} steps"
-            + (f", at most {args.ref_max_batches} minibatches per epoch" if args.ref_max_batches else "")
-            + "; unmeasured mining passes and minibatches scaled linearly, final bank pass taken equal to the "
-              "purity-before pass")
-        after = f"{reference.purity_after:.4f}" if not math.isnan(reference.purity_after) else "n/a (partial run)"
-        print(f"| (d) reference-style fit | {total:.1f} | {reference.purity_before:.4f} | {after} | {runs} |")
-        speedup = total / fit_s
-        print()
-        print(f"speedup (d)/(c) = {speedup:.1f}x (goal >= {SPEEDUP_GOAL:.0f}x: "
-              f"{'met' if speedup >= SPEEDUP_GOAL else 'NOT met'})"
-              + ("" if measured_all else "; (d) partly extrapolated, see above"))
-    print()
+    print_backbone_table(plain_s, index_s, report, args)
+    print_fit_tables(report, fit_s, reference, plan, explainer.num_channels, args)
     print(f"benchmark wall time {time.perf_counter() - wall_started:.0f} s")
 
 
