@@ -28,12 +28,18 @@ If (d) is too slow in full, ``--ref-steps`` runs only the first k schedule steps
 ``--ref-max-batches`` only the first m minibatches of each epoch; the rest is extrapolated
 linearly (per mining pass, per minibatch) and the table says so.
 
-Run (times measured on 2 CPU cores shared with other jobs, see benchmarks/README.md)::
+Run (wall times measured on 2 CPU cores shared with other jobs, ``--threads 1``; see
+benchmarks/README.md)::
 
-    python benchmarks/bench_fit.py             # ResNet-18 shape at half width, 512 images at 112px: RUN_DEFAULT
-    python benchmarks/bench_fit.py --small     # tiny ResNet, 96 images at 64px, reference in full: RUN_SMALL
-    python benchmarks/bench_fit.py --model tiny --image-size 64 --ref-steps 0 --ref-max-batches 0  # RUN_TINY
-    python benchmarks/bench_fit.py --model resnet18 --image-size 64   # full-width ResNet-18: slow
+    python benchmarks/bench_fit.py          # ResNet-18 shape at half width, 512 images at 112px: 119 s
+    python benchmarks/bench_fit.py --small  # tiny ResNet, 96 images at 64px, reference in full: 5-16 s
+    python benchmarks/bench_fit.py --model tiny --image-size 64 --ref-steps 0 --ref-max-batches 0  # 34 s
+    python benchmarks/bench_fit.py --model resnet18 --image-size 64   # full-width ResNet-18 (D=512): slower
+
+Timings swing by 2x with the load other jobs put on the cores (the default run took 228 s once,
+beside a heavier job). The third line was documented as "~30 s" by an earlier release and took
+189 s in a later run with torch's default 2 threads: on loaded cores, 2 OpenMP threads made small
+tensor ops 10-80x slower than 1 thread in our measurements, the likely cause; ``--threads 1`` avoids it.
 """
 
 from __future__ import annotations
