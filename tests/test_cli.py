@@ -235,6 +235,7 @@ def test_debug_shows_the_traceback(fitted: Path, tmp_path: Path):
     assert completed.returncode != 0 and "Traceback" in completed.stderr
 
 
+@pytest.mark.slow
 def test_run_demo_small(tmp_path: Path):
     from epic_hf.demo import run_demo
 
