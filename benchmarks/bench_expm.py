@@ -74,11 +74,13 @@ def load_revision(rev: str) -> ModuleType:
     """``epic_hf/expm.py`` as of ``rev``, imported under another name (it needs only torch)."""
     source = subprocess.run(["git", "show", f"{rev}:epic_hf/expm.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "expm_at_revision.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("expm_at_revision", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "expm_at_revision.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("expm_at_revision", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
     return module
 
 
