@@ -7,7 +7,9 @@
 ``epic-hf fit microsoft/resnet-50 imagenet-1k --streaming --output-dir runs/resnet50`` (see
 docs/distributed.md) and optionally ``--push-to-hub you/resnet-50-epic``. Without a bank the
 script still decomposes each logit exactly into channel contributions, only without prototypes.
-Each image gets ``<output-dir>/<name>.png``; all of them go to ``report.html``.
+The channels shown are those with the most positive evidence for the predicted class. Each image
+gets ``<output-dir>/<name>.png``; all of them go to ``report.html``. The same from the shell:
+``epic-hf explain you/resnet-50-epic cat.jpg dog.jpg --output explanations/``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from epic_hf import EpicExplainer, PrototypeBank
+from epic_hf import EpicExplainer, PrototypeBank, write_html_report
 
 
 def main() -> None:
@@ -41,15 +43,14 @@ def main() -> None:
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     for path, explanation in zip(args.images, explanations):
-        total = float(explanation.contributions.sum()) + explanation.bias
+        # exact: the channels' contributions, the CLS term (DINOv2; 0 for others) and the bias add up to the logit
+        total = float(explanation.contributions.sum()) + explanation.cls_contribution + explanation.bias
         print(f"{path}: {explanation.target_label} (p={explanation.probability:.3f}); "
-              f"logit {explanation.target_logit:.4f} = sum of contributions + bias = {total:.4f}")
+              f"logit {explanation.target_logit:.4f} = sum of contributions + CLS term + bias = {total:.4f}")
         for channel in explanation.channels:
             keys = [p.sample_key for p in channel.prototypes]
             print(f"  channel {channel.channel}: {channel.contribution:+.4f}, box {channel.box}, prototypes {keys}")
         print(f"  -> {explanation.save(output / (Path(path).stem + '.png'))}")
-
-    from epic_hf.viz import write_html_report
 
     write_html_report(explanations, output / "report.html")
     print(f"report: {output / 'report.html'}")

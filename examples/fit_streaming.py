@@ -15,7 +15,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from epic_hf import EpicExplainer
+from epic_hf import EpicExplainer, FitConfig
+
+DEFAULTS = FitConfig()
 
 
 def main() -> None:
@@ -26,11 +28,11 @@ def main() -> None:
     parser.add_argument("--split", default=None)
     parser.add_argument("--image-column", default=None)
     parser.add_argument("--key-column", default=None)
-    parser.add_argument("--prototypes-per-channel", type=int, default=5)
-    parser.add_argument("--schedule-start", type=int, default=100)
-    parser.add_argument("--schedule-end", type=int, default=5)
-    parser.add_argument("--schedule-steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--prototypes-per-channel", type=int, default=DEFAULTS.prototypes_per_channel)
+    parser.add_argument("--schedule-start", type=int, default=DEFAULTS.schedule_start)
+    parser.add_argument("--schedule-end", type=int, default=DEFAULTS.schedule_end)
+    parser.add_argument("--schedule-steps", type=int, default=DEFAULTS.schedule_steps)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

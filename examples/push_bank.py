@@ -8,7 +8,9 @@
 The repo holds only ``epic_config.json``, ``epic_bank.safetensors`` and a model card; it names
 its base model, so ``EpicExplainer.from_pretrained("you/resnet-50-epic")`` loads both. The token
 comes from ``huggingface-cli login`` or ``HF_TOKEN``. A base model given as a local directory is
-named by its path, which other machines will not have: push banks of Hub models to share them.
+named by its absolute path and a fingerprint of its weights: on another machine, load the bank
+with ``base_model=`` (``--base-model``) pointing at a copy of that classifier, or push banks of
+Hub models to share them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from epic_hf import EpicExplainer, PrototypeBank
+from epic_hf import EpicExplainer, FitConfig, PrototypeBank
+
+DEFAULTS = FitConfig()
 
 
 def main() -> None:
@@ -27,10 +31,10 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="with --dataset: classifier to fit a bank for")
     parser.add_argument("--dataset", default=None, help="with --model: image folder or Hub dataset id")
     parser.add_argument("--output-dir", default="epic-fit", help="with --model: the fit's output dir")
-    parser.add_argument("--schedule-start", type=int, default=100)
-    parser.add_argument("--schedule-end", type=int, default=5)
-    parser.add_argument("--schedule-steps", type=int, default=10)
-    parser.add_argument("--prototypes-per-channel", type=int, default=5)
+    parser.add_argument("--schedule-start", type=int, default=DEFAULTS.schedule_start)
+    parser.add_argument("--schedule-end", type=int, default=DEFAULTS.schedule_end)
+    parser.add_argument("--schedule-steps", type=int, default=DEFAULTS.schedule_steps)
+    parser.add_argument("--prototypes-per-channel", type=int, default=DEFAULTS.prototypes_per_channel)
     parser.add_argument("--private", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

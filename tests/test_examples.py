@@ -42,9 +42,10 @@ def fitted(assets: Path) -> Path:
     output = assets / "imagefolder-run"
     completed = run([sys.executable, str(EXAMPLES / "fit_imagefolder.py"), str(assets / "model"),
                      str(assets / "images"), "--output-dir", str(output), *SHORT])
-    assert "purity" in completed.stdout
+    assert "purity" in completed.stdout and "cond(U) = " in completed.stdout
+    assert "relies most on" in completed.stdout
     assert (output / "bank" / "epic_config.json").is_file()
-    assert (output / "example.png").is_file()
+    assert (output / "example.png").is_file() and (output / "purity.png").is_file()
     return output
 
 
@@ -65,6 +66,11 @@ def test_explain_resnet50_with_a_tiny_model(fitted: Path, assets: Path, tmp_path
                      "--model", str(assets / "model"), "--bank", str(fitted / "bank"),
                      "--output-dir", str(tmp_path), "--top-k", "2"])
     assert completed.stdout.count("prototypes [") == 4  # 2 images x 2 channels, each with prototypes
+    assert completed.stdout.count("CLS term") == 2
+    for line in completed.stdout.splitlines():  # the printed decomposition adds up to the printed logit
+        if "= sum of contributions + CLS term + bias = " in line:
+            logit = float(line.split("logit ")[1].split(" =")[0])
+            assert abs(float(line.rsplit("= ", 1)[1]) - logit) < 2e-4
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in images)
     assert (tmp_path / "report.html").is_file()
 
