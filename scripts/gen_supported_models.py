@@ -72,8 +72,8 @@ def status_row(model_type: str) -> tuple[str, str]:
     adapter = ADAPTERS.get(model_type)
     if adapter is not None:
         status = "supported with a CLS term" if adapter.has_extra_logits else "supported exactly"
-        if model_type == TIMM:
-            status = "per architecture (see the timm section)"
+        if model_type == TIMM:  # its section is the timm one, not an entry under "How each adapter reads"
+            return "per architecture (see the timm section)", f"[{adapter.__name__}](#timm-models-timm_wrapper)"
         return status, f"[{adapter.__name__}](#{adapter.__name__.lower()})"
     refusal = REFUSED.get(model_type)
     if refusal is not None:
