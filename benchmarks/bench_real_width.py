@@ -153,23 +153,25 @@ class FitResult:
     optimizer_steps: int
     final_norm: float
     grid: tuple[int, int]
+    trivialization: str = "dynamic"
 
 
-def real_width_fit(args) -> FitResult:
+def real_width_fit(args, trivialization: str = "dynamic") -> FitResult:
     dataset = planted_dataset(args.images, num_classes=3, size=args.image_size, seed=args.seed)
     model, processor, name = efficientnet(3, args.small, args.seed)
     calibrate_batchnorm(model, processor, dataset.select(range(args.calibration_images))["image"])
     explainer = EpicExplainer(model, processor)
     config = FitConfig(schedule="linear", schedule_start=args.schedule_start, schedule_end=args.schedule_end,
                        schedule_steps=args.schedule_steps, epochs_per_step=args.epochs_per_step,
-                       train_batch_size=args.train_batch_size, batch_size=args.batch_size, seed=args.seed)
+                       train_batch_size=args.train_batch_size, batch_size=args.batch_size, seed=args.seed,
+                       trivialization=trivialization)
     plan = make_schedule(config.schedule, config.schedule_start, config.schedule_end, config.schedule_steps)
-    logger.info("(a) %s: fitting on %d images, plan %s", name, args.images, plan)
+    logger.info("(a) %s: fitting on %d images, plan %s, trivialization %s", name, args.images, plan, trivialization)
     report = explainer.fit(dataset, config)
     steps = optimizer_steps(plan, report.num_samples, explainer.num_channels, config.epochs_per_step,
                             config.train_batch_size)
     return FitResult(name, explainer.num_channels, args.images, report, plan, steps,
-                     generator_norm(explainer.disentangler.S.detach()), explainer.bank.grid_size)
+                     generator_norm(explainer.disentangler.S.detach()), explainer.bank.grid_size, trivialization)
 
 
 # -- (b) seconds per optimizer step ------------------------------------------------------------
@@ -215,7 +217,7 @@ def step_profile(args, norms: list[float]) -> StepProfile:
     dataset = planted_dataset(args.step_images, num_classes=3, size=args.image_size, seed=args.seed)
     calibrate_batchnorm(model, processor, dataset.select(range(args.calibration_images))["image"])
     classifier = FrozenClassifier(model, processor)
-    config = FitConfig(train_batch_size=args.train_batch_size, batch_size=args.batch_size)
+    config = FitConfig(train_batch_size=args.train_batch_size, batch_size=args.batch_size, trivialization="none")
     accelerator = make_accelerator(None)
     store = FeatureStore(classifier, open_source(dataset, config), 2**62, config.batch_size, accelerator.autocast)
     started = time.perf_counter()
@@ -245,9 +247,15 @@ def step_profile(args, norms: list[float]) -> StepProfile:
         row = _interleaved_medians({"step": lambda: trainer.train_step(keys, channels, batch),
                                     "expm": expm_forward_backward,
                                     "maps": lambda: store.maps(keys.tolist())}, args.step_repeats, reset)
-        rows.append(dict(norm=actual, degree=degree, squarings=squarings, **row))
+        rows.append(dict(norm=actual, degree=degree, squarings=squarings, how="paper: Adam on S", **row))
         logger.info("(b) generator norm %.3g: %.3f s/step (alone: expm fwd+bwd %.3f s, map gather %.3f s)", actual,
                     row["step"], row["expm"], row["maps"])
+    dynamic = Trainer(Disentangler(classifier.num_channels), index, store, config.replace(trivialization="dynamic"),
+                      accelerator, FitCheckpoint(None, {}))
+    row = _interleaved_medians({"step": lambda: dynamic.train_step(keys, channels, batch),
+                                "maps": lambda: store.maps(keys.tolist())}, args.step_repeats, lambda: None)
+    rows.append(dict(norm=0.0, degree="-", squarings="-", expm=float("nan"), how="dynamic trivialization", **row))
+    logger.info("(b) dynamic trivialization: %.3f s/step", row["step"])
     return StepProfile(name, disentangler.dim, index.grid_size, per_image, rows)
 
 
@@ -269,7 +277,7 @@ def print_fit(result: FitResult, args) -> None:
     report = result.report
     train = sum(step.seconds for step in report.steps)
     other = report.total_seconds - report.index_seconds - train
-    print(f"### (a) real width: {result.model}")
+    print(f"### (a) real width: {result.model}, trivialization {result.trivialization!r}")
     print()
     print(f"data: planted_dataset({result.images}, 3 classes, {args.image_size}px); schedule linear "
           f"{args.schedule_start} -> {args.schedule_end} over {args.schedule_steps} steps {result.plan}, "
@@ -322,10 +330,29 @@ def print_profile(profile: StepProfile | None, fit: FitResult | None, args) -> N
     if profile is not None:
         for row in profile.rows:
             cells = projection_cells(profile.dim, profile.grid, profile.index_seconds_per_image, row["step"])
-            print(f"| {profile.model} | {profile.dim} | `train_step`, median of {args.step_repeats} (interleaved) | "
+            print(f"| {profile.model} | {profile.dim} | {row['how']}: `train_step`, median of {args.step_repeats} | "
                   f"{row['norm']:.3g} | {row['degree']}, {row['squarings']} | "
                   f"{profile.index_seconds_per_image:.4f} | {row['step']:.4f} | {row['expm']:.4f} | "
                   f"{row['maps']:.4f} | " + " | ".join(cells) + " |")
+    print()
+
+
+def print_comparison(fit: FitResult, paper: FitResult) -> None:
+    """The default (dynamic trivialization) against the paper's Adam on S, same data, same settings."""
+    ours, theirs = fit.report, paper.report
+    train_ours = sum(step.seconds for step in ours.steps)
+    train_theirs = sum(step.seconds for step in theirs.steps)
+    print("### (a) dynamic trivialization against the paper's Adam on S (same data, same settings)")
+    print()
+    print("| trivialization | training s | total s | purity after | per-step purity after training |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for name, report, train in (("dynamic (default)", ours, train_ours), ("none (paper)", theirs, train_theirs)):
+        curve = ", ".join(f"{step.purity_after:.4f}" for step in report.steps)
+        print(f"| {name} | {train:.1f} | {report.total_seconds:.1f} | {report.purity_after:.4f} | {curve} |")
+    print()
+    print(f"training {train_theirs / max(train_ours, 1e-9):.2f}x faster, whole fit "
+          f"{theirs.total_seconds / max(ours.total_seconds, 1e-9):.2f}x; purity after "
+          f"{ours.purity_after - theirs.purity_after:+.4f} against the paper's path")
     print()
 
 
@@ -347,6 +374,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="(b): 1-norm of S - S^T for the later-in-the-fit measurement (default: the norm "
                              "(a)'s fit ended at, or 30 without (a))")
     parser.add_argument("--skip-real-width", action="store_true")
+    parser.add_argument("--no-paper-baseline", action="store_true",
+                        help="(a): skip the second fit with the paper's Adam on S (trivialization 'none')")
     parser.add_argument("--skip-resnet50", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; 1 with --small)")
     parser.add_argument("--seed", type=int, default=0)
@@ -368,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     fit = None if args.skip_real_width else real_width_fit(args)
+    paper = None if args.skip_real_width or args.no_paper_baseline else real_width_fit(args, "none")
     late_norm = args.late_norm or (fit.final_norm if fit is not None else 30.0)
     profile = None if args.skip_resnet50 else step_profile(args, [0.0, late_norm])
     print()
@@ -377,6 +407,9 @@ def main(argv: list[str] | None = None) -> None:
     print()
     if fit is not None:
         print_fit(fit, args)
+    if paper is not None:
+        print_fit(paper, args)
+        print_comparison(fit, paper)
     print_profile(profile, fit, args)
     print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
 

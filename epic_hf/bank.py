@@ -55,6 +55,8 @@ class PrototypeBank(HubMixin):
         class_counts: (num_classes,) int64 or None, how many samples were predicted as each class.
         id2label: class index -> label name of the base model.
         sample_names: sample key -> display name (file name, label or key column value).
+        base: (D, D) float32 or None: a dynamically trivialized fit's U is ``base . exp(S - S^T)``
+            (with S = 0); None for the paper's ``U = exp(S - S^T)``.
     """
 
     sample_keys: torch.Tensor
@@ -70,6 +72,7 @@ class PrototypeBank(HubMixin):
     class_counts: torch.Tensor | None = None
     id2label: dict[int, str] = field(default_factory=dict)
     sample_names: dict[int, str] = field(default_factory=dict)
+    base: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         dim, count = self.sample_keys.shape
@@ -99,6 +102,7 @@ class PrototypeBank(HubMixin):
         disentangler = Disentangler(self.num_channels, self.matrix)  # type: ignore[arg-type]
         with torch.no_grad():
             disentangler.S.copy_(self.S)
+            disentangler.set_base(self.base)
             return disentangler.matrix()
 
     def thumbnail(self, sample_key: int) -> Image.Image:
@@ -197,6 +201,8 @@ class PrototypeBank(HubMixin):
         with torch.no_grad():
             tensors = {"S": self.S.float(), "U": self.U.float(), "sample_keys": self.sample_keys.to(torch.int64),
                        "scores": self.scores.float(), "boxes": self.boxes.to(torch.int64)}
+        if self.base is not None:
+            tensors["U_base"] = self.base.float()
         if self.class_evidence is not None and self.class_counts is not None:
             tensors["class_evidence"] = self.class_evidence.float()
             tensors["class_counts"] = self.class_counts.to(torch.int64)
@@ -220,7 +226,7 @@ class PrototypeBank(HubMixin):
                        S=tensors["S"], matrix=config.matrix, thumbnails=files.thumbnails, input_size=config.input_size,
                        grid_size=config.grid_size, config=config, class_evidence=tensors.get("class_evidence"),
                        class_counts=tensors.get("class_counts"), id2label=files.id2label,
-                       sample_names=files.sample_names)
+                       sample_names=files.sample_names, base=tensors.get("U_base"))
         except (KeyError, ValueError) as error:
             raise BankFormatError(f"the bank is inconsistent: {error}") from None
 

@@ -6,7 +6,8 @@
 * ``epic_bank.safetensors``: ``S`` and ``U`` (D, D); ``sample_keys`` (D, N) int64; ``scores``
   (D, N) float32; ``boxes`` (D, N, 4) int64; thumbnails as one uint8 buffer of concatenated
   JPEGs (``thumbnail_data``) with ``thumbnail_keys`` (M,) and ``thumbnail_offsets`` (M+1,);
-  optionally ``class_evidence`` (C, D) float32 and ``class_counts`` (C,) int64. Its string
+  optionally ``class_evidence`` (C, D) float32 and ``class_counts`` (C,) int64, and ``U_base``
+  (D, D) float32 for a dynamically trivialized fit (then ``U = U_base . exp(S - S^T)``). Its string
   metadata holds ``id2label`` and ``sample_names`` as JSON.
 """
 

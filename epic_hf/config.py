@@ -68,6 +68,10 @@ class FitConfig:
         512, "(image, channel) pairs per optimizer step; each step costs one D x D matrix exponential",
         group="method", paper=True, minimum=1)
     seed: int = _setting(0, "seed of the pair shuffling", group="method")
+    trivialization: str = _setting(
+        "dynamic", "orthogonal U only: 'dynamic' trains in the tangent space at the current U and moves U by a "
+        "Cayley rotation after every optimizer step (no matrix exponential or its gradient); 'none' is the "
+        "paper's Adam on S through matrix_exp", group="method", choices=("dynamic", "none"))
     max_condition: float = _setting(
         1e4, "invertible U only: a bound on cond(U); S is scaled back whenever a cheap norm bound could exceed it",
         group="method", minimum=1.0)

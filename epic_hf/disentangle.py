@@ -23,8 +23,10 @@ NORM_FLOOR = 1e-8
 class Disentangler(nn.Module):
     """Holds S and derives U from it.
 
-    ``orthogonal``: ``U = exp(S - S^T)`` (a rotation, ``U^-1 = U^T``);
+    ``orthogonal``: ``U = base . exp(S - S^T)`` (a rotation, ``U^-1 = U^T``);
     ``invertible``: ``U = exp(S)`` with ``U^-1 = exp(-S)``.
+    ``base`` is None (the identity) for the paper's parameterisation; a dynamically trivialized
+    fit (:func:`cayley`, :meth:`move_base`) keeps U there and S at zero.
     """
 
     def __init__(self, dim: int, kind: MatrixKind = "orthogonal") -> None:
@@ -33,6 +35,27 @@ class Disentangler(nn.Module):
             raise ValueError(f"matrix must be one of {MATRIX_KINDS}, got {kind!r}")
         self.kind: MatrixKind = kind
         self.S = nn.Parameter(torch.zeros(dim, dim))
+        self.base: torch.Tensor | None
+        self.register_buffer("base", None)
+
+    def set_base(self, base: torch.Tensor | None) -> None:
+        """Use ``base`` (an orthogonal D x D matrix, or None for the identity) as the point U is measured from."""
+        if base is not None and not self.orthogonal:
+            raise ValueError("only an orthogonal U can have a base (invertible fits train S directly)")
+        self.base = None if base is None else base.detach().to(self.S).contiguous().clone()
+
+    @torch.no_grad()
+    def move_base(self, step: torch.Tensor) -> None:
+        """``base <- base . cayley(step)`` for a skew-symmetric ``step``: U moves along the rotation group."""
+        rotation = cayley(step.to(self.S))
+        self.base = rotation if self.base is None else self.base @ rotation
+
+    @torch.no_grad()
+    def orthonormalize_base(self) -> None:
+        """Remove the rounding that many float32 products leave in ``base`` (QR, signs kept)."""
+        if self.base is not None:
+            q, r = torch.linalg.qr(self.base.double())
+            self.base = (q * torch.sign(torch.diagonal(r))).to(self.S).contiguous()  # row-major, as loaded
 
     @property
     def dim(self) -> int:
@@ -47,13 +70,26 @@ class Disentangler(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         """U, differentiable in S (with the cheaper Fréchet-derivative backward of :mod:`epic_hf.expm`)."""
-        return matrix_exp(self.generator())
+        if self.base is None:
+            return matrix_exp(self.generator())
+        if not bool(self.S.detach().any()):  # a trivialized fit keeps S at zero: U is the base
+            return self.base
+        return self.base @ matrix_exp(self.generator())
 
     def inverse(self) -> torch.Tensor:
         """U^-1, computed from S rather than by inverting U (stabler, and exact for rotations)."""
         if self.orthogonal:
             return self.matrix().T
         return torch.linalg.matrix_exp(-self.S)
+
+
+def cayley(step: torch.Tensor) -> torch.Tensor:
+    """``(I - A/2)^-1 (I + A/2)``: an exact rotation for skew-symmetric A, equal to exp(A) to second order.
+
+    One LU solve, against the dozen matrix products of a matrix exponential and its gradient.
+    """
+    identity = torch.eye(step.shape[0], dtype=step.dtype, device=step.device)
+    return torch.linalg.solve(identity - step / 2, identity + step / 2)
 
 
 def transform(fmap: torch.Tensor, U: torch.Tensor) -> torch.Tensor:

@@ -139,8 +139,9 @@ class EpicExplainer(HubMixin):
     @property
     def decomposer(self) -> Decomposer:
         """The explanation maths under the current U, rebuilt only when S changes."""
-        S = self.disentangler.S
-        key = (S.data_ptr(), S._version, self.disentangler.kind, S.device, self.device)
+        S, base = self.disentangler.S, self.disentangler.base
+        key = (S.data_ptr(), S._version, self.disentangler.kind, S.device, self.device,
+               None if base is None else (base.data_ptr(), base._version))
         if self._decomposer is None or self._decomposer[0] != key:
             self._decomposer = (key, Decomposer(self.classifier, self.disentangler))
         return self._decomposer[1]
@@ -156,6 +157,7 @@ class EpicExplainer(HubMixin):
             self.disentangler = Disentangler(self.num_channels, bank.matrix).to(self.device)  # type: ignore[arg-type]
         with torch.no_grad():
             self.disentangler.S.copy_(bank.S.to(self.disentangler.S))
+        self.disentangler.set_base(bank.base)
         error = self.decomposer.exactness_error()
         if error > self.decomposer.tolerance:
             raise BankMismatchError(

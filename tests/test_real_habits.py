@@ -226,7 +226,8 @@ def test_a_badly_conditioned_bank_is_refused(workspace):
     dim = bank.num_channels
     rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(0)))
     S = rotation @ torch.diag(torch.linspace(-14, 14, dim)) @ rotation.T  # cond(exp(S)) = e^28, not diagonal
-    bad = PrototypeBank(**{**{k: getattr(bank, k) for k in bank.__dataclass_fields__}, "S": S, "matrix": "invertible"})
+    bad = PrototypeBank(**{**{k: getattr(bank, k) for k in bank.__dataclass_fields__}, "S": S, "matrix": "invertible",
+                           "base": None})
     with pytest.raises(BankMismatchError, match="tolerance"):
         explainer.set_bank(bad)
 

@@ -65,11 +65,13 @@ class Trainer:
         self.plan = make_schedule(config.schedule, config.schedule_start, config.schedule_end, config.schedule_steps)
         self.chunk = max(config.batch_size, config.train_batch_size)
         self.optimizer = torch.optim.Adam(disentangler.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.dynamic = disentangler.orthogonal and config.trivialization == "dynamic"
 
     def run(self, report: FitReport) -> None:
         """Train from S = 0 (U = I), or from the checkpoint; records each step in ``report``."""
         with torch.no_grad():
             self.disentangler.S.zero_()
+        self.disentangler.set_base(None)
         first = self._resume(report)
         total = optimizer_steps(self.plan, len(self.index), self.disentangler.dim, self.config.epochs_per_step,
                                 self.config.train_batch_size)
@@ -99,6 +101,7 @@ class Trainer:
         tensors, meta = state
         with torch.no_grad():
             self.disentangler.S.copy_(tensors["S"].to(self.disentangler.S))
+        self.disentangler.set_base(tensors.get("base"))
         if "adam.exp_avg" in tensors:
             device = self.disentangler.S.device
             self.optimizer.state[self.disentangler.S] = {
@@ -113,6 +116,8 @@ class Trainer:
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"S": self.disentangler.S.detach()}
+        if self.disentangler.base is not None:
+            tensors["base"] = self.disentangler.base
         state = self.optimizer.state.get(self.disentangler.S, {})
         for name in ("step", "exp_avg", "exp_avg_sq"):
             if name in state:
@@ -138,6 +143,7 @@ class Trainer:
         before, _ = mean_purity(self.store, keys, self._current_U(), orthogonal, self.chunk)
         for order in orders:
             self._epoch(order, pair_keys, pair_channels, progress)
+        self.disentangler.orthonormalize_base()
         after, _ = mean_purity(self.store, keys, self._current_U(), orthogonal, self.chunk)
         return StepRecord(prototypes=count, purity_before=before, purity_after=after,
                           seconds=time.perf_counter() - started)
@@ -154,6 +160,8 @@ class Trainer:
 
     def train_step(self, keys: torch.Tensor, channels: torch.Tensor, global_size: int) -> float:
         """One Adam step on ``-mean purity`` of a minibatch (this process's share of it)."""
+        if self.dynamic:
+            return self._trivialized_step(keys, channels, global_size)
         disentangler = self.disentangler
         self.optimizer.zero_grad(set_to_none=False)
         U = disentangler.matrix()
@@ -169,6 +177,33 @@ class Trainer:
         self.optimizer.step()
         if not disentangler.orthogonal:
             bound_condition(disentangler.S, self.config.max_condition)
+        return float(-loss.detach()) * global_size
+
+    def _trivialized_step(self, keys: torch.Tensor, channels: torch.Tensor, global_size: int) -> float:
+        """Adam on S at S = 0 for ``U = base . exp(S - S^T)``, then ``base <- base . cayley(S - S^T)``, S <- 0.
+
+        At S = 0 the gradient needs no matrix exponential: for ``G = dLoss/dU`` it is
+        ``M - M^T`` with ``M = base^T G`` (a dynamic trivialization, Lezcano-Casado & Martinez-Rubio
+        2019, moved every step, with a Cayley retraction). Adam's moments carry over between bases.
+        """
+        disentangler = self.disentangler
+        base = disentangler.base if disentangler.base is not None else torch.eye(disentangler.dim).to(disentangler.S)
+        U = base.detach().clone().requires_grad_(True)
+        loss = U.sum() * 0.0
+        if keys.numel():
+            fmaps = self.store.maps(keys.tolist())
+            loss = -purity_of_features(fmaps, channels.to(fmaps.device), U, True).sum() / global_size
+        loss.backward()
+        grad = U.grad
+        if self.accelerator.num_processes > 1:
+            grad = self.accelerator.reduce(grad, reduction="sum")
+        moment = base.T @ grad
+        self.optimizer.zero_grad(set_to_none=False)
+        disentangler.S.grad = moment - moment.T
+        self.optimizer.step()
+        with torch.no_grad():
+            disentangler.move_base(disentangler.S - disentangler.S.T)
+            disentangler.S.zero_()
         return float(-loss.detach()) * global_size
 
     def _log_estimate(self) -> None:

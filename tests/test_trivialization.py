@@ -1,0 +1,100 @@
+"""Dynamic trivialization (the default for an orthogonal U) against the paper's Adam on S.
+
+At S = 0 the two parameterisations have the same gradient, so their first optimizer step is the
+same rotation up to the Cayley map's third-order difference from exp; afterwards U stays a
+rotation, and a bank carries its base so that explanations are exact after a round trip.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from epic_hf import EpicExplainer, FitConfig, PrototypeBank
+from epic_hf.disentangle import Disentangler, cayley
+from epic_hf.fit.checkpoint import FitCheckpoint
+from epic_hf.fit.trainer import Trainer
+from epic_hf.synthetic import planted_dataset, tiny_resnet
+
+FIT = dict(schedule_start=8, schedule_end=3, schedule_steps=3, prototypes_per_channel=3, train_batch_size=64)
+
+
+class _OneProcess:
+    num_processes, process_index, is_local_main_process = 1, 0, True
+
+
+class _Store:
+    """Feature maps by key, all in memory: the trainer's view of a FeatureStore."""
+
+    def __init__(self, maps: torch.Tensor) -> None:
+        self._maps = maps
+
+    def maps(self, keys: list[int]) -> torch.Tensor:
+        return self._maps[keys]
+
+
+def _trainer(kind: str, maps: torch.Tensor, trivialization: str) -> Trainer:
+    config = FitConfig(trivialization=trivialization, lr=1e-2)
+    trainer = Trainer.__new__(Trainer)  # only what train_step reads: no index, no schedule
+    trainer.disentangler = Disentangler(maps.shape[1], kind)
+    trainer.store, trainer.config, trainer.accelerator = _Store(maps), config, _OneProcess()
+    trainer.optimizer = torch.optim.Adam(trainer.disentangler.parameters(), lr=config.lr)
+    trainer.dynamic = trainer.disentangler.orthogonal and trivialization == "dynamic"
+    return trainer
+
+
+def test_the_first_step_matches_the_papers_up_to_third_order():
+    maps = torch.rand(6, 12, 3, 3, generator=torch.Generator().manual_seed(0))
+    keys, channels = torch.arange(6).repeat(2), torch.arange(12)
+    paper, ours = _trainer("orthogonal", maps, "none"), _trainer("orthogonal", maps, "dynamic")
+    paper.train_step(keys, channels, 12)
+    ours.train_step(keys, channels, 12)
+    step = paper.disentangler.S.detach() - paper.disentangler.S.detach().T
+    assert step.abs().max() > 1e-3  # a real step was taken
+    with torch.no_grad():
+        third_order = float(torch.linalg.matrix_norm(step, ord=2)) ** 3 / 12  # exp(A) - cayley(A) = A^3/12 + ...
+        difference = (ours.disentangler.matrix() - paper.disentangler.matrix()).abs().max()
+        assert 0 < difference <= 2 * third_order
+        assert torch.allclose(ours.disentangler.matrix(), cayley(step), atol=1e-7)
+    assert not ours.disentangler.S.detach().any()  # S is moved into the base every step
+
+
+def test_many_steps_keep_U_a_rotation():
+    maps = torch.rand(10, 16, 3, 3, generator=torch.Generator().manual_seed(1))
+    ours = _trainer("orthogonal", maps, "dynamic")
+    for _ in range(300):
+        ours.train_step(torch.arange(10).repeat(4)[:32], torch.randint(0, 16, (32,)), 32)
+    U = ours.disentangler.matrix()
+    assert (U @ U.T - torch.eye(16)).abs().max() < 1e-4
+    ours.disentangler.orthonormalize_base()
+    U = ours.disentangler.matrix()
+    assert (U @ U.T - torch.eye(16)).abs().max() < 1e-6 and U.is_contiguous()
+
+
+def test_invertible_fits_keep_the_papers_parameterisation():
+    maps = torch.rand(4, 6, 2, 2, generator=torch.Generator().manual_seed(2))
+    trainer = _trainer("invertible", maps, "dynamic")
+    trainer.train_step(torch.arange(4), torch.arange(4), 4)
+    assert trainer.disentangler.base is None and trainer.disentangler.S.detach().abs().sum() > 0
+    with pytest.raises(ValueError, match="only an orthogonal U"):
+        trainer.disentangler.set_base(torch.eye(6))
+
+
+@pytest.mark.parametrize("trivialization", ["dynamic", "none"])
+def test_a_trivialized_bank_round_trips_exactly(trivialization, tmp_path):
+    data = planted_dataset(40, num_classes=4, size=32, seed=0)
+    model, processor = tiny_resnet(4, (8, 8), seed=3)
+    explainer = EpicExplainer(model, processor)
+    report = explainer.fit(data, trivialization=trivialization, lr=5e-2, **FIT)
+    bank = explainer.bank
+    assert (bank.base is not None) == (trivialization == "dynamic")
+    assert not torch.allclose(explainer.U, torch.eye(explainer.num_channels))  # U moved
+    assert report.purity_after == pytest.approx(bank.config.purity_after)
+    explainer.save_pretrained(tmp_path / "bank")
+    loaded = PrototypeBank.from_pretrained(tmp_path / "bank")
+    assert torch.equal(loaded.U, bank.U)
+    again = EpicExplainer(model, processor, bank=loaded)
+    images = list(planted_dataset(2, num_classes=4, size=32, seed=7)["image"])
+    for a, b in zip(explainer.explain(images), again.explain(images)):
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.contributions, b.contributions)
+        assert float(b.contributions.sum() + b.bias) == pytest.approx(float(b.logits[b.target_index]), abs=1e-5)
