@@ -492,7 +492,8 @@ def test_architecture_table_is_the_real_import_graph():
     real = real_import_graph()
     assert set(documented) == set(real), "docs/architecture.md lists every unit of epic_hf once"
     for name, targets in real.items():
-        assert documented[name] == targets, f"docs/architecture.md: {name} imports {sorted(targets)}"
+        row = ", ".join(f"`{t}`" for t in sorted(targets)) or "nothing"
+        assert documented[name] == targets, f"docs/architecture.md is out of date: {name} imports {row}"
         assert all(layers[t] < layers[name] for t in targets), f"{name} imports from its own layer or above"
     diagram = re.findall(r"^ layer (\d+): ([^—\n]+)", text, re.M)
     assert {u.strip("/"): int(n) for n, units in diagram for u in units.split()} == layers
