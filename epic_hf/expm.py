@@ -93,7 +93,8 @@ def choose_approximant(norm: float, dtype: torch.dtype) -> tuple[int, int]:
     return degree, max(0, math.ceil(math.log2(norm / bound)))
 
 
-def _combination(coefficients: tuple[float, ...], matrices: tuple[torch.Tensor, ...], constant: float = 0.0) -> torch.Tensor:
+def _combination(coefficients: tuple[float, ...], matrices: tuple[torch.Tensor, ...],
+                 constant: float = 0.0) -> torch.Tensor:
     """``sum_k c_k X_k + constant * I``, accumulated in place (one new matrix, no temporaries)."""
     total = matrices[0] * coefficients[0]
     for c, X in zip(coefficients[1:], matrices[1:]):

@@ -22,9 +22,6 @@ NUM_IMAGES = 120
 VIEWS = ("epic", "identity")
 
 
-pytestmark = pytest.mark.slow  # a fit and several passes over the data: about 40 s on 2 cores
-
-
 @pytest.fixture(scope="module")
 def fitted():
     """The demo's recipe, smaller: planted shapes, a tiny ResNet, an invertible U fit with lr 1e-2."""

@@ -12,8 +12,6 @@ from epic_hf import EpicExplainer
 from epic_hf.disentangle import cell_box
 from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier
 
-pytestmark = pytest.mark.slow  # trains a classifier, then several fits on it: about a minute on 2 cores
-
 SHORT = dict(schedule_start=20, schedule_end=5, schedule_steps=5, epochs_per_step=4, lr=2e-2, train_batch_size=32)
 
 

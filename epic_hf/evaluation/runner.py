@@ -24,7 +24,6 @@ from ..bank import PrototypeBank
 from ..decompose import Decomposer
 from ..fit.pipeline import open_source
 from ..fit.source import ImageSource, SkippedSamples
-from ..images import to_rgb
 from ..progress import progress_bar
 from .channels import EPIC, IDENTITY, VIEWS, ChannelView, read
 from .consistency import class_consistency, lookup_labels
@@ -244,10 +243,8 @@ def _batches(source: ImageSource, batch_size: int, start: int, cap: int | None,
     position = yielded = start
     for key, record in itertools.islice(source.records(), start, cap):
         position += 1
-        try:
-            image = to_rgb(record, key)
-        except ValueError as error:
-            skipped.add(key, str(error).partition(": ")[2] or str(error))
+        image = skipped.decode(key, record)
+        if image is None:
             continue
         keys.append(key)
         images.append(image)

@@ -36,7 +36,8 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
     grid: list[int] = [0, 0]
     rank, world = accelerator.process_index, accelerator.num_processes
     total = None if source.streaming else (len(source) + world - 1) // world
-    progress = progress_bar(total=total, desc="EPIC index pass", unit="img", disable=not accelerator.is_local_main_process)
+    progress = progress_bar(total=total, desc="EPIC index pass", unit="img",
+                            disable=not accelerator.is_local_main_process)
     for keys, images in source.batches(batch_size, skipped, rank, world):
         pixel_values = classifier.preprocess(images)
         with accelerator.autocast():

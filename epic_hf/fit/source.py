@@ -38,6 +38,14 @@ class SkippedSamples:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def decode(self, key: int, record: Any) -> Image.Image | None:
+        """The decoded image, or None after counting ``key`` as skipped with the reason."""
+        try:
+            return to_rgb(record, key)
+        except ValueError as error:
+            self.add(key, str(error).partition(": ")[2] or str(error))
+            return None
+
 
 @dataclass
 class ImageSource:
@@ -120,10 +128,8 @@ class ImageSource:
         keys: list[int] = []
         images: list[Image.Image] = []
         for key, record in self.records(rank, world_size):
-            try:
-                image = to_rgb(record, key)
-            except ValueError as error:
-                skipped.add(key, str(error).partition(": ")[2] or str(error))
+            image = skipped.decode(key, record)
+            if image is None:
                 continue
             keys.append(key)
             images.append(image)

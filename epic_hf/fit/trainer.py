@@ -80,7 +80,7 @@ class Trainer:
         logger.info("training plan: %d schedule steps %s, %d optimizer steps on a %dx%d U", len(self.plan),
                     self.plan, total, self.disentangler.dim, self.disentangler.dim)
         progress = progress_bar(total=total, initial=done, desc="EPIC training", unit="step",
-                        disable=not self.accelerator.is_local_main_process)
+                                disable=not self.accelerator.is_local_main_process)
         self._started, self._first_steps = time.perf_counter(), 0
         self._remaining = total - done
         for step in range(first, len(self.plan)):
