@@ -201,13 +201,14 @@ class PrototypeBank(HubMixin):
         with torch.no_grad():
             tensors = {"S": self.S.float(), "U": self.U.float(), "sample_keys": self.sample_keys.to(torch.int64),
                        "scores": self.scores.float(), "boxes": self.boxes.to(torch.int64)}
-        if self.base is not None:
+        if self.base is not None and bool(self.S.any()):  # with S = 0 (a trivialized fit) U is the base itself
             tensors["U_base"] = self.base.float()
         if self.class_evidence is not None and self.class_counts is not None:
             tensors["class_evidence"] = self.class_evidence.float()
             tensors["class_counts"] = self.class_counts.to(torch.int64)
         write_bank_files(directory, BankFiles(config=self.config, tensors=tensors, thumbnails=self.thumbnails,
-                                              id2label=self.id2label, sample_names=self.sample_names))
+                                              id2label=self.id2label, sample_names=self.sample_names,
+                                              u_is_base=self.base is not None and "U_base" not in tensors))
         logger.info("saved EPIC bank (%d channels x %d prototypes) to %s", self.num_channels,
                     self.prototypes_per_channel, directory)
 
@@ -226,7 +227,8 @@ class PrototypeBank(HubMixin):
                        S=tensors["S"], matrix=config.matrix, thumbnails=files.thumbnails, input_size=config.input_size,
                        grid_size=config.grid_size, config=config, class_evidence=tensors.get("class_evidence"),
                        class_counts=tensors.get("class_counts"), id2label=files.id2label,
-                       sample_names=files.sample_names, base=tensors.get("U_base"))
+                       sample_names=files.sample_names,
+                       base=tensors["U"] if files.u_is_base else tensors.get("U_base"))
         except (KeyError, ValueError) as error:
             raise BankFormatError(f"the bank is inconsistent: {error}") from None
 

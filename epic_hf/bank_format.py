@@ -7,7 +7,9 @@
   (D, N) float32; ``boxes`` (D, N, 4) int64; thumbnails as one uint8 buffer of concatenated
   JPEGs (``thumbnail_data``) with ``thumbnail_keys`` (M,) and ``thumbnail_offsets`` (M+1,);
   optionally ``class_evidence`` (C, D) float32 and ``class_counts`` (C,) int64, and ``U_base``
-  (D, D) float32 for a dynamically trivialized fit (then ``U = U_base . exp(S - S^T)``). Its string
+  (D, D) float32 when a base is set and S is not zero (then ``U = U_base . exp(S - S^T)``); a
+  dynamically trivialized fit ends at S = 0, and its metadata ``U_is_base = "1"`` says that ``U``
+  is the base itself (one D x D matrix fewer: 16.8 MB at D = 2048). Its string
   metadata holds ``id2label`` and ``sample_names`` as JSON.
 """
 
@@ -39,6 +41,7 @@ class BankFiles:
     thumbnails: dict[int, bytes]
     id2label: dict[int, str] = field(default_factory=dict)
     sample_names: dict[int, str] = field(default_factory=dict)
+    u_is_base: bool = False
 
 
 def pack_thumbnails(thumbnails: dict[int, bytes]) -> dict[str, torch.Tensor]:
@@ -76,7 +79,8 @@ def write_bank_files(directory: Path, files: BankFiles) -> None:
     tensors.update(pack_thumbnails(files.thumbnails))
     metadata = {"format": "epic", "format_version": str(FORMAT_VERSION),
                 "id2label": json.dumps({str(k): v for k, v in files.id2label.items()}),
-                "sample_names": json.dumps({str(k): v for k, v in files.sample_names.items()})}
+                "sample_names": json.dumps({str(k): v for k, v in files.sample_names.items()}),
+                "U_is_base": "1" if files.u_is_base else "0"}
     weights = directory / WEIGHTS_NAME
     save_file(tensors, str(weights), metadata=metadata)
     _readable_like_other_files(weights)
@@ -113,4 +117,8 @@ def read_bank_files(config_path: Path, weights_path: Path) -> BankFiles:
         names = {int(k): str(v) for k, v in json.loads(metadata.get("sample_names", "{}")).items()}
     except (json.JSONDecodeError, ValueError, AttributeError) as error:
         raise BankFormatError(f"{weights_path.name} has unreadable metadata ({error}); the bank is corrupt") from None
-    return BankFiles(config=config, tensors=tensors, thumbnails=thumbnails, id2label=id2label, sample_names=names)
+    u_is_base = metadata.get("U_is_base") == "1"
+    if u_is_base and "U" not in tensors:
+        raise BankFormatError(f"{weights_path.name} says U is its base but holds no U; the bank is corrupt")
+    return BankFiles(config=config, tensors=tensors, thumbnails=thumbnails, id2label=id2label, sample_names=names,
+                     u_is_base=u_is_base)

@@ -304,3 +304,19 @@ def test_reprs_are_short(workspace):
     for text in (repr(explainer.bank), repr(explainer), repr(explanation)):
         assert len(text) < 400, text
     assert "8 channels x 3 prototypes" in repr(explainer.bank) and "purity" in repr(explainer.bank)
+
+
+def test_a_fit_resumes_whatever_the_spelling_of_its_image_folder(workspace, tmp_path):
+    folder = tmp_path / "photos" / "shapes"
+    folder.mkdir(parents=True)
+    for index, image in enumerate(planted_dataset(12, num_classes=4, size=32, seed=2)["image"]):
+        image.save(folder / f"{index}.png")
+    explainer = EpicExplainer.from_pretrained(workspace / "project" / "classifier")
+    previous = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        first = explainer.fit("./photos", output_dir="run", **FIT)
+        again = explainer.fit(str(tmp_path / "photos") + "/", output_dir=tmp_path / "run", **FIT)
+    finally:
+        os.chdir(previous)
+    assert again.total_seconds == first.total_seconds  # the finished fit was loaded, not redone

@@ -98,3 +98,17 @@ def test_a_trivialized_bank_round_trips_exactly(trivialization, tmp_path):
     for a, b in zip(explainer.explain(images), again.explain(images)):
         assert torch.equal(a.logits, b.logits) and torch.equal(a.contributions, b.contributions)
         assert float(b.contributions.sum() + b.bias) == pytest.approx(float(b.logits[b.target_index]), abs=1e-5)
+
+
+def test_a_trivialized_bank_stores_its_base_once(tmp_path):
+    from safetensors import safe_open
+
+    data = planted_dataset(24, num_classes=4, size=32, seed=0)
+    model, processor = tiny_resnet(4, (8, 8), seed=3)
+    explainer = EpicExplainer(model, processor)
+    explainer.fit(data, **FIT)
+    explainer.save_pretrained(tmp_path / "bank")
+    with safe_open(str(tmp_path / "bank" / "epic_bank.safetensors"), framework="pt") as handle:
+        assert "U_base" not in handle.keys() and handle.metadata()["U_is_base"] == "1"
+    loaded = PrototypeBank.from_pretrained(tmp_path / "bank")
+    assert torch.equal(loaded.base, explainer.bank.base) and torch.equal(loaded.U, explainer.U.cpu())

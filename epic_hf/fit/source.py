@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from huggingface_hub import constants
 from PIL import Image
 
+from ..errors import HubUnreachableError
+from ..hub import hub_endpoint, hub_is_reachable
 from ..images import to_rgb
 
 logger = logging.getLogger(__name__)
@@ -246,13 +249,19 @@ def resolve_dataset(
 
     name = None
     if isinstance(dataset, (str, Path)):
-        name = str(dataset)
-        if Path(dataset).is_dir():
-            loaded = datasets.load_dataset("imagefolder", data_dir=str(dataset), streaming=streaming)
-        elif Path(dataset).exists():
+        folder = Path(dataset).expanduser()
+        if folder.is_dir():  # one spelling per folder, so that a checkpoint recognises its data
+            name = str(folder.resolve())
+            loaded = datasets.load_dataset("imagefolder", data_dir=name, streaming=streaming)
+        elif folder.exists():
             raise ValueError(f"{dataset!r} is a file; pass a folder of images, a Hub dataset id or a Dataset")
         else:
-            loaded = datasets.load_dataset(str(dataset), revision=revision, streaming=streaming)
+            name = str(dataset)
+            if not constants.HF_HUB_OFFLINE and not hub_is_reachable():
+                raise HubUnreachableError(
+                    f"cannot reach the Hugging Face Hub at {hub_endpoint()} to load the dataset {name}; set "
+                    "HF_HUB_OFFLINE=1 to use a cached copy, or pass a local folder of images")
+            loaded = datasets.load_dataset(name, revision=revision, streaming=streaming)
         dataset = loaded
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         dataset, split = _pick_split(dataset, split)

@@ -3,9 +3,11 @@
 At each schedule step the top-N prototypes of every channel are re-mined under the current U
 (a matrix product on the pooled index), their purity is measured, U is trained for a few
 epochs on the shuffled (prototype, channel) pairs, and the purity of the same pairs is
-measured again: the curve the official code reports. Each optimizer step computes U (one
-``matrix_exp``) once for its whole minibatch; minibatches are split across processes and
-their gradients summed.
+measured again: the curve the official code reports. An orthogonal U is trained by dynamic
+trivialization by default (a gradient at the current U and a Cayley rotation per step, no
+``matrix_exp``); ``trivialization='none'`` and the invertible kind follow the paper: Adam on S
+through one ``matrix_exp`` per minibatch. Minibatches are split across processes and their
+gradients summed.
 """
 
 from __future__ import annotations
