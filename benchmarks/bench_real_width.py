@@ -254,9 +254,14 @@ def step_profile(args, norms: list[float]) -> StepProfile:
                       accelerator, FitCheckpoint(None, {}))
     row = _interleaved_medians({"step": lambda: dynamic.train_step(keys, channels, batch),
                                 "maps": lambda: store.maps(keys.tolist())}, args.step_repeats, lambda: None)
-    rows.append(dict(norm=0.0, degree="-", squarings="-", expm=float("nan"), how="dynamic trivialization", **row))
+    rows.append(dict(norm=0.0, degree="-", squarings="-", expm=None, how="dynamic trivialization", **row))
     logger.info("(b) dynamic trivialization: %.3f s/step", row["step"])
     return StepProfile(name, disentangler.dim, index.grid_size, per_image, rows)
+
+
+def _cell(seconds: float | None) -> str:
+    """Seconds for a table, or "-" where the case has no such part (no matrix exponential)."""
+    return "-" if seconds is None else f"{seconds:.4f}"
 
 
 def paper_steps(dim: int) -> int:
@@ -332,7 +337,7 @@ def print_profile(profile: StepProfile | None, fit: FitResult | None, args) -> N
             cells = projection_cells(profile.dim, profile.grid, profile.index_seconds_per_image, row["step"])
             print(f"| {profile.model} | {profile.dim} | {row['how']}: `train_step`, median of {args.step_repeats} | "
                   f"{row['norm']:.3g} | {row['degree']}, {row['squarings']} | "
-                  f"{profile.index_seconds_per_image:.4f} | {row['step']:.4f} | {row['expm']:.4f} | "
+                  f"{profile.index_seconds_per_image:.4f} | {row['step']:.4f} | {_cell(row['expm'])} | "
                   f"{row['maps']:.4f} | " + " | ".join(cells) + " |")
     print()
 
