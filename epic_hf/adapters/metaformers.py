@@ -28,16 +28,15 @@ class PoolFormerAdapter(ModelAdapter):
 
 
 @register_adapter
-class SwiftFormerAdapter(ModelAdapter):
+class SwiftFormerAdapter(PoolFormerAdapter):
+    """The same normed map as PoolFormer (``model.norm`` over the last map); two heads, averaged."""
+
     model_types = ("swiftformer",)
     family = "SwiftFormer"
     doc = (
         "`model.norm(last_hidden_state)` (an eval-mode BatchNorm2d, per location); head: the mean of "
         "`model.head` and `model.dist_head`, which the model averages"
     )
-
-    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.norm(self.model.base_model(pixel_values=pixel_values).last_hidden_state)
 
     def head(self) -> LinearHead:
         model_type = self.model.config.model_type
