@@ -7,40 +7,32 @@ rotation, and a bank carries its base so that explanations are exact after a rou
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 from epic_hf import EpicExplainer, FitConfig, PrototypeBank
 from epic_hf.disentangle import Disentangler, cayley
 from epic_hf.fit.checkpoint import FitCheckpoint
+from epic_hf.fit.distributed import make_accelerator
+from epic_hf.fit.features import FeatureStore
+from epic_hf.fit.index import PooledIndex
 from epic_hf.fit.trainer import Trainer
 from epic_hf.synthetic import planted_dataset, tiny_resnet
 
 FIT = dict(schedule_start=8, schedule_end=3, schedule_steps=3, prototypes_per_channel=3, train_batch_size=64)
 
 
-class _OneProcess:
-    num_processes, process_index, is_local_main_process = 1, 0, True
-
-
-class _Store:
-    """Feature maps by key, all in memory: the trainer's view of a FeatureStore."""
-
-    def __init__(self, maps: torch.Tensor) -> None:
-        self._maps = maps
-
-    def maps(self, keys: list[int]) -> torch.Tensor:
-        return self._maps[keys]
-
-
 def _trainer(kind: str, maps: torch.Tensor, trivialization: str) -> Trainer:
+    """A real Trainer over a real FeatureStore that holds ``maps`` (keys 0..n-1) from an index pass."""
     config = FitConfig(trivialization=trivialization, lr=1e-2)
-    trainer = Trainer.__new__(Trainer)  # only what train_step reads: no index, no schedule
-    trainer.disentangler = Disentangler(maps.shape[1], kind)
-    trainer.store, trainer.config, trainer.accelerator = _Store(maps), config, _OneProcess()
-    trainer.optimizer = torch.optim.Adam(trainer.disentangler.parameters(), lr=config.lr)
-    trainer.dynamic = trainer.disentangler.orthogonal and trivialization == "dynamic"
-    return trainer
+    store = FeatureStore(classifier=None, source=None, budget_bytes=2**30, batch_size=8, autocast=contextlib.nullcontext)
+    keys = list(range(maps.shape[0]))
+    store.offer(keys, maps)
+    index = PooledIndex(vectors=maps.mean(dim=(2, 3)), keys=torch.tensor(keys), grid_size=tuple(maps.shape[-2:]))
+    return Trainer(Disentangler(maps.shape[1], kind), index, store, config, make_accelerator(None),
+                   FitCheckpoint(None, {}))
 
 
 def test_the_first_step_matches_the_papers_up_to_third_order():

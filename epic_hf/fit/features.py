@@ -119,7 +119,7 @@ class FeatureStore:
         """(len(keys), D, H, W); computes the missing ones in one batch of fetches."""
         keys = [int(k) for k in keys]
         missing = sorted(set(k for k in keys if k not in self.cache))
-        fresh = dict(self._compute(missing))
+        fresh = dict(self._compute(missing)) if missing else {}
         for key, fmap in fresh.items():
             self._keep(key, fmap)
         return torch.stack([self.cache[k] if k in self.cache else fresh[k] for k in keys])
