@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -36,10 +35,6 @@ class ModelReference:
 
     name_or_path: str | None = None
     revision: str | None = None
-
-    @property
-    def is_local(self) -> bool:
-        return bool(self.name_or_path) and Path(str(self.name_or_path)).is_absolute()
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -11,7 +11,6 @@ the shape of the feature map, the matrix kind, the fit that made it and how well
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -121,17 +120,6 @@ class FitConfig:
         """The settings that change the fitted bank: what a checkpoint must agree on to resume."""
         return {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.metadata["result"]}
 
-    @staticmethod
-    def paper_settings() -> list[str]:
-        """Names of the settings whose default is the EPIC paper's."""
-        return [spec.name for spec in fields(FitConfig) if spec.metadata["paper"]]
-
-
-def fingerprint(values: dict[str, Any]) -> str:
-    """A short stable hash of JSON-able ``values`` (sorted keys)."""
-    text = json.dumps(values, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
 
 @dataclass
 class EpicConfig:
@@ -198,7 +186,3 @@ class EpicConfig:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BankFormatError(f"epic_config.json is not valid JSON ({error}); the bank is corrupt") from None
         return cls.from_dict(values)
-
-    @property
-    def fit_config(self) -> FitConfig:
-        return FitConfig.from_dict(self.fit)
