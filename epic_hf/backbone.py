@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -150,7 +151,7 @@ class FrozenClassifier:
         return self.model(pixel_values=pixel_values).logits.float()
 
     @contextlib.contextmanager
-    def placed_on(self, device: torch.device | str) -> Iterator["FrozenClassifier"]:
+    def placed_on(self, device: torch.device | str) -> Iterator[FrozenClassifier]:
         """Run a block with the model on ``device``, then move it back to where the caller had it."""
         original = self.device
         target = torch.device(device)

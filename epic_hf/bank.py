@@ -10,9 +10,10 @@ the class evidence of the fit (which channels each class relies on). Files: :mod
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from huggingface_hub import ModelCard
@@ -24,13 +25,12 @@ from .bank_format import CONFIG_NAME, WEIGHTS_NAME, BankFiles, read_bank_files, 
 from .config import EpicConfig
 from .disentangle import Disentangler
 from .errors import BankFormatError, BankMismatchError
-from .results import PrototypeMatch
 from .hub import HubMixin
 from .images import decode_jpeg
 from .model_card import model_card
+from .results import PrototypeMatch
 from .viz import render_prototype_sheet
 from .viz.atlas import write_atlas
-
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class PrototypeBank(HubMixin):
 
     @classmethod
     def _from_pretrained(cls, resolve: Callable[[str], Path], name_or_path: str | Path, revision: str | None,
-                         **hub_kwargs: Any) -> "PrototypeBank":
+                         **hub_kwargs: Any) -> PrototypeBank:
         files = read_bank_files(_required(resolve, name_or_path, CONFIG_NAME), _required(resolve, name_or_path,
                                                                                           WEIGHTS_NAME))
         tensors, config = files.tensors, files.config

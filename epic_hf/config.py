@@ -100,7 +100,7 @@ class FitConfig:
         if self.thumbnail_quality > 100:
             raise ValueError(f"thumbnail_quality must be at most 100, got {self.thumbnail_quality}")
 
-    def replace(self, **changes: Any) -> "FitConfig":
+    def replace(self, **changes: Any) -> FitConfig:
         """A copy with ``changes``; an unknown name raises ``TypeError`` listing the known ones."""
         unknown = sorted(set(changes) - {spec.name for spec in fields(self)})
         if unknown:
@@ -111,7 +111,7 @@ class FitConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "FitConfig":
+    def from_dict(cls, values: dict[str, Any]) -> FitConfig:
         """Read the known settings of ``values`` (older banks also recorded model facts here)."""
         known = {spec.name for spec in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -160,7 +160,7 @@ class EpicConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: Any) -> "EpicConfig":
+    def from_dict(cls, values: Any) -> EpicConfig:
         """Validate and read a config written by this or an earlier release."""
         if not isinstance(values, dict) or values.get("format") != "epic":
             raise BankFormatError("epic_config.json is not an EPIC bank config (missing format='epic')")
@@ -180,7 +180,7 @@ class EpicConfig:
         return config
 
     @classmethod
-    def from_json(cls, text: str) -> "EpicConfig":
+    def from_json(cls, text: str) -> EpicConfig:
         try:
             values = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:

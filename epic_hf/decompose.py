@@ -9,8 +9,9 @@ negative is not a concept the image has, whatever the sign of its contribution.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as nnf

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ class EpicExplainer(HubMixin):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None,
                         matrix: MatrixKind = "orthogonal", base_model: str | Path | None = None,
-                        **hub_kwargs: Any) -> "EpicExplainer":
+                        **hub_kwargs: Any) -> EpicExplainer:
         """Load a classifier (Hub id or directory), or an EPIC bank together with its base model.
 
         ``base_model``: where a bank's classifier is now, when it has moved (a folder or Hub id);
@@ -87,7 +88,7 @@ class EpicExplainer(HubMixin):
 
     @classmethod
     def from_classifier(cls, name_or_path: str | Path, revision: str | None = None,
-                        matrix: MatrixKind = "orthogonal", **hub_kwargs: Any) -> "EpicExplainer":
+                        matrix: MatrixKind = "orthogonal", **hub_kwargs: Any) -> EpicExplainer:
         """Load a plain image classifier with ``AutoModelForImageClassification``."""
         with hub_access(name_or_path, hub_kwargs) as access:
             model, processor, reference = load_classifier(name_or_path, revision, **access)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -61,7 +61,7 @@ _THRESHOLDS: dict[torch.dtype, tuple[tuple[int, float], ...]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def pade_coefficients(degree: int) -> tuple[float, ...]:
     """``b_0..b_m`` of the [m/m] Padé approximant of exp, scaled to ``b_m = 1``.
 

@@ -13,8 +13,9 @@ import logging
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download

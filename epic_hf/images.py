@@ -12,14 +12,14 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike]
+ImageInput = Image.Image | np.ndarray | str | os.PathLike
 
 
 def to_rgb(image: Any, position: int = 0) -> Image.Image:

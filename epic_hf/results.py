@@ -8,9 +8,10 @@ these types (and so sits between the two, with no import cycle).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from PIL import Image

@@ -20,7 +20,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import datasets
 import transformers

@@ -11,7 +11,8 @@ the dataset's label column (its ``label`` ClassLabel by default), reading only t
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 

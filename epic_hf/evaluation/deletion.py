@@ -70,5 +70,5 @@ class Deletion:
         return dict(vars(self))
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Deletion":
+    def from_state(cls, state: dict[str, Any]) -> Deletion:
         return cls(**state)

@@ -36,7 +36,7 @@ class TopPrototypes:
         return {"count": self.count, "scores": self.scores.tolist(), "keys": self.keys.tolist()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "TopPrototypes":
+    def from_state(cls, state: dict[str, Any]) -> TopPrototypes:
         scores = torch.tensor(state["scores"], dtype=torch.float64)
         keys = torch.tensor(state["keys"], dtype=torch.int64)
         top = cls(scores.shape[0], int(state["count"]))

@@ -13,8 +13,9 @@ thumbnail of it; a dataset whose images do not match is not used for the bank's 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -47,7 +47,7 @@ class EvaluationReport:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EvaluationReport":
+    def from_dict(cls, values: dict[str, Any]) -> EvaluationReport:
         known = {spec.name for spec in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

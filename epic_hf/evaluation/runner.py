@@ -13,8 +13,9 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from PIL import Image
@@ -35,7 +36,6 @@ from .report import EvaluationReport
 from .settings import EvaluationSettings, data_config, tensor_digest
 from .stability import PERTURBATIONS, DecisionKept, Stability, add_noise, cell_offset, intensity_scale, shift
 from .state import REPORT_NAME, TABLE_NAME, EvaluationState, write_atomic
-
 
 logger = logging.getLogger(__name__)
 

@@ -86,7 +86,7 @@ class Stability:
                 "peak_images": self.peak_images}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Stability":
+    def from_state(cls, state: dict[str, Any]) -> Stability:
         return cls(**state)
 
 
@@ -112,5 +112,5 @@ class DecisionKept:
         return {"images": self.images, "kept": self.kept}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "DecisionKept":
+    def from_state(cls, state: dict[str, Any]) -> DecisionKept:
         return cls(**state)

@@ -43,7 +43,7 @@ class EvaluationState:
     report: dict[str, Any] | None = None
 
     @classmethod
-    def open(cls, directory: str | Path | None, fingerprint: dict[str, Any]) -> "EvaluationState":
+    def open(cls, directory: str | Path | None, fingerprint: dict[str, Any]) -> EvaluationState:
         """The state in ``directory`` (refused if made with another fingerprint), or a fresh one."""
         fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
         if directory is None:

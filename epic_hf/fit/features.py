@@ -11,7 +11,8 @@ are not kept are recomputed from the images when a training step needs them.
 from __future__ import annotations
 
 import heapq
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 

@@ -9,7 +9,8 @@ the prototype images of a small dataset never need the backbone again.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -57,7 +57,7 @@ class FitReport:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "FitReport":
+    def from_dict(cls, values: dict[str, Any]) -> FitReport:
         values = dict(values)
         values["steps"] = [StepRecord(**step) for step in values.get("steps", [])]
         known = set(cls.__dataclass_fields__)

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from ..config import FitConfig
-from ..progress import progress_bar
 from ..disentangle import Disentangler, purity_of_features
+from ..progress import progress_bar
 from .checkpoint import FitCheckpoint
 from .distributed import local_share
 from .features import FeatureStore, mean_purity, pairs

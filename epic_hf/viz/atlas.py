@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 
-
 logger = logging.getLogger(__name__)
 
 CHANNELS_PER_CHUNK = 64

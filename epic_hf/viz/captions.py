@@ -10,7 +10,7 @@ falls back to ``-`` where no font does).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..results import ChannelExplanation, PrototypeMatch
 from ..results import ExplanationData as Explanation  # the numbers; this module words them
@@ -39,12 +39,12 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count} {word if count == 1 else (many or word + 's')}"
 
 
-def channel_total(explanation: "Explanation") -> float:
+def channel_total(explanation: Explanation) -> float:
     """The sum of every channel's contribution (not only the shown ones)."""
     return float(explanation.contributions.double().sum())
 
 
-def decomposition_terms(explanation: "Explanation") -> list[tuple[str, float]]:
+def decomposition_terms(explanation: Explanation) -> list[tuple[str, float]]:
     """The terms that add up to the logit exactly: all channels, the CLS token if any, the bias."""
     count = explanation.contributions.numel()
     terms = [(f"all {plural(count, 'channel')}", channel_total(explanation))]
@@ -54,7 +54,7 @@ def decomposition_terms(explanation: "Explanation") -> list[tuple[str, float]]:
     return terms
 
 
-def decomposition_equation(explanation: "Explanation", digits: int = 4) -> str:
+def decomposition_equation(explanation: Explanation, digits: int = 4) -> str:
     """One line: ``logit +7.8512 = +5.1234 (all 512 channels) + 1.2345 (bias)``."""
     parts = []
     for index, (name, value) in enumerate(decomposition_terms(explanation)):
@@ -63,7 +63,7 @@ def decomposition_equation(explanation: "Explanation", digits: int = 4) -> str:
     return f"logit {signed(explanation.target_logit, digits)} = " + " ".join(parts)
 
 
-def coverage_line(explanation: "Explanation", shown: Sequence["ChannelExplanation"]) -> str:
+def coverage_line(explanation: Explanation, shown: Sequence[ChannelExplanation]) -> str:
     """How much of the logit the shown channels carry together, as a number and a percentage.
 
     The percentage is of the logit itself, so it is given only where the logit is positive
@@ -77,7 +77,7 @@ def coverage_line(explanation: "Explanation", shown: Sequence["ChannelExplanatio
     return f"{head} of the logit {signed(logit)}"
 
 
-def share_meaning(explanation: "Explanation") -> str:
+def share_meaning(explanation: Explanation) -> str:
     return SHARE_MEANING.format(count=explanation.contributions.numel())
 
 
@@ -87,7 +87,7 @@ def ranking_note(shown: int, total: int) -> str:
     return note if total <= shown else f"{note} ({total - shown} more in to_dict())"
 
 
-def title_numbers(explanation: "Explanation") -> str:
+def title_numbers(explanation: Explanation) -> str:
     """The title's second line: probability, logit, class, the model's own guess if it differs, file."""
     parts = [
         f"p = {100 * explanation.probability:.1f}%",
@@ -101,7 +101,7 @@ def title_numbers(explanation: "Explanation") -> str:
     return "   ·   ".join(parts)
 
 
-def verdict(explanation: "Explanation") -> tuple[str, bool] | None:
+def verdict(explanation: Explanation) -> tuple[str, bool] | None:
     """(``correct``, True) or (``MISS: true class X``, False); None when the true label is unknown."""
     correct = explanation.is_correct
     if correct is None:
@@ -109,18 +109,18 @@ def verdict(explanation: "Explanation") -> tuple[str, bool] | None:
     return ("correct", True) if correct else (f"MISS: true class {explanation.true_label}", False)
 
 
-def prototype_name(prototype: "PrototypeMatch") -> str:
+def prototype_name(prototype: PrototypeMatch) -> str:
     """The prototype's display name: its file or dataset name, else ``#<sample key>``."""
     return prototype.name if prototype.name else f"#{prototype.sample_key}"
 
 
-def prototype_caption(prototype: "PrototypeMatch") -> tuple[str, str]:
+def prototype_caption(prototype: PrototypeMatch) -> tuple[str, str]:
     """(name, score) for a prototype's caption; the explained image itself is ``this image``."""
     name = THIS_IMAGE if prototype.is_query else prototype_name(prototype)
     return name, f"{prototype.score:.2f}"
 
 
-def legend_fields(explanation: "Explanation", channel: "ChannelExplanation") -> tuple[str, str, str]:
+def legend_fields(explanation: Explanation, channel: ChannelExplanation) -> tuple[str, str, str]:
     """(``channel 12``, ``+1.234``, ``12.3%``): a legend entry's columns."""
     share = explanation.share(channel.contribution)
     return f"channel {channel.channel}", signed(channel.contribution, 3), percent(share)

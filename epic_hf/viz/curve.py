@@ -6,7 +6,7 @@ after; the bank's purity under U = I and under the trained U as two reference li
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 

@@ -7,7 +7,7 @@ halos keep the box visible on a background of any colour, its own included.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 

@@ -13,8 +13,8 @@ of an explanation's channels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .colors import MAX_CHANNELS_SHOWN
 from .fonts import ChainFont

@@ -13,18 +13,17 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from ..results import PrototypeMatch
 from .captions import THIS_IMAGE, plural, prototype_caption
 from .colors import INK, MUTED, PANEL, RGB, channel_color
 from .draw import draw_box, draw_tag, frame, new_canvas, paste_fitted
 from .layout import Metrics, Rect, prototype_sheet_layout, scale_box
 
-from ..results import PrototypeMatch
-
 logger = logging.getLogger(__name__)
 
 
 def draw_prototype(
-    canvas: Image.Image, draw: ImageDraw.ImageDraw, prototype: "PrototypeMatch", cell: Rect, color: RGB, m: Metrics
+    canvas: Image.Image, draw: ImageDraw.ImageDraw, prototype: PrototypeMatch, cell: Rect, color: RGB, m: Metrics
 ) -> None:
     """A prototype image with its box, and ``name · score`` in the caption band below."""
     image = prototype.image

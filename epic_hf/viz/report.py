@@ -14,20 +14,27 @@ import base64
 import html
 import io
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from PIL import Image
 
+from ..results import ChannelExplanation
+from ..results import ExplanationData as Explanation  # the numbers; this module draws them
 from .captions import (
-    channel_total, coverage_line, decomposition_equation, percent, plural, prototype_caption, share_meaning, signed,
+    channel_total,
+    coverage_line,
+    decomposition_equation,
+    percent,
+    plural,
+    prototype_caption,
+    share_meaning,
+    signed,
     verdict,
 )
 from .colors import channel_color
-
-from ..results import ChannelExplanation
-from ..results import ExplanationData as Explanation  # the numbers; this module draws them
 
 PathLike = str | os.PathLike
 
@@ -63,7 +70,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 
 
 def write_html_report(
-    explanations: "Explanation | Sequence[Explanation]",
+    explanations: Explanation | Sequence[Explanation],
     path: PathLike,
     title: str = "EPIC explanations",
     *,
@@ -95,7 +102,7 @@ def write_html_report(
 
 
 def render_html_report(
-    explanations: Iterable["Explanation"],
+    explanations: Iterable[Explanation],
     title: str = "EPIC explanations",
     *,
     png_links: Sequence[str | None] | None = None,
@@ -119,7 +126,7 @@ def render_html_report(
     )
 
 
-def explanation_html(explanation: "Explanation") -> str:
+def explanation_html(explanation: Explanation) -> str:
     """A compact HTML view of one explanation (for notebooks): headline, figure, decomposition."""
     tag = _tag(explanation)
     return (
@@ -138,7 +145,7 @@ def png_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _as_list(explanations: Any) -> list["Explanation"]:
+def _as_list(explanations: Any) -> list[Explanation]:
     """One explanation or a sequence of them (checked by shape: this module imports no results)."""
     if _is_explanation(explanations):
         return [explanations]
@@ -171,7 +178,7 @@ def _links(paths: Sequence[PathLike | None] | None, count: int, base: Path, name
     return links
 
 
-def _subtitle(items: list["Explanation"]) -> str:
+def _subtitle(items: list[Explanation]) -> str:
     text = f"{plural(len(items), 'explanation')} &middot; EPIC prototype explanations: each logit is decomposed "
     text += "exactly into disentangled channel contributions plus the head's bias."
     judged = [e.is_correct for e in items if e.is_correct is not None]
@@ -192,7 +199,7 @@ def _skipped_section(skipped: Sequence[str]) -> str:
     )
 
 
-def _tag(explanation: "Explanation") -> str:
+def _tag(explanation: Explanation) -> str:
     judged = verdict(explanation)
     if judged is None:
         return ""
@@ -200,7 +207,7 @@ def _tag(explanation: "Explanation") -> str:
     return f"<span class=\"tag {'hit' if correct else 'miss'}\">{html.escape(text)}</span>"
 
 
-def _numbers(explanation: "Explanation") -> str:
+def _numbers(explanation: Explanation) -> str:
     parts = [
         f"class {explanation.target_index}",
         f"probability {100 * explanation.probability:.2f}%",
@@ -213,12 +220,12 @@ def _numbers(explanation: "Explanation") -> str:
     return " &middot; ".join(parts)
 
 
-def _alt(explanation: "Explanation") -> str:
+def _alt(explanation: Explanation) -> str:
     source = f" for {explanation.source}" if explanation.source else ""
     return f"EPIC explanation of {explanation.target_label}{source}"
 
 
-def _file_line(explanation: "Explanation", png: str | None, json: str | None) -> str:
+def _file_line(explanation: Explanation, png: str | None, json: str | None) -> str:
     parts = []
     if explanation.source:
         parts.append(f"file <code>{html.escape(explanation.source)}</code>")
@@ -228,7 +235,7 @@ def _file_line(explanation: "Explanation", png: str | None, json: str | None) ->
     return f"<p class=\"file\">{' &middot; '.join(parts)}</p>\n" if parts else ""
 
 
-def _section(index: int, explanation: "Explanation", png: str | None, json: str | None) -> str:
+def _section(index: int, explanation: Explanation, png: str | None, json: str | None) -> str:
     shown = explanation.channels
     return (
         f"<section id=\"explanation-{index}\">\n"
@@ -243,7 +250,7 @@ def _section(index: int, explanation: "Explanation", png: str | None, json: str 
     )
 
 
-def _channel_table(explanation: "Explanation") -> str:
+def _channel_table(explanation: Explanation) -> str:
     header = (
         "<tr><th>channel</th><th>contribution</th><th>share</th><th>box (x0, y0, x1, y1)</th>"
         "<th>prototypes (name &middot; score)</th></tr>"
@@ -252,7 +259,7 @@ def _channel_table(explanation: "Explanation") -> str:
     return f"<table>\n<thead>{header}</thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
 
 
-def _channel_row(slot: int, channel: "ChannelExplanation", explanation: "Explanation") -> str:
+def _channel_row(slot: int, channel: ChannelExplanation, explanation: Explanation) -> str:
     red, green, blue = channel_color(slot)
     swatch = f"<span class=\"swatch\" style=\"background: rgb({red}, {green}, {blue})\"></span>"
     names = [" · ".join(prototype_caption(p)) for p in channel.prototypes]
@@ -267,7 +274,7 @@ def _channel_row(slot: int, channel: "ChannelExplanation", explanation: "Explana
     return "<tr>" + "".join(cells) + "</tr>"
 
 
-def _exactness_note(explanation: "Explanation") -> str:
+def _exactness_note(explanation: Explanation) -> str:
     """The promise, checked with this explanation's own numbers."""
     total = channel_total(explanation)
     cls = float(explanation.cls_contribution)

@@ -13,31 +13,46 @@ Geometry comes from :func:`~epic_hf.viz.layout.explanation_layout`; words from
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
+from ..results import ChannelExplanation
+from ..results import ExplanationData as Explanation  # the numbers; this module draws them
 from .captions import (
-    coverage_line, decomposition_terms, legend_fields, percent, ranking_note, share_meaning, signed,
-    title_numbers, verdict,
+    coverage_line,
+    decomposition_terms,
+    legend_fields,
+    percent,
+    ranking_note,
+    share_meaning,
+    signed,
+    title_numbers,
+    verdict,
 )
 from .colors import (
-    INK, MAX_CHANNELS_SHOWN, MUTED, NEGATIVE, PANEL, POSITIVE, RGB, RULE, channel_color, heatmap_overlay,
+    INK,
+    MAX_CHANNELS_SHOWN,
+    MUTED,
+    NEGATIVE,
+    PANEL,
+    POSITIVE,
+    RGB,
+    RULE,
+    channel_color,
+    heatmap_overlay,
 )
 from .draw import crop_box, draw_box, draw_tag, frame, new_canvas, paste_fitted
 from .fonts import ChainFont
 from .layout import ExplanationLayout, Metrics, Rect, explanation_layout, inset_rect, nested_insets, scale_box
 from .prototypes import draw_notice, draw_prototype
 
-from ..results import ChannelExplanation
-from ..results import ExplanationData as Explanation  # the numbers; this module draws them
-
 logger = logging.getLogger(__name__)
 
 NO_PROTOTYPES_TEXT = "no prototypes (fit a bank first)"
 
 
-def shown_channels(explanation: "Explanation") -> list["ChannelExplanation"]:
+def shown_channels(explanation: Explanation) -> list[ChannelExplanation]:
     """The channels a picture shows: the first :data:`MAX_CHANNELS_SHOWN`, with a warning if cut."""
     channels = list(explanation.channels)
     if len(channels) > MAX_CHANNELS_SHOWN:
@@ -49,14 +64,14 @@ def shown_channels(explanation: "Explanation") -> list["ChannelExplanation"]:
     return channels
 
 
-def layout_for(explanation: "Explanation", cell_size: int = 160) -> ExplanationLayout:
+def layout_for(explanation: Explanation, cell_size: int = 160) -> ExplanationLayout:
     """The layout :func:`render_explanation` uses for ``explanation``."""
     shown = explanation.channels[:MAX_CHANNELS_SHOWN]
     num_prototypes = max((len(c.prototypes) for c in shown), default=0)
     return explanation_layout(len(shown), num_prototypes, cell_size, cls_term=explanation.cls_contribution != 0.0)
 
 
-def render_explanation(explanation: "Explanation", cell_size: int = 160) -> Image.Image:
+def render_explanation(explanation: Explanation, cell_size: int = 160) -> Image.Image:
     """The one-page picture of an explanation; see :func:`explanation_layout` for its geometry.
 
     At most :data:`MAX_CHANNELS_SHOWN` channels are drawn (a warning is logged when the
@@ -76,7 +91,7 @@ def render_explanation(explanation: "Explanation", cell_size: int = 160) -> Imag
     return canvas
 
 
-def _draw_title(draw: ImageDraw.ImageDraw, explanation: "Explanation", layout: ExplanationLayout) -> None:
+def _draw_title(draw: ImageDraw.ImageDraw, explanation: Explanation, layout: ExplanationLayout) -> None:
     """The label and its verdict tag, then the numbers line, over a thin rule."""
     m = layout.metrics
     width = layout.size[0]
@@ -97,8 +112,8 @@ def _draw_title(draw: ImageDraw.ImageDraw, explanation: "Explanation", layout: E
 
 
 def _draw_main_image(
-    canvas: Image.Image, draw: ImageDraw.ImageDraw, explanation: "Explanation",
-    channels: Sequence["ChannelExplanation"], layout: ExplanationLayout,
+    canvas: Image.Image, draw: ImageDraw.ImageDraw, explanation: Explanation,
+    channels: Sequence[ChannelExplanation], layout: ExplanationLayout,
 ) -> None:
     """The input with every shown channel's box; identical boxes nest so each colour shows."""
     m = layout.metrics
@@ -112,7 +127,7 @@ def _draw_main_image(
 
 
 def _draw_decomposition(
-    draw: ImageDraw.ImageDraw, explanation: "Explanation", channels: Sequence["ChannelExplanation"],
+    draw: ImageDraw.ImageDraw, explanation: Explanation, channels: Sequence[ChannelExplanation],
     layout: ExplanationLayout,
 ) -> None:
     """The logit as a column sum of its exact terms, the shown channels' coverage, and share's meaning."""
@@ -144,7 +159,7 @@ def _draw_term(draw: ImageDraw.ImageDraw, xy: tuple[int, int], number_w: int, nu
 
 
 def _draw_legend(
-    draw: ImageDraw.ImageDraw, explanation: "Explanation", channels: Sequence["ChannelExplanation"],
+    draw: ImageDraw.ImageDraw, explanation: Explanation, channels: Sequence[ChannelExplanation],
     layout: ExplanationLayout,
 ) -> None:
     """A header saying how channels were ranked, then one swatch line per channel in columns."""
@@ -197,8 +212,8 @@ def _draw_column_headers(draw: ImageDraw.ImageDraw, layout: ExplanationLayout) -
 
 
 def _draw_channel_row(
-    canvas: Image.Image, draw: ImageDraw.ImageDraw, explanation: "Explanation",
-    channel: "ChannelExplanation", row: int, layout: ExplanationLayout,
+    canvas: Image.Image, draw: ImageDraw.ImageDraw, explanation: Explanation,
+    channel: ChannelExplanation, row: int, layout: ExplanationLayout,
 ) -> None:
     m = layout.metrics
     color = channel_color(row)
@@ -220,7 +235,7 @@ def _draw_channel_row(
 
 
 def _draw_row_label(
-    draw: ImageDraw.ImageDraw, explanation: "Explanation", channel: "ChannelExplanation",
+    draw: ImageDraw.ImageDraw, explanation: Explanation, channel: ChannelExplanation,
     cell: Rect, color: RGB, m: Metrics,
 ) -> None:
     """Colour bar, channel id, signed contribution, and a bar for its share."""
