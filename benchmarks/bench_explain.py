@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from epic_hf import EpicExplainer, PrototypeBank  # noqa: E402
+from epic_hf import EpicConfig, EpicExplainer, PrototypeBank  # noqa: E402
 from epic_hf.synthetic import CONCEPTS, planted_image  # noqa: E402
 
 logger = logging.getLogger("bench_explain")
@@ -85,6 +85,8 @@ def attach_random_bank(explainer: EpicExplainer, input_size: tuple[int, int], se
         thumbnails={},  # prototype images load lazily; explain() never touches them
         input_size=input_size,
         grid_size=(1, 1),
+        config=EpicConfig(model_type=explainer.classifier.model_type, num_channels=dim, prototypes_per_channel=5,
+                          matrix=explainer.matrix, grid_size=(1, 1), input_size=input_size),
     )
     explainer.set_bank(bank, check_base_model=False)
     off_identity = float((explainer.U - torch.eye(dim)).abs().max())

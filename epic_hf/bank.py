@@ -3,8 +3,10 @@
 For every channel c of the disentangled feature map, the bank keeps its top-N prototypes:
 ``sample_keys[c]`` (which training images), ``scores[c]`` (``sum_hw G_c``), ``boxes[c]``
 (the argmax cell scaled to input pixels) and a JPEG thumbnail of each distinct image. It also
-keeps S, from which U is derived, so a bank fully determines the explanations it gives, and
-the class evidence of the fit (which channels each class relies on). Files: :mod:`epic_hf.bank_format`.
+owns the :class:`~epic_hf.disentangle.Disentangler` (S, and the base rotation of a trivialized
+fit) from which U is derived, so a bank fully determines the explanations it gives, and the class
+evidence of the fit (which channels each class relies on). Files: :mod:`epic_hf.bank_format`;
+pictures of a bank: :func:`epic_hf.viz.render_prototype_sheet` and :func:`epic_hf.viz.write_atlas`.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from .hub import HubMixin
 from .images import decode_jpeg
 from .model_card import model_card
 from .results import PrototypeMatch
-from .viz import render_prototype_sheet
-from .viz.atlas import write_atlas
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ class PrototypeBank(HubMixin):
         input_size: (height, width) of the model input the boxes refer to.
         grid_size: (height, width) of the feature map.
         config: what the bank is about (base model, fit settings, dataset, purity).
+        disentangler: built from S, matrix and base when the bank is made (not a constructor
+            argument): the one owner of U. A bank is a value: its S and base are not trained or
+            changed in place; a new fit makes a new bank.
         class_evidence: (num_classes, D) float32 or None, the mean contribution
             ``A'_{k,j} (U v)_j`` of channel j to class k's logit over the samples predicted as k
             (an exact, global "class k relies on channels ..." summary, free from the index pass).
@@ -67,7 +70,7 @@ class PrototypeBank(HubMixin):
     thumbnails: dict[int, bytes]
     input_size: tuple[int, int]
     grid_size: tuple[int, int]
-    config: EpicConfig | None = None
+    config: EpicConfig
     class_evidence: torch.Tensor | None = None
     class_counts: torch.Tensor | None = None
     id2label: dict[int, str] = field(default_factory=dict)
@@ -85,9 +88,15 @@ class PrototypeBank(HubMixin):
             raise ValueError(f"S must be ({dim}, {dim}) for a bank of {dim} channels, got {tuple(self.S.shape)}")
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
         self.grid_size = (int(self.grid_size[0]), int(self.grid_size[1]))
-        if self.config is None:
-            self.config = EpicConfig(model_type="unknown", num_channels=dim, prototypes_per_channel=count,
-                                     matrix=self.matrix, grid_size=self.grid_size, input_size=self.input_size)
+        self.disentangler = Disentangler.frozen(self.S, self.matrix, self.base)
+        self.S, self.base = self.disentangler.S.data, self.disentangler.base  # one copy of the state
+
+    @classmethod
+    def from_disentangler(cls, disentangler: Disentangler, **fields: Any) -> PrototypeBank:
+        """A bank that takes a trained ``disentangler``'s U (copied and frozen: the trainer may go on)."""
+        base = disentangler.base
+        return cls(S=disentangler.S.detach().cpu().clone(), matrix=disentangler.kind,
+                   base=None if base is None else base.detach().cpu().contiguous().clone(), **fields)
 
     @property
     def num_channels(self) -> int:
@@ -99,11 +108,8 @@ class PrototypeBank(HubMixin):
 
     @property
     def U(self) -> torch.Tensor:
-        disentangler = Disentangler(self.num_channels, self.matrix)  # type: ignore[arg-type]
-        with torch.no_grad():
-            disentangler.S.copy_(self.S)
-            disentangler.set_base(self.base)
-            return disentangler.matrix()
+        """The (D, D) disentangling matrix of this bank (computed once: a bank is not changed in place)."""
+        return self.disentangler.matrix()
 
     def thumbnail(self, sample_key: int) -> Image.Image:
         """The prototype image at the bank's input size (boxes apply to it directly)."""
@@ -136,14 +142,6 @@ class PrototypeBank(HubMixin):
     def _thumbnail_loader(self, key: int) -> Callable[[], Image.Image]:
         return lambda: self.thumbnail(key)
 
-    def show(self, channel: int) -> Image.Image:
-        """A sheet of ``channel``'s prototypes with their boxes."""
-        return render_prototype_sheet(self, channel)
-
-    def write_atlas(self, directory: str | Path, **kwargs: Any) -> Path:
-        """A static site of every channel and class, for a browser from ``file://`` (docs/atlas.md); its index.html."""
-        return write_atlas(self, directory, **kwargs)
-
     def class_channels(self, label: int | str, top_k: int = 8) -> list[tuple[int, float]]:
         """(channel, mean contribution) of the channels class ``label`` relies on most, from the fit's class evidence.
 
@@ -169,7 +167,6 @@ class PrototypeBank(HubMixin):
     def check_matches(self, classifier: FrozenClassifier, check_base_model: bool = True) -> None:
         """Refuse a bank fit on another model: D, model_type and (by fingerprint or name) the weights must agree."""
         config = self.config
-        assert config is not None
         if self.num_channels != classifier.num_channels:
             raise BankMismatchError(
                 f"the bank has {self.num_channels} channels but this model's feature map has "
@@ -194,7 +191,6 @@ class PrototypeBank(HubMixin):
 
     # -- persistence (orchestrated by epic_hf.hub.HubMixin) ------------------------------------
     def _save_pretrained(self, directory: Path) -> None:
-        assert self.config is not None
         self.config.library_version = __version__
         self.config.num_channels, self.config.prototypes_per_channel = self.num_channels, self.prototypes_per_channel
         self.config.matrix, self.config.grid_size, self.config.input_size = self.matrix, self.grid_size, self.input_size
@@ -213,7 +209,6 @@ class PrototypeBank(HubMixin):
                     self.prototypes_per_channel, directory)
 
     def _model_card(self, repo_id: str | None) -> ModelCard:
-        assert self.config is not None
         return model_card(self.config, repo_id)
 
     @classmethod
@@ -234,8 +229,8 @@ class PrototypeBank(HubMixin):
 
     def __repr__(self) -> str:
         config = self.config
-        purity = f", purity {config.purity_after:.3f}" if config and config.purity_after is not None else ""
-        base = config.base_model_name_or_path if config else None
+        purity = f", purity {config.purity_after:.3f}" if config.purity_after is not None else ""
+        base = config.base_model_name_or_path
         return (f"PrototypeBank({self.num_channels} channels x {self.prototypes_per_channel} prototypes, "
                 f"matrix={self.matrix!r}, {len(self.thumbnails)} thumbnails, base model {base!r}{purity})")
 

@@ -64,7 +64,8 @@ class FitConfig:
     lr: float = _setting(1e-3, "Adam learning rate on S", group="method", paper=True, minimum=0)
     weight_decay: float = _setting(1e-5, "Adam weight decay on S", group="method", paper=True, minimum=0)
     train_batch_size: int = _setting(
-        512, "(image, channel) pairs per optimizer step; each step costs one D x D matrix exponential",
+        512, "(image, channel) pairs per optimizer step; each step costs one D x D linear solve (dynamic "
+        "trivialization) or one matrix exponential and its gradient (trivialization='none', invertible U)",
         group="method", paper=True, minimum=1)
     seed: int = _setting(0, "seed of the pair shuffling", group="method")
     trivialization: str = _setting(

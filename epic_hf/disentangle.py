@@ -16,7 +16,7 @@ from .expm import matrix_exp
 
 MatrixKind = Literal["orthogonal", "invertible"]
 MATRIX_KINDS: tuple[str, ...] = ("orthogonal", "invertible")
-#: Floor on the norm of a feature vector in the purity denominator (DESIGN.md, section 1).
+#: Floor on the norm of a feature vector in the purity denominator (the paper's 1e-8).
 NORM_FLOOR = 1e-8
 
 
@@ -37,6 +37,34 @@ class Disentangler(nn.Module):
         self.S = nn.Parameter(torch.zeros(dim, dim))
         self.base: torch.Tensor | None
         self.register_buffer("base", None)
+        self._frozen: tuple[torch.Tensor, torch.Tensor] | None = None  # (U, U^-1) once frozen
+
+    @classmethod
+    def frozen(cls, S: torch.Tensor, kind: str, base: torch.Tensor | None = None) -> Disentangler:
+        """A finished U (a bank's): S and base are fixed, with no gradient, and U, U^-1 are computed once.
+
+        ``S`` is held as given (not copied); ``base`` is copied. Frozen means nothing trains it:
+        :meth:`matrix` and :meth:`inverse` return the values computed on first use.
+        """
+        if kind not in MATRIX_KINDS:
+            raise ValueError(f"matrix must be one of {MATRIX_KINDS}, got {kind!r}")
+        disentangler = cls(S.shape[0], kind)  # type: ignore[arg-type]
+        disentangler.S = nn.Parameter(S.detach(), requires_grad=False)
+        disentangler.set_base(base)
+        disentangler._frozen = (torch.empty(0), torch.empty(0))
+        return disentangler
+
+    @property
+    def is_frozen(self) -> bool:
+        return self._frozen is not None
+
+    @torch.no_grad()
+    def _frozen_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._frozen is not None
+        if not self._frozen[0].numel():
+            U = self._matrix()
+            self._frozen = (U.detach(), U.T.contiguous() if self.orthogonal else torch.linalg.matrix_exp(-self.S))
+        return self._frozen
 
     def set_base(self, base: torch.Tensor | None) -> None:
         """Use ``base`` (an orthogonal D x D matrix, or None for the identity) as the point U is measured from."""
@@ -70,6 +98,9 @@ class Disentangler(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         """U, differentiable in S (with the cheaper Fréchet-derivative backward of :mod:`epic_hf.expm`)."""
+        return self._frozen_pair()[0] if self._frozen is not None else self._matrix()
+
+    def _matrix(self) -> torch.Tensor:
         if self.base is None:
             return matrix_exp(self.generator())
         if not bool(self.S.detach().any()):  # a trivialized fit keeps S at zero: U is the base
@@ -78,6 +109,8 @@ class Disentangler(nn.Module):
 
     def inverse(self) -> torch.Tensor:
         """U^-1, computed from S rather than by inverting U (stabler, and exact for rotations)."""
+        if self._frozen is not None:
+            return self._frozen_pair()[1]
         if self.orthogonal:
             return self.matrix().T
         return torch.linalg.matrix_exp(-self.S)

@@ -1,8 +1,8 @@
 """`EpicExplainer`: a frozen Hugging Face classifier that explains itself with prototypes.
 
-It joins the three pieces: the :class:`~epic_hf.backbone.FrozenClassifier` (model, processor,
-adapter), the :class:`~epic_hf.disentangle.Disentangler` (U) and the
-:class:`~epic_hf.bank.PrototypeBank`. Explanations are built in :mod:`epic_hf.decompose`, fits
+It joins two pieces: the :class:`~epic_hf.backbone.FrozenClassifier` (model, processor,
+adapter) and the :class:`~epic_hf.bank.PrototypeBank`, which owns U (its
+:class:`~epic_hf.disentangle.Disentangler`); without a bank U is the identity. Explanations are built in :mod:`epic_hf.decompose`, fits
 in :mod:`epic_hf.fit`, files in :mod:`epic_hf.bank_format` and :mod:`epic_hf.hub`.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from huggingface_hub import ModelCard
 from PIL import Image
 from torch import nn
@@ -25,7 +26,7 @@ from .bank import PrototypeBank
 from .bank_format import CONFIG_NAME
 from .config import FitConfig
 from .decompose import Decomposer
-from .disentangle import Disentangler, MatrixKind
+from .disentangle import MATRIX_KINDS, Disentangler, MatrixKind
 from .errors import BankMismatchError
 from .evaluation import EvaluationReport, evaluate_explainer
 from .explanation import Explanation
@@ -33,6 +34,7 @@ from .fit import FitReport, bank_purity, run_fit
 from .hub import HubMixin, has_file, hub_access
 from .images import ImageInput
 from .loading import load_classifier, resolve_base_model
+from .viz.curve import render_purity_curve
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +54,12 @@ class EpicExplainer(HubMixin):
         reference = ModelReference(base_model_name_or_path or getattr(model, "name_or_path", None) or None,
                                    base_model_revision)
         self.classifier = FrozenClassifier(model, image_processor, reference)
-        self.disentangler = Disentangler(self.num_channels, matrix).to(self.device)
+        if matrix not in MATRIX_KINDS:
+            raise ValueError(f"matrix must be one of {MATRIX_KINDS}, got {matrix!r}")
+        self._matrix: MatrixKind = matrix
+        self._unfitted = Disentangler(self.num_channels, matrix)  # U = I until a bank brings its own
         self.bank: PrototypeBank | None = None
-        self._decomposer: tuple[Any, Decomposer] | None = None
+        self._decomposer: tuple[Disentangler, Decomposer] | None = None
         if bank is not None:
             self.set_bank(bank)
 
@@ -75,7 +80,6 @@ class EpicExplainer(HubMixin):
                     raise ValueError(f"base_model is for EPIC banks, and {name_or_path} is not one (no {CONFIG_NAME})")
                 return cls.from_classifier(name_or_path, revision=revision, matrix=matrix, **access)
             bank = PrototypeBank.from_pretrained(name_or_path, revision=revision, **access)
-        assert bank.config is not None
         base, base_revision = resolve_base_model(bank.config, base_model, name_or_path)
         logger.info("loading base model %s (revision %s) for EPIC bank %s", base, base_revision, name_or_path)
         explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.matrix, **hub_kwargs)
@@ -118,7 +122,26 @@ class EpicExplainer(HubMixin):
 
     @property
     def matrix(self) -> str:
+        """The kind of U: the bank's, or the kind the next :meth:`fit` learns."""
         return self.disentangler.kind
+
+    @property
+    def disentangler(self) -> Disentangler:
+        """The one holder of U: the bank's own, or the identity before a fit.
+
+        Assigning one explains under another U without a bank (research use: a random or a
+        hand-made rotation); with a bank attached, U is the bank's and assigning is refused.
+        """
+        return self.bank.disentangler if self.bank is not None else self._unfitted
+
+    @disentangler.setter
+    def disentangler(self, disentangler: Disentangler) -> None:
+        if self.bank is not None:
+            raise ValueError("this explainer's U is its bank's: attach another bank (set_bank) to change it")
+        if disentangler.dim != self.num_channels:
+            raise ValueError(f"U must be {self.num_channels} x {self.num_channels} for this model, "
+                             f"got {disentangler.dim} x {disentangler.dim}")
+        self._unfitted = disentangler
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -139,33 +162,35 @@ class EpicExplainer(HubMixin):
 
     @property
     def decomposer(self) -> Decomposer:
-        """The explanation maths under the current U, rebuilt only when S changes."""
-        S, base = self.disentangler.S, self.disentangler.base
-        key = (S.data_ptr(), S._version, self.disentangler.kind, S.device, self.device,
-               None if base is None else (base.data_ptr(), base._version))
-        if self._decomposer is None or self._decomposer[0] != key:
-            self._decomposer = (key, Decomposer(self.classifier, self.disentangler))
+        """The explanation maths under the current U, built once per disentangler.
+
+        A bank's disentangler is frozen, so one Decomposer serves it for good. An assigned,
+        unfrozen one (research use) is read afresh at every call, so changing its S in place is seen.
+        """
+        disentangler = self.disentangler
+        if not disentangler.is_frozen:
+            return Decomposer(self.classifier, disentangler)
+        if self._decomposer is None or self._decomposer[0] is not disentangler:
+            self._decomposer = (disentangler, Decomposer(self.classifier, disentangler))
         return self._decomposer[1]
 
     def set_bank(self, bank: PrototypeBank, check_base_model: bool = True) -> None:
-        """Attach a bank; its S becomes the explainer's disentangler.
+        """Attach a bank; its U becomes the explainer's (the bank keeps owning it).
 
         A bank fit on another model (other D, model_type, or other weights) is refused with
         :class:`BankMismatchError`, and so is a U under which the logits are no longer exact.
         """
         bank.check_matches(self.classifier, check_base_model=check_base_model)
-        if bank.matrix != self.disentangler.kind:
-            self.disentangler = Disentangler(self.num_channels, bank.matrix).to(self.device)  # type: ignore[arg-type]
-        with torch.no_grad():
-            self.disentangler.S.copy_(bank.S.to(self.disentangler.S))
-        self.disentangler.set_base(bank.base)
-        error = self.decomposer.exactness_error()
-        if error > self.decomposer.tolerance:
+        decomposer = Decomposer(self.classifier, bank.disentangler)
+        error = decomposer.exactness_error()
+        if error > decomposer.tolerance:
             raise BankMismatchError(
                 f"under this bank's U the decomposed logits differ from the model's by {error:.1e} (relative), "
                 f"above the {self.decomposer.tolerance:.0e} tolerance: U is too badly conditioned to explain "
                 "this model exactly; refit with matrix='orthogonal'")
         self.bank = bank
+        self._matrix = bank.disentangler.kind
+        self._decomposer = (bank.disentangler, decomposer)
 
     # -- inputs and maps -----------------------------------------------------------------
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
@@ -216,10 +241,13 @@ class EpicExplainer(HubMixin):
         checkpoints and the final bank: a killed run started again with the same settings resumes.
         """
         config = (config or FitConfig()).replace(**overrides)
-        bank, report = run_fit(self.classifier, self.disentangler, dataset, config,
+        bank, report = run_fit(self.classifier, dataset, config, self._matrix,
                                output_dir=str(output_dir) if output_dir is not None else None, accelerator=accelerator)
-        self.disentangler.to(self.device)
         self.set_bank(bank, check_base_model=False)
+        if output_dir is not None and PartialState().is_main_process:
+            curve = render_purity_curve([step.to_dict() for step in report.steps], report.purity_before,
+                                        report.purity_after)
+            curve.save(Path(output_dir) / "purity.png")
         return report
 
     def purity(self, dataset: Any, config: FitConfig | None = None, **overrides: Any) -> float:
@@ -238,7 +266,7 @@ class EpicExplainer(HubMixin):
         report = evaluate_explainer(self, dataset, top_k=top_k, label_column=label_column, max_samples=max_samples,
                                     output_dir=output_dir, noise_std=noise_std, shift_pixels=shift_pixels, seed=seed,
                                     batch_size=batch_size, **data_overrides)
-        if self.bank is not None and self.bank.config is not None:
+        if self.bank is not None:
             self.bank.config.evaluation = report.headline()
         return report
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
@@ -237,7 +236,6 @@ def image_keys(node: Node, site: Path) -> list[int]:
 
 @pytest.mark.slow  # six Chromium runs: about 5 s on an idle machine
 def test_the_atlas_renders_in_chromium(bank, atlas, tmp_path):
-    started = time.perf_counter()
     site = atlas.parent
     evidence = bank.class_evidence
 
@@ -281,4 +279,3 @@ def test_the_atlas_renders_in_chromium(bank, atlas, tmp_path):
     assert [a.attrs["href"] for a in results.find_all("a")] == ["#/class/2"]
     page = render(atlas, "#/search/" + quote("channel 65"), tmp_path)
     assert [c.attrs["data-channel"] for c in page.find_all("a", class_="card")] == ["65"]
-    assert (time.perf_counter() - started) < 120

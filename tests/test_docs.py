@@ -17,7 +17,7 @@ How a page is read
   namespace per page; blocks written as doctests (``>>>``) must print what they show.
 * Prose: inline code naming a repository path, an ``epic_hf.`` object, a public class attribute,
   an ``epic-hf`` command or one of its flags must exist; relative links must point at existing
-  files and headings. docs/architecture.md's layer table must match the real imports, and
+  files and headings (scripts/check_structure.py holds docs/architecture.md to the real imports), and
   docs/cli.md must list every FitConfig setting with its default.
 
 Where blocks run (slow: fits and the local Hub server)
@@ -459,44 +459,6 @@ def test_cli_doc_lists_every_fit_setting_with_its_default():
             assert shown == spec.default, flag
 
 
-ARCHITECTURE = ROOT / "docs" / "architecture.md"
-
-
-def real_import_graph() -> dict[str, set[str]]:
-    """Imports between the units of epic_hf (a top-level module or a subpackage), by scripts/check_structure.py."""
-    spec = importlib.util.spec_from_file_location("check_structure", ROOT / "scripts" / "check_structure.py")
-    structure = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(structure)
-    package = ROOT / "epic_hf"
-    files = {structure.module_name(path, package): path for path in sorted(package.rglob("*.py"))}
-
-    def unit(module: str) -> str:
-        parts = module.split(".")
-        return "__init__" if len(parts) == 1 else parts[1]
-
-    graph: dict[str, set[str]] = {}
-    for name, path in files.items():
-        targets = structure.imports_of(path, name, path.name == "__init__.py", set(files))
-        graph.setdefault(unit(name), set()).update(unit(t) for t in targets)
-    return {name: targets - {name} for name, targets in graph.items()}
-
-
-def test_architecture_table_is_the_real_import_graph():
-    text = ARCHITECTURE.read_text(encoding="utf-8")
-    layers, documented = {}, {}
-    for layer, units, imports in re.findall(r"^\| (\d+) \| (.+?) \| (.+?) \|$", text, re.M):
-        names = [u.strip("`/") for u in re.findall(r"`[^`]+`", units)]
-        for name in names:
-            layers[name] = int(layer)
-            documented[name] = {i.strip("`/") for i in re.findall(r"`[^`]+`", imports)}
-    real = real_import_graph()
-    assert set(documented) == set(real), "docs/architecture.md lists every unit of epic_hf once"
-    for name, targets in real.items():
-        row = ", ".join(f"`{t}`" for t in sorted(targets)) or "nothing"
-        assert documented[name] == targets, f"docs/architecture.md is out of date: {name} imports {row}"
-        assert all(layers[t] < layers[name] for t in targets), f"{name} imports from its own layer or above"
-    diagram = re.findall(r"^ layer (\d+): ([^—\n]+)", text, re.M)
-    assert {u.strip("/"): int(n) for n, units in diagram for u in units.split()} == layers
 
 
 # -- running the pages (slow) ------------------------------------------------------------------------------

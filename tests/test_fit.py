@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from epic_hf import EpicExplainer
-from epic_hf.disentangle import cell_box
+from epic_hf.disentangle import cell_box, purity_of_maps
 from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier
 
 SHORT = dict(schedule_start=20, schedule_end=5, schedule_steps=5, epochs_per_step=4, lr=2e-2, train_batch_size=32)
@@ -89,9 +89,20 @@ def test_orthogonal_fit_runs_and_reports(trained):
     model, processor, data = trained
     explainer = EpicExplainer(model, processor)
     report = explainer.fit(data, prototypes_per_channel=3, schedule_start=6, schedule_end=3, schedule_steps=2)
-    U = explainer.U
+    U, bank = explainer.U, explainer.bank
     torch.testing.assert_close(U @ U.T, torch.eye(U.shape[0]), atol=1e-4, rtol=0)
-    assert -1 <= report.purity_after <= 1 and explainer.bank.prototypes_per_channel == 3
+    assert bank.prototypes_per_channel == 3 and len(report.steps) == 2
+    # the prototypes are each channel's top 3 by sum_hw G_c over the whole dataset, under the trained U
+    G = explainer.feature_map(list(data["image"]))
+    scores = G.sum(dim=(2, 3))  # (samples, D)
+    top = scores.topk(3, dim=0).indices.T  # (D, 3): sample keys are row indices here
+    assert torch.equal(bank.sample_keys, top)
+    # and the reported purity is the definition's, on whole transformed maps of those prototypes
+    pairs = G[bank.sample_keys.reshape(-1)]
+    channels = torch.arange(explainer.num_channels).repeat_interleave(3)
+    expected = float(purity_of_maps(pairs, channels).mean())
+    assert report.purity_after == pytest.approx(expected, abs=1e-5)
+    assert report.purity_after == pytest.approx(bank.config.purity_after)
 
 
 def test_corrupt_image_is_skipped_and_reported(trained):

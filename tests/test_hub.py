@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from epic_hf import BankFormatError, BankMismatchError, EpicExplainer, PrototypeBank
 from epic_hf.bank_format import CONFIG_NAME, WEIGHTS_NAME
 from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier
+from epic_hf.viz import render_prototype_sheet
 from tiny_models import make_tiny_model, tiny_processor
 
 pytestmark = pytest.mark.slow  # subprocesses or the local Hub server
@@ -77,7 +78,7 @@ def test_bank_renders_without_the_dataset(pushed, tmp_path):
     explanation = pulled.explain(planted_dataset(1, size=32, seed=11)["image"][0])
     assert explanation.channels[0].prototypes
     assert explanation.to_image().size[0] > 0
-    assert pulled.bank.show(0).size[0] > 0
+    assert render_prototype_sheet(pulled.bank, 0).size[0] > 0
 
 
 def test_bank_alone_round_trips(pushed, tmp_path):
@@ -104,7 +105,8 @@ def test_bank_of_another_width_is_refused(pushed):
 def test_bank_of_another_family_is_refused(pushed):
     other = EpicExplainer(make_tiny_model("regnet"), tiny_processor())
     bank = pushed[0].bank
-    fake = PrototypeBank(**{**bank.__dict__, "S": torch.zeros(16, 16),
+    fields = {name: getattr(bank, name) for name in bank.__dataclass_fields__}
+    fake = PrototypeBank(**{**fields, "S": torch.zeros(16, 16), "base": None,
                             "sample_keys": torch.zeros(16, 3, dtype=torch.int64), "scores": torch.zeros(16, 3),
                             "boxes": torch.ones(16, 3, 4, dtype=torch.int64)})
     with pytest.raises(BankMismatchError, match="fit on a 'resnet' model, not on this 'regnet' model"):

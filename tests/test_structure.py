@@ -1,4 +1,5 @@
-"""The package keeps its shape: no import cycles, short functions, small modules (scripts/check_structure.py)."""
+"""The package keeps its shape (scripts/check_structure.py, the one structure check): no import cycles, short
+functions, small modules, no pickle loading, and docs/architecture.md's layer table is the real import graph."""
 
 from __future__ import annotations
 
@@ -12,7 +13,45 @@ spec.loader.exec_module(check_structure)
 
 
 def test_epic_hf_has_no_cycles_no_long_functions_and_no_large_modules():
-    assert check_structure.check(ROOT / "epic_hf") == []
+    assert check_structure.check(ROOT / "epic_hf", ROOT / "docs" / "architecture.md") == []
+
+
+def test_the_check_finds_pickle_loading(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("import torch\n\n\ndef f(p):\n    return torch.load(p)\n")
+    (package / "b.py").write_text("import pickle\n")
+    (package / "c.py").write_text("def g(torch, p):\n    return torch.load(p, weights_only=False)\n")
+    problems = check_structure.check(package)
+    assert [p.rsplit("/", 1)[-1] for p in problems] == [
+        "a.py:5 loads pickles (torch.load()", "b.py:1 loads pickles (import pickle)",
+        "c.py:2 loads pickles (torch.load()", "c.py:2 loads pickles (weights_only=False)"]
+
+
+def _architecture(rows: str, diagram: str) -> str:
+    return f"```\n{diagram}\n```\n\n| layer | unit | imports (inside `epic_hf`) |\n| --- | --- | --- |\n{rows}\n"
+
+
+def test_the_check_holds_the_architecture_table_to_the_imports(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from ..low import x\n")
+    (package / "low.py").write_text("x = 1\n")
+    graph = check_structure.unit_graph(package)
+    assert graph == {"__init__": set(), "sub": {"low"}, "low": set()}
+    good = _architecture("| 1 | `sub/` | `low` |\n| 0 | `__init__`, `low` | nothing |",
+                         " layer  1: sub/\n layer  0: __init__ low")
+    assert check_structure.architecture_problems(good, graph) == []
+    stale = _architecture("| 1 | `sub/` | nothing |\n| 0 | `__init__`, `low` | nothing |",
+                          " layer  1: sub/\n layer  0: __init__ low")
+    assert check_structure.architecture_problems(stale, graph) == ["docs/architecture.md is out of date: sub imports `low`"]
+    upside_down = _architecture("| 0 | `sub/` | `low` |\n| 1 | `__init__`, `low` | nothing |",
+                                " layer  0: sub/\n layer  1: __init__ low")
+    assert check_structure.architecture_problems(upside_down, graph) == [
+        "docs/architecture.md: sub (layer 0) imports ['low'] from its own layer or above"]
+    assert check_structure.lowest_layers(graph) == {"__init__": 0, "sub": 1, "low": 0}
 
 
 def test_the_check_finds_cycles_through_function_and_type_checking_imports(tmp_path):

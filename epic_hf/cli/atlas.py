@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..bank import PrototypeBank
+from ..viz import write_atlas
 from .common import emit, model_reference
 
 
@@ -23,5 +24,5 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
 
 def run(args: argparse.Namespace) -> int:
     bank = PrototypeBank.from_pretrained(model_reference(args.bank), revision=args.revision)
-    emit(f"wrote {bank.write_atlas(args.output_dir, title=args.title)}")
+    emit(f"wrote {write_atlas(bank, args.output_dir, title=args.title)}")
     return 0

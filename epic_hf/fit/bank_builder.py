@@ -70,9 +70,8 @@ def build_bank(classifier: FrozenClassifier, disentangler: Disentangler, source:
         fit=config.to_dict(), purity_after=purity_after,
         condition_number=1.0 if disentangler.orthogonal else float(torch.linalg.cond(U.double().cpu())),
     )
-    return PrototypeBank(
-        sample_keys=sample_keys.clone(), scores=scores.float(), boxes=boxes, S=disentangler.S.detach().cpu().clone(),
-        matrix=disentangler.kind, thumbnails=thumbnails, input_size=input_size, grid_size=grid, config=epic_config,
-        class_evidence=evidence, class_counts=counts, id2label=classifier.id2label, sample_names=names,
-        base=None if disentangler.base is None else disentangler.base.detach().cpu().contiguous().clone(),
+    return PrototypeBank.from_disentangler(
+        disentangler, sample_keys=sample_keys.clone(), scores=scores.float(), boxes=boxes, thumbnails=thumbnails,
+        input_size=input_size, grid_size=grid, config=epic_config, class_evidence=evidence, class_counts=counts,
+        id2label=classifier.id2label, sample_names=names,
     )

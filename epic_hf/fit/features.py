@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from ..backbone import FrozenClassifier
 from ..disentangle import purity_and_peaks
 from .source import ImageSource
+
+
+class FeatureMaps(Protocol):
+    """What training and purity read: F (len(keys), D, H, W) by sample key (a :class:`FeatureStore`, or any
+    in-memory table of maps)."""
+
+    def maps(self, keys: Iterable[int]) -> torch.Tensor: ...
+
+    def prefetch(self, keys: Iterable[int]) -> None: ...
 
 
 class FeatureStore:
@@ -132,7 +141,7 @@ def pairs(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return keys.reshape(-1), torch.arange(dim).repeat_interleave(count)
 
 
-def mean_purity(store: FeatureStore, keys: torch.Tensor, U: torch.Tensor, orthogonal: bool,
+def mean_purity(store: FeatureMaps, keys: torch.Tensor, U: torch.Tensor, orthogonal: bool,
                 chunk: int) -> tuple[float, torch.Tensor]:
     """Mean purity over the (D, N) prototype pairs under U, and each pair's peak cell (D, N)."""
     pair_keys, channels = pairs(keys)

@@ -19,8 +19,7 @@ import torch
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
 from ..config import FitConfig
-from ..disentangle import Disentangler
-from ..viz.curve import render_purity_curve
+from ..disentangle import Disentangler, MatrixKind
 from .bank_builder import build_bank
 from .checkpoint import FitCheckpoint
 from .distributed import gather_keys, make_accelerator
@@ -42,12 +41,17 @@ def open_source(dataset: Any, config: FitConfig) -> ImageSource:
                            label_column=config.label_column)
 
 
-def run_fit(classifier: FrozenClassifier, disentangler: Disentangler, dataset: Any, config: FitConfig,
+def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matrix: MatrixKind = "orthogonal",
             output_dir: str | None = None, accelerator: Any = None) -> tuple[PrototypeBank, FitReport]:
-    """Learn U (in ``disentangler``) and mine the bank; resumes from ``output_dir`` when it holds a checkpoint."""
+    """Learn a ``matrix`` U from U = I and mine a new bank, which owns it; resumes from ``output_dir``.
+
+    Nothing is changed on the caller's side: the U being trained lives in this call, and the
+    bank it returns holds a frozen copy of it.
+    """
     started = time.perf_counter()
     accelerator = accelerator or make_accelerator(config.mixed_precision)
     source = open_source(dataset, config)
+    disentangler = Disentangler(classifier.num_channels, matrix)
     checkpoint = FitCheckpoint(output_dir, _fingerprint(classifier, disentangler, source, config),
                                is_main=accelerator.is_main_process)
     finished = _load_finished(checkpoint)
@@ -69,7 +73,6 @@ def run_fit(classifier: FrozenClassifier, disentangler: Disentangler, dataset: A
         logger.info("purity before training (U = I): %.4f", report.purity_before)
         Trainer(disentangler, index, store, config, accelerator, checkpoint).run(report)
         bank = build_bank(classifier, disentangler, source, index, store, config)
-    disentangler.cpu()
     report.purity_after = float(bank.config.purity_after)
     report.condition_number = bank.config.condition_number
     report.backbone_images = len(index) + store.computed
@@ -82,8 +85,6 @@ def run_fit(classifier: FrozenClassifier, disentangler: Disentangler, dataset: A
     bank.config.steps = [step.to_dict() for step in report.steps]
     if checkpoint.bank_dir is not None and accelerator.is_main_process:
         bank.save_pretrained(checkpoint.bank_dir)
-        render_purity_curve(bank.config.steps, report.purity_before, report.purity_after).save(
-            checkpoint.directory / "purity.png")
         (checkpoint.directory / "fit_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     accelerator.wait_for_everyone()
     return bank, report

@@ -1,4 +1,4 @@
-"""What a fit did and how well: purity as DESIGN.md defines it, per-step curves, timings, counts."""
+"""What a fit did and how well: purity (docs/how_epic_works.md), per-step curves, timings, counts."""
 
 from __future__ import annotations
 

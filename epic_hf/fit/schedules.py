@@ -13,7 +13,7 @@ SCHEDULES = ("linear", "exponential", "logarithmic")
 def prototypes_at_step(kind: str, step: int, start: int, end: int, steps: int) -> int:
     """N at ``step`` (0-based) of ``steps``.
 
-    The formulas of the official EPIC code (DESIGN.md, section 1):
+    The formulas of the official EPIC code:
 
     * linear: ``int(max(end, start - (start - end) / steps * step))``
       (100 -> 5 over 10 steps: 100, 90, 81, 71, 62, 52, 43, 33, 24, 14)

@@ -24,16 +24,22 @@ from ..disentangle import Disentangler, purity_of_features
 from ..progress import progress_bar
 from .checkpoint import FitCheckpoint
 from .distributed import local_share
-from .features import FeatureStore, mean_purity, pairs
+from .features import FeatureMaps, mean_purity, pairs
 from .index import PooledIndex
 from .report import FitReport, StepRecord
 from .schedules import schedule as make_schedule
 
 logger = logging.getLogger(__name__)
 
+#: The pair order of epoch e of schedule step s is a permutation seeded with
+#: ``seed * SEED_STRIDE_RUN + s * SEED_STRIDE_STEP + e``: distinct primes keep the orders of
+#: different runs, steps and epochs apart, and the same on every process and on a resume.
+SEED_STRIDE_RUN = 1_000_003
+SEED_STRIDE_STEP = 1009
+
 
 def optimizer_steps(plan: list[int], samples: int, dim: int, epochs: int, batch: int) -> int:
-    """How many optimizer steps (each one D x D matrix exponential and its gradient) a plan takes."""
+    """How many optimizer steps a plan takes (each one D x D linear solve, or a matrix exponential and its gradient)."""
     return sum(-(-min(count, samples) * dim // batch) for count in plan) * epochs
 
 
@@ -54,9 +60,13 @@ def bound_condition(S: torch.Tensor, max_condition: float) -> bool:
 
 
 class Trainer:
-    """Runs the schedule on a disentangler, resuming from a checkpoint's last finished step."""
+    """Runs the schedule on a disentangler, resuming from a checkpoint's last finished step.
 
-    def __init__(self, disentangler: Disentangler, index: PooledIndex, store: FeatureStore, config: FitConfig,
+    It reads feature maps through ``store`` (any :class:`~epic_hf.fit.features.FeatureMaps`): the
+    backbone, the data and the images are the store's business, not the trainer's.
+    """
+
+    def __init__(self, disentangler: Disentangler, index: PooledIndex, store: FeatureMaps, config: FitConfig,
                  accelerator: Any, checkpoint: FitCheckpoint) -> None:
         self.disentangler = disentangler
         self.index = index
@@ -138,7 +148,7 @@ class Trainer:
         pair_keys, pair_channels = pairs(keys)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         orders = [torch.randperm(pair_keys.numel(), generator=torch.Generator().manual_seed(
-            self.config.seed * 1_000_003 + step * 1009 + epoch)) for epoch in range(self.config.epochs_per_step)]
+            self.config.seed * SEED_STRIDE_RUN + step * SEED_STRIDE_STEP + epoch)) for epoch in range(self.config.epochs_per_step)]
         local = torch.cat([local_share(order, self.config.train_batch_size, rank, world) for order in orders])
         self.store.prefetch(pair_keys[local].tolist())
         orthogonal = self.disentangler.orthogonal

@@ -25,9 +25,12 @@ import shutil
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:  # annotations only: the bank is drawn here, never built
+    from ..bank import PrototypeBank
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ _ASSETS = ("atlas.js", "atlas.css")
 
 
 def write_atlas(
-    bank: Any,
+    bank: PrototypeBank,
     directory: str | Path,
     *,
     title: str | None = None,
@@ -95,17 +98,17 @@ def _clear_previous_atlas(root: Path) -> None:
     (root / "images").mkdir(exist_ok=True)
 
 
-def _config(bank: Any) -> dict[str, Any]:
+def _config(bank: PrototypeBank) -> dict[str, Any]:
     """The bank's EpicConfig as a plain dict (fields read by name, missing ones as None)."""
     return bank.config.to_dict() if bank.config is not None else {}
 
 
-def _default_title(bank: Any) -> str:
+def _default_title(bank: PrototypeBank) -> str:
     model = _config(bank).get("base_model_name_or_path")
     return f"{model}: EPIC bank atlas" if model else "EPIC bank atlas"
 
 
-def _write_images(bank: Any, directory: Path) -> list[int]:
+def _write_images(bank: PrototypeBank, directory: Path) -> list[int]:
     """Each distinct prototype thumbnail once, byte for byte; returns the keys the bank lacks."""
     missing = []
     for key in torch.unique(bank.sample_keys).tolist():
@@ -120,7 +123,7 @@ def _write_images(bank: Any, directory: Path) -> list[int]:
     return missing
 
 
-def _evidence(bank: Any) -> torch.Tensor | None:
+def _evidence(bank: PrototypeBank) -> torch.Tensor | None:
     evidence = bank.class_evidence
     if evidence is None:
         return None
@@ -141,12 +144,12 @@ def _num(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def _labels(bank: Any, num_classes: int) -> list[str]:
+def _labels(bank: PrototypeBank, num_classes: int) -> list[str]:
     names = {int(k): str(v) for k, v in (bank.id2label or {}).items()}
     return [names.get(index, f"class {index}") for index in range(num_classes)]
 
 
-def _meta(bank: Any, title: str, evidence: torch.Tensor | None, missing: list[int]) -> dict[str, Any]:
+def _meta(bank: PrototypeBank, title: str, evidence: torch.Tensor | None, missing: list[int]) -> dict[str, Any]:
     """What every view needs: sizes, labels, where the chunks are, and a summary of the fit."""
     names = bank.id2label or {}
     num_classes = evidence.shape[0] if evidence is not None else (max(map(int, names)) + 1 if names else 0)
@@ -160,7 +163,7 @@ def _meta(bank: Any, title: str, evidence: torch.Tensor | None, missing: list[in
     }
 
 
-def _summary(bank: Any) -> list[list[str]]:
+def _summary(bank: PrototypeBank) -> list[list[str]]:
     """(name, value) pairs for the header line, from whatever the bank's config has."""
     config = _config(bank)
     pairs = []
@@ -182,7 +185,7 @@ def _summary(bank: Any) -> list[list[str]]:
     return pairs
 
 
-def _grid(bank: Any, evidence: torch.Tensor | None, reliance: torch.Tensor | None) -> dict[str, Any]:
+def _grid(bank: PrototypeBank, evidence: torch.Tensor | None, reliance: torch.Tensor | None) -> dict[str, Any]:
     """Per channel: how much the classes rely on it, the class it drives most, its top crops."""
     keys = bank.sample_keys[:, :GRID_CROPS].tolist()
     boxes = bank.boxes[:, :GRID_CROPS].to(torch.int64).tolist()
@@ -199,7 +202,7 @@ def _grid(bank: Any, evidence: torch.Tensor | None, reliance: torch.Tensor | Non
     return {"rows": rows}
 
 
-def _channel_chunk(bank: Any, start: int, stop: int,
+def _channel_chunk(bank: PrototypeBank, start: int, stop: int,
                    top_classes: tuple[list[list[int]], list[list[float]]] | None) -> dict[str, Any]:
     """Channels ``start`` to ``stop``: every prototype, the classes each drives most, sample names."""
     keys = bank.sample_keys[start:stop].tolist()
@@ -219,7 +222,7 @@ def _channel_chunk(bank: Any, start: int, stop: int,
     return {"start": start, "items": items, "names": names}
 
 
-def _class_chunk(bank: Any, start: int, stop: int,
+def _class_chunk(bank: PrototypeBank, start: int, stop: int,
                  top_channels: tuple[list[list[int]], list[list[float]]]) -> dict[str, Any]:
     """Classes ``start`` to ``stop``: the channels each relies on most, with their evidence."""
     indices, values = top_channels

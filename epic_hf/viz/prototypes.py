@@ -9,7 +9,7 @@ reader does not take the image as outside evidence for itself.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
@@ -18,6 +18,9 @@ from .captions import THIS_IMAGE, plural, prototype_caption
 from .colors import INK, MUTED, PANEL, RGB, channel_color
 from .draw import draw_box, draw_tag, frame, new_canvas, paste_fitted
 from .layout import Metrics, Rect, prototype_sheet_layout, scale_box
+
+if TYPE_CHECKING:  # annotations only: the bank is drawn here, never built
+    from ..bank import PrototypeBank
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def draw_notice(draw: ImageDraw.ImageDraw, rect: Rect, text: str, m: Metrics) ->
     m.font("body").draw_centered(draw, rect, text, MUTED)
 
 
-def render_prototype_sheet(bank: Any, channel: int, cell_size: int = 160) -> Image.Image:
+def render_prototype_sheet(bank: PrototypeBank, channel: int, cell_size: int = 160) -> Image.Image:
     """All prototypes of one channel of ``bank``, best first, with their boxes and scores.
 
     Boxes use ``channel_color(channel)``: a sheet has no slot order, so the channel's own
