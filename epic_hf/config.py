@@ -12,13 +12,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import BankFormatError
 
+logger = logging.getLogger(__name__)
+
 #: The version of ``epic_config.json`` this release writes and reads.
 FORMAT_VERSION = 1
+#: Keys that banks written by epic_hf 0.1.0 kept among their fit settings: model facts that now
+#: live in the bank config itself. They are dropped without a warning.
+LEGACY_FIT_KEYS = frozenset({"base_model_revision", "matrix", "model_type", "num_channels"})
+
+
+def known_values(cls: type, values: dict[str, Any], where: str, ignored: Iterable[str] = ()) -> dict[str, Any]:
+    """The entries of ``values`` that are fields of dataclass ``cls``; any other key is logged, not dropped silently.
+
+    As PEFT does for adapter configs: a key a newer release wrote, or a typo in a hand-edited
+    file, is named in a warning, so that a setting that was meant to apply is not lost unseen.
+    """
+    known = {spec.name for spec in fields(cls)}
+    unknown = sorted(set(values) - known - set(ignored))
+    if unknown:
+        logger.warning("%s: ignoring unknown key(s) %s (this epic_hf knows %s)", where, unknown, sorted(known))
+    return {k: v for k, v in values.items() if k in known}
 
 
 def _setting(default: Any, help: str, *, group: str, choices: tuple | None = None, paper: bool = False,
@@ -112,10 +132,12 @@ class FitConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FitConfig:
-        """Read the known settings of ``values`` (older banks also recorded model facts here)."""
-        known = {spec.name for spec in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    def from_dict(cls, values: dict[str, Any], where: str = "fit settings") -> FitConfig:
+        """Read settings written by :meth:`to_dict` (older banks also recorded model facts here).
+
+        Unknown keys are named in a warning; invalid values raise ``ValueError`` naming the setting.
+        """
+        return cls(**known_values(cls, values, where, ignored=LEGACY_FIT_KEYS))
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the fitted bank: what a checkpoint must agree on to resume."""
@@ -140,7 +162,7 @@ class EpicConfig:
     base_model_name_or_path: str | None = None
     base_model_revision: str | None = None
     base_model_fingerprint: str | None = None
-    fit: dict[str, Any] = field(default_factory=dict)
+    fit: FitConfig = field(default_factory=FitConfig)
     dataset: dict[str, Any] = field(default_factory=dict)
     purity_before: float | None = None
     purity_after: float | None = None
@@ -171,9 +193,12 @@ class EpicConfig:
                 f"the bank uses format version {version!r}; this epic_hf reads version {FORMAT_VERSION}. "
                 "Upgrade epic_hf (pip install -U epic_hf) to read banks written by a newer release."
             )
-        known = {spec.name for spec in fields(cls)}
+        values = known_values(cls, values, "epic_config.json", ignored=("format",))
         try:
-            config = cls(**{k: v for k, v in values.items() if k in known})
+            fit = values.get("fit", {})
+            if not isinstance(fit, dict):
+                raise TypeError(f"'fit' must be an object of fit settings, got {type(fit).__name__}")
+            config = cls(**{**values, "fit": FitConfig.from_dict(fit, "epic_config.json's fit settings")})
             config.grid_size = tuple(int(v) for v in config.grid_size)  # type: ignore[assignment]
             config.input_size = tuple(int(v) for v in config.input_size)  # type: ignore[assignment]
         except (TypeError, ValueError) as error:

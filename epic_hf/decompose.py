@@ -130,8 +130,8 @@ def _bank_key_of(bank: PrototypeBank, picture: Any) -> int | None:
     Thumbnails are JPEGs of the processed input at the bank's settings; encoding this image the
     same way gives the same bytes exactly when it is the same processed image.
     """
-    fit = bank.config.fit if bank.config is not None else {}
-    data = encode_jpeg(picture, int(fit.get("thumbnail_size", 112)), int(fit.get("thumbnail_quality", 80)))
+    fit = bank.config.fit
+    data = encode_jpeg(picture, fit.thumbnail_size, fit.thumbnail_quality)
     return bank.key_of_thumbnail(data)
 
 

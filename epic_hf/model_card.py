@@ -67,7 +67,7 @@ def model_card(config: EpicConfig, repo_id: str | None = None) -> ModelCard:
     data = ModelCardData(library_name="epic_hf", tags=["epic", "explainability", "prototypes", "image-classification"],
                          base_model=_hub_id(base), datasets=[d] if (d := _hub_id(dataset.get("name"))) else None)
     name = repo_id or "path/to/this/bank"
-    fit = json.dumps(config.fit, indent=2, sort_keys=True)
+    fit = json.dumps(config.fit.to_dict(), indent=2, sort_keys=True)
     text = f"""
 {CARD_START}
 # EPIC prototype bank for `{base}`

@@ -23,7 +23,7 @@ def test_a_bank_written_by_the_previous_release_loads():
     bank = PrototypeBank.from_pretrained(OLD / "bank")
     assert bank.num_channels == 8 and bank.prototypes_per_channel == 3
     assert bank.config.model_type == "resnet" and bank.config.base_model_fingerprint is None
-    assert bank.config.fit["schedule_start"] == 6 and bank.class_evidence is None and bank.sample_names == {}
+    assert bank.config.fit.schedule_start == 6 and bank.class_evidence is None and bank.sample_names == {}
     assert len(bank.thumbnails) > 0 and bank.thumbnail(int(bank.sample_keys[0, 0])).size == bank.input_size[::-1]
 
 
@@ -51,3 +51,44 @@ def test_the_callers_model_keeps_requires_grad_and_device():
     assert all(parameter.requires_grad for parameter in model.parameters())
     assert all(parameter.grad is None for parameter in model.parameters())
     assert next(model.parameters()).device == device and not model.training
+
+
+def _config_values() -> dict:
+    return json.loads((OLD / "bank" / "epic_config.json").read_text())
+
+
+def test_the_fit_settings_of_a_bank_are_a_typed_fit_config(caplog):
+    from epic_hf import EpicConfig, FitConfig
+
+    with caplog.at_level("WARNING", logger="epic_hf"):
+        config = EpicConfig.from_dict(_config_values())
+    assert isinstance(config.fit, FitConfig) and config.fit.thumbnail_size == 32 and config.fit.lr == 1e-3
+    assert not caplog.records  # 0.1.0's model facts among the fit settings are known legacy, not news
+    again = EpicConfig.from_json(config.to_json())
+    assert again.fit == config.fit and again.to_dict() == config.to_dict()
+
+
+def test_unknown_config_keys_are_named_not_dropped_silently(caplog):
+    from epic_hf import EpicConfig
+
+    values = _config_values()
+    values["future_setting"] = 1
+    values["fit"]["schedul_steps"] = 3  # a typo in a hand-edited file
+    with caplog.at_level("WARNING", logger="epic_hf"):
+        config = EpicConfig.from_dict(values)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "epic_config.json: ignoring unknown key(s) ['future_setting']" in messages
+    assert "epic_config.json's fit settings: ignoring unknown key(s) ['schedul_steps']" in messages
+    assert config.fit.schedule_steps == 2  # the bank's own value, untouched by the typo
+
+
+@pytest.mark.parametrize("fit, problem", [({"lr": -1.0}, "lr must be a number of at least 0"),
+                                          ({"schedule": "cubic"}, "schedule must be one of"),
+                                          ([1, 2], "'fit' must be an object")])
+def test_invalid_fit_settings_in_a_bank_are_a_format_error(fit, problem):
+    from epic_hf import BankFormatError, EpicConfig
+
+    values = _config_values()
+    values["fit"] = {**values["fit"], **fit} if isinstance(fit, dict) else fit
+    with pytest.raises(BankFormatError, match=problem):
+        EpicConfig.from_dict(values)

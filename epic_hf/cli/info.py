@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics": {"purity_before": config.purity_before, "purity_after": config.purity_after,
                     "num_samples": config.num_samples, "num_skipped": config.num_skipped,
                     "condition_number": config.condition_number},
-        "dataset": config.dataset, "fit": config.fit, "format_version": config.format_version,
+        "dataset": config.dataset, "fit": config.fit.to_dict(), "format_version": config.format_version,
         "library_version": config.library_version,
     }
     if fit_report is not None:

@@ -15,6 +15,9 @@ from .features import FeatureStore, mean_purity
 from .index import PooledIndex
 from .source import ImageSource
 
+#: Pooled vectors transformed at a time for the class evidence: bounded memory on a memory-mapped index.
+EVIDENCE_CHUNK_ROWS = 16384
+
 
 def class_evidence(index: PooledIndex, U: torch.Tensor, weight: torch.Tensor,
                    num_classes: int) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
@@ -27,9 +30,9 @@ def class_evidence(index: PooledIndex, U: torch.Tensor, weight: torch.Tensor,
         return None, None
     sums = torch.zeros(num_classes, U.shape[0], dtype=torch.float64)
     counts = torch.bincount(index.predictions, minlength=num_classes)[:num_classes]
-    for start in range(0, len(index), 16384):
-        transformed = torch.as_tensor(index.vectors[start: start + 16384]).double() @ U.double().T
-        sums.index_add_(0, index.predictions[start: start + 16384], transformed)
+    for start in range(0, len(index), EVIDENCE_CHUNK_ROWS):
+        transformed = torch.as_tensor(index.vectors[start: start + EVIDENCE_CHUNK_ROWS]).double() @ U.double().T
+        sums.index_add_(0, index.predictions[start: start + EVIDENCE_CHUNK_ROWS], transformed)
     means = sums / counts.clamp_min(1)[:, None].double()
     return (means * weight.double()).float(), counts.to(torch.int64)
 
@@ -67,7 +70,7 @@ def build_bank(classifier: FrozenClassifier, disentangler: Disentangler, source:
         prototypes_per_channel=int(sample_keys.shape[1]), matrix=disentangler.kind, grid_size=grid,
         input_size=input_size, base_model_name_or_path=classifier.reference.name_or_path,
         base_model_revision=classifier.reference.revision, base_model_fingerprint=classifier.fingerprint,
-        fit=config.to_dict(), purity_after=purity_after,
+        fit=config, purity_after=purity_after,
         condition_number=1.0 if disentangler.orthogonal else float(torch.linalg.cond(U.double().cpu())),
     )
     return PrototypeBank.from_disentangler(

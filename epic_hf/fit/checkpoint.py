@@ -31,6 +31,8 @@ INDEX_NAME = "index.safetensors"
 VECTORS_NAME = "index_vectors.f32"
 STATE_NAME = "train_state.safetensors"
 BANK_DIR = "bank"
+#: Rows of the pooled index written at a time: bounded memory when the index is memory-mapped.
+WRITE_CHUNK_ROWS = 65536
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -90,8 +92,9 @@ class FitCheckpoint:
         target = self._path(VECTORS_NAME)
         partial = target.with_name(target.name + ".partial")
         with open(partial, "wb") as handle:
-            for start in range(0, array.shape[0], 65536):
-                handle.write(np.ascontiguousarray(array[start: start + 65536], dtype=np.float32).tobytes())
+            for start in range(0, array.shape[0], WRITE_CHUNK_ROWS):
+                rows = array[start: start + WRITE_CHUNK_ROWS]
+                handle.write(np.ascontiguousarray(rows, dtype=np.float32).tobytes())
         os.replace(partial, target)
         _atomic_save({**tensors, "vectors_shape": torch.tensor(array.shape, dtype=torch.int64)}, path)
 

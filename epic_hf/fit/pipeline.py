@@ -33,6 +33,8 @@ from .trainer import Trainer
 logger = logging.getLogger(__name__)
 
 _MB = 2**20
+#: A cache budget that never binds: purity of a finished bank reads each prototype map once.
+UNBOUNDED_BYTES = 2**62
 
 
 def open_source(dataset: Any, config: FitConfig) -> ImageSource:
@@ -140,6 +142,6 @@ def bank_purity(classifier: FrozenClassifier, bank: PrototypeBank, U: torch.Tens
                 config: FitConfig) -> float:
     """Mean purity of ``bank``'s (channel, prototype) pairs under U, recomputed from ``dataset``."""
     source = open_source(dataset, config)
-    store = FeatureStore(classifier, source, 2**62, config.batch_size, contextlib.nullcontext)
+    store = FeatureStore(classifier, source, UNBOUNDED_BYTES, config.batch_size, contextlib.nullcontext)
     purity, _ = mean_purity(store, bank.sample_keys, U, bank.matrix == "orthogonal", config.batch_size)
     return purity
