@@ -268,6 +268,18 @@ def test_unicode_label_has_a_glyph_for_every_character() -> None:
     assert bytes(bundled.getmask("猫")) == bytes(bundled.getmask("\U0010fffd"))
 
 
+def test_a_character_no_font_has_is_named_once_with_how_to_get_fonts(caplog, monkeypatch) -> None:
+    """Without the [cjk] extra, CJK labels are boxes: the first one drawn says so, and how to install the fonts."""
+    monkeypatch.setattr(fonts, "_warned", set())
+    unknown = "\U000f0000"  # a private-use code point no font here maps
+    assert fonts.missing_glyphs(unknown) == [unknown]
+    with caplog.at_level(logging.WARNING, logger="epic_hf.viz.fonts"):
+        fonts.ChainFont(14).getlength(f"a{unknown}b{unknown}")
+        fonts.ChainFont(14).getlength(unknown)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "U+F0000" in messages[0] and 'pip install "epic_hf[cjk]"' in messages[0]
+
+
 def test_unicode_label_is_drawn_in_the_title(explanation: Explanation) -> None:
     figure = render_explanation(dataclasses.replace(explanation, target_label=UNICODE_LABEL), CELL)
     m = Metrics(CELL)

@@ -6,9 +6,11 @@ every other character as a box. The chain is
 
 1. **Noto Sans** (package ``fontpkg-noto-sans``, OFL-1.1): Latin, Greek, Cyrillic, Vietnamese,
    and the typographic signs the pictures use (− ÷ Σ … ·); variable, so titles can be bold;
-2. **WenQuanYi Micro Hei** (package ``paperang-p2-fonts-cjk``, Apache-2.0 or GPL-3 with the font
-   exception; byte-identical to Debian's ``fonts-wqy-microhei``): Chinese, Japanese kana,
-   Korean Hangul and 34,600 characters in all, in about 5 MB;
+2. **WenQuanYi Micro Hei** (package ``paperang-p2-fonts-cjk``, the optional ``cjk`` extra:
+   ``pip install "epic_hf[cjk]"``; Apache-2.0 or GPL-3 with the font exception; byte-identical to
+   Debian's ``fonts-wqy-microhei``): Chinese, Japanese kana, Korean Hangul and 34,600 characters
+   in all, in about 5 MB. Without it such characters are drawn as boxes, and the first time one is
+   met a warning says how to install it;
 3. common system fonts where they exist (DejaVu, Noto CJK);
 4. PIL's bundled font, so text is still drawn when nothing else is installed.
 
@@ -49,6 +51,9 @@ SYSTEM_FONTS: tuple[str, ...] = (
 #: Stand-ins for signs when no font of the chain has them (PIL's bundled font has none).
 ASCII_STAND_INS = {"−": "-", "÷": "/", "Σ": "sum", "…": "...", "·": "-", "—": "-", "×": "x", "≈": "~"}
 
+#: How to get glyphs for characters no font here has (said once, the first time one is drawn).
+CJK_HINT = 'install the CJK fonts with: pip install "epic_hf[cjk]" (or Debian\'s fonts-wqy-microhei)'
+
 _NOTDEF_PROBE = "\U0010fffd"  # a private-use code point no font maps: it renders as .notdef
 _PROBE_SIZE = 32
 
@@ -68,7 +73,7 @@ def font_files() -> tuple[Path, ...]:
     loadable = [path for path in found if _load(path, 12, False) is not None]
     if not loadable:
         logger.warning(
-            "no TrueType font found (epic_hf depends on fontpkg-noto-sans and paperang-p2-fonts-cjk): "
+            "no TrueType font found (epic_hf depends on fontpkg-noto-sans; CJK fonts are the [cjk] extra): "
             "text is drawn with PIL's bundled font, and characters outside basic Latin show as boxes"
         )
     return tuple(loadable)
@@ -143,12 +148,23 @@ def _runs(text: str) -> list[tuple[str, int]]:
             if stand_in is not None and not missing_glyphs(stand_in):
                 char, index = stand_in, face_index_for(stand_in[0])
             else:
+                _warn_missing_once(char)
                 index = 0
         if runs and runs[-1][1] == index:
             runs[-1] = (runs[-1][0] + char, index)
         else:
             runs.append((char, index))
     return runs
+
+
+_warned: set[str] = set()
+
+
+def _warn_missing_once(char: str) -> None:
+    """Say once per run that text is drawn with boxes, and how to get the fonts for it."""
+    if not _warned:
+        logger.warning("no installed font draws %r (U+%04X): it is drawn as a box; %s", char, ord(char), CJK_HINT)
+    _warned.add(char)
 
 
 @dataclass(frozen=True)
