@@ -15,6 +15,7 @@ from .errors import (
     CheckpointMismatchError,
     EpicError,
     HubUnreachableError,
+    UnreadableImageError,
     UnsupportedModelError,
 )
 from .explainer import EpicExplainer
@@ -36,6 +37,7 @@ __all__ = [
     "FitConfig",
     "FitReport",
     "HubUnreachableError",
+    "UnreadableImageError",
     "ModelAdapter",
     "PrototypeBank",
     "PrototypeMatch",

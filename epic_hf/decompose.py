@@ -20,6 +20,7 @@ from .adapters import IDENTITY_TOLERANCE
 from .backbone import FrozenClassifier
 from .bank import PrototypeBank
 from .disentangle import Disentangler, cell_box, peak_cells
+from .errors import UnreadableImageError
 from .explanation import ChannelExplanation, Explanation
 from .images import encode_jpeg
 
@@ -56,8 +57,8 @@ class Decomposer:
                       bank: PrototypeBank | None, true_labels: Sequence[Any]) -> list[Explanation]:
         try:
             pixel_values = self.classifier.preprocess(images)
-        except ValueError as error:  # re-number positions within the whole list
-            raise _renumber(error, offset) from None
+        except UnreadableImageError as error:  # re-number positions within the whole list
+            raise error.shifted(offset) from None
         features = self.classifier.features(pixel_values)
         fmap = features.fmap.float()
         pooled = fmap.mean(dim=(2, 3)) @ self.U.T  # avg_hw(G) = U avg_hw(F)
@@ -142,12 +143,3 @@ def _source_name(source: Any) -> str | None:
     return None
 
 
-def _renumber(error: ValueError, offset: int) -> ValueError:
-    message = str(error)
-    if offset and message.startswith("input "):
-        head, _, rest = message.partition(":")
-        try:
-            return ValueError(f"input {int(head.split()[1]) + offset}:{rest}")
-        except (IndexError, ValueError):
-            pass
-    return error

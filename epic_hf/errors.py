@@ -33,3 +33,20 @@ class BaseModelNotFoundError(EpicError, FileNotFoundError):
 
 class HubUnreachableError(EpicError, ConnectionError):
     """The Hugging Face Hub cannot be reached and the files are not in the local cache."""
+
+
+class UnreadableImageError(EpicError, ValueError):
+    """Input ``position`` is not an image this package can read; ``reason`` says why, without the position.
+
+    Typed, so that callers that skip unreadable inputs (a fit, ``epic-hf explain DIR``) report the
+    reason and renumber the position without parsing a message.
+    """
+
+    def __init__(self, position: int, reason: str) -> None:
+        super().__init__(f"input {position}: {reason}")
+        self.position = int(position)
+        self.reason = reason
+
+    def shifted(self, offset: int) -> UnreadableImageError:
+        """The same error for a batch that starts at ``offset`` of a longer list."""
+        return UnreadableImageError(self.position + offset, self.reason)

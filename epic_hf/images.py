@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import UnreadableImageError
+
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
 
 
@@ -32,9 +34,8 @@ def to_rgb(image: Any, position: int = 0) -> Image.Image:
         return open_image_file(Path(image), position)
     if isinstance(image, dict) and ("bytes" in image or "path" in image):
         return decode_image_record(image, position)
-    raise ValueError(
-        f"input {position}: expected a PIL image, a numpy HxWx3 uint8 array or an image file path, "
-        f"got {type(image).__name__}"
+    raise UnreadableImageError(
+        position, f"expected a PIL image, a numpy HxWx3 uint8 array or an image file path, got {type(image).__name__}"
     )
 
 
@@ -73,8 +74,8 @@ def pil_to_rgb(image: Image.Image) -> Image.Image:
 
 def array_to_rgb(array: np.ndarray, position: int = 0) -> Image.Image:
     if array.dtype != np.uint8:
-        raise ValueError(
-            f"input {position}: numpy images must be uint8 (0-255), got dtype {array.dtype}; "
+        raise UnreadableImageError(
+            position, f"numpy images must be uint8 (0-255), got dtype {array.dtype}; "
             "convert with (array * 255).round().astype('uint8') if it holds values in [0, 1]"
         )
     if array.ndim == 3 and array.shape[2] == 1:
@@ -83,27 +84,30 @@ def array_to_rgb(array: np.ndarray, position: int = 0) -> Image.Image:
         return Image.fromarray(array, mode="L").convert("RGB")
     if array.ndim == 3 and array.shape[2] in (3, 4):
         return pil_to_rgb(Image.fromarray(np.ascontiguousarray(array)))
-    raise ValueError(
-        f"input {position}: numpy images must be HxWx3 (or HxW, HxWx1, HxWx4) uint8, got shape "
+    raise UnreadableImageError(
+        position, "numpy images must be HxWx3 (or HxW, HxWx1, HxWx4) uint8, got shape "
         f"{tuple(array.shape)}; channels-first arrays need array.transpose(1, 2, 0)"
     )
 
 
 def open_image_file(path: Path, position: int = 0) -> Image.Image:
     if not path.exists():
-        raise ValueError(f"input {position}: image file {str(path)!r} does not exist")
+        raise UnreadableImageError(position, f"image file {str(path)!r} does not exist")
     return decode_image_record({"path": str(path), "bytes": None}, position)
 
 
 def decode_image_record(record: dict, position: int = 0) -> Image.Image:
     """Decode a ``datasets`` Image record ``{"bytes": ..., "path": ...}`` (decode=False), upright, as RGB."""
     if record.get("bytes") is None and record.get("path") is None:
-        raise ValueError(f"input {position}: image record has neither bytes nor path")
+        raise UnreadableImageError(position, "image record has neither bytes nor path")
     try:
         return pil_to_rgb(_DECODER.decode_example({"path": record.get("path"), "bytes": record.get("bytes")}))
+    except Image.DecompressionBombError as error:  # one huge image is skipped like any unreadable one
+        name = repr(str(record["path"])) if record.get("path") else "<bytes>"
+        raise UnreadableImageError(position, f"{name} is too large to decode safely ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         name = repr(str(record["path"])) if record.get("path") else "<bytes>"
-        raise ValueError(f"input {position}: {name} is not a readable image ({error})") from None
+        raise UnreadableImageError(position, f"{name} is not a readable image ({error})") from None
 
 
 def pixel_values_to_image(pixel_values: torch.Tensor, image_processor: Any) -> Image.Image:

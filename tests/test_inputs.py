@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from epic_hf import EpicExplainer
+from epic_hf import EpicExplainer, UnreadableImageError
 from epic_hf.images import pil_to_rgb
 from tiny_models import make_tiny_model, tiny_processor
 
@@ -86,8 +86,47 @@ def test_unreadable_file_is_named_with_its_position(explainer, tmp_path):
     Image.new("RGB", (8, 8)).save(good)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"this is not a jpeg")
-    with pytest.raises(ValueError, match=r"input 3: '.*bad.jpg' is not a readable image"):
+    with pytest.raises(UnreadableImageError, match=r"input 3: '.*bad.jpg' is not a readable image") as raised:
         explainer.explain([good, good, good, bad], batch_size=2)
+    assert raised.value.position == 3 and raised.value.reason.startswith(f"{str(bad)!r} is not a readable image")
+
+
+def _bomb(path):
+    """A valid PNG whose header claims more pixels than PIL decodes by default (over twice its bomb limit)."""
+    import struct
+    import zlib
+
+    side = 20000
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_over_the_decompression_limit_is_an_unreadable_one(explainer, tmp_path):
+    bomb = _bomb(tmp_path / "huge.png")
+    with pytest.raises(UnreadableImageError, match=r"input 0: '.*huge.png' is too large to decode safely"):
+        explainer.explain(bomb)
+
+
+def test_a_fit_skips_a_decompression_bomb_and_names_it(tmp_path):
+    import datasets
+
+    from epic_hf.synthetic import planted_dataset, tiny_resnet
+
+    data = planted_dataset(12, num_classes=3, size=32, seed=0).cast_column("image", datasets.Image(decode=False))
+    records = data.to_dict()
+    records["image"][5] = {"bytes": None, "path": str(_bomb(tmp_path / "huge.png"))}
+    hostile = datasets.Dataset.from_dict(records, features=data.features).cast_column("image", datasets.Image())
+    model, processor = tiny_resnet(3, (8, 8), seed=1)
+    explainer = EpicExplainer(model, processor)
+    report = explainer.fit(hostile, prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1)
+    assert report.skipped_keys == [5] and report.num_samples == 11
+    assert 5 not in explainer.bank.sample_keys.reshape(-1).tolist()
 
 
 @pytest.mark.parametrize(

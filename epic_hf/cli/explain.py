@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from ..bank import PrototypeBank
+from ..errors import UnreadableImageError
 from ..explainer import EpicExplainer
 from ..images import to_rgb
 from ..viz import MAX_CHANNELS_SHOWN, write_html_report
@@ -94,11 +95,11 @@ def _readable(paths: list[Path], strict: bool) -> tuple[list[Path], list, list[s
         try:
             images.append(to_rgb(path, position))
             kept.append(path)
-        except ValueError as error:
+        except UnreadableImageError as error:
             if strict:
                 raise
-            logger.warning("skipping %s: %s", path, str(error).partition(": ")[2] or error)
-            skipped.append(f"{path}: {str(error).partition(': ')[2] or error}")
+            logger.warning("skipping %s: %s", path, error.reason)
+            skipped.append(f"{path}: {error.reason}")
     return kept, images, skipped
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from huggingface_hub import constants
 from PIL import Image
 
-from ..errors import HubUnreachableError
+from ..errors import HubUnreachableError, UnreadableImageError
 from ..hub import hub_endpoint, hub_is_reachable
 from ..images import to_rgb
 
@@ -46,8 +46,8 @@ class SkippedSamples:
         """The decoded image, or None after counting ``key`` as skipped with the reason."""
         try:
             return to_rgb(record, key)
-        except ValueError as error:
-            self.add(key, str(error).partition(": ")[2] or str(error))
+        except UnreadableImageError as error:
+            self.add(key, error.reason)
             return None
 
 
