@@ -92,10 +92,15 @@ class EpicExplainer(HubMixin):
 
     @classmethod
     def from_classifier(cls, name_or_path: str | Path, revision: str | None = None,
-                        matrix: MatrixKind = "orthogonal", **hub_kwargs: Any) -> EpicExplainer:
-        """Load a plain image classifier with ``AutoModelForImageClassification``."""
+                        matrix: MatrixKind = "orthogonal", *, trust_remote_code: bool = False,
+                        **hub_kwargs: Any) -> EpicExplainer:
+        """Load a plain image classifier with ``AutoModelForImageClassification``.
+
+        A model that needs its own code is refused unless ``trust_remote_code=True`` (never stored in a bank).
+        """
         with hub_access(name_or_path, hub_kwargs) as access:
-            model, processor, reference = load_classifier(name_or_path, revision, **access)
+            model, processor, reference = load_classifier(name_or_path, revision,
+                                                          trust_remote_code=trust_remote_code, **access)
         return cls(model, processor, matrix, base_model_name_or_path=reference.name_or_path,
                    base_model_revision=reference.revision)
 

@@ -17,7 +17,7 @@ from torch import nn
 from .adapters import adapter_class_for
 from .backbone import ModelReference
 from .config import EpicConfig
-from .errors import BaseModelNotFoundError
+from .errors import BaseModelNotFoundError, UnsupportedModelError
 from .hub import hub_download_kwargs
 
 logger = logging.getLogger(__name__)
@@ -28,12 +28,15 @@ def looks_like_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~", ".\\")) or value.count("/") > 1 or "\\" in value
 
 
-def load_classifier(name_or_path: str | Path, revision: str | None = None,
+def load_classifier(name_or_path: str | Path, revision: str | None = None, *, trust_remote_code: bool = False,
                     **hub_kwargs: Any) -> tuple[nn.Module, Any, ModelReference]:
     """(model, image processor, reference) of an image classifier in a folder or on the Hub.
 
     An unsupported family is refused from its config, before any weights are downloaded. A
     folder is referenced by its absolute path, so a bank made from it loads from anywhere.
+    Code that ships with a model (a config's ``auto_map``) never runs unless
+    ``trust_remote_code=True`` is passed for this call: transformers is told ``False``, so it
+    neither runs that code nor asks on the terminal, and such a model is refused with one line.
     """
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification  # heavy: ~2 s
 
@@ -43,10 +46,18 @@ def load_classifier(name_or_path: str | Path, revision: str | None = None,
         name = str(local.resolve())
     elif looks_like_path(name):
         raise FileNotFoundError(f"{name_or_path} is not a folder holding a classifier (it does not exist)")
-    config = AutoConfig.from_pretrained(name, revision=revision, **hub_kwargs)
+    trust = {**hub_kwargs, "trust_remote_code": bool(trust_remote_code)}
+    try:
+        config = AutoConfig.from_pretrained(name, revision=revision, **trust)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise UnsupportedModelError(
+            f"{name_or_path} asks to run its own code to load (a custom model type); epic_hf never runs foreign "
+            "code unless told to: pass trust_remote_code=True (--trust-remote-code) if you trust its author") from None
     adapter_class_for(config.model_type, config)  # refuse before any weights download
-    model = AutoModelForImageClassification.from_pretrained(name, revision=revision, **hub_kwargs)
-    processor = AutoImageProcessor.from_pretrained(name, revision=revision, **hub_kwargs)
+    model = AutoModelForImageClassification.from_pretrained(name, revision=revision, **trust)
+    processor = AutoImageProcessor.from_pretrained(name, revision=revision, **trust)
     commit = None if local.is_dir() else _resolved_commit(name, revision, model, hub_kwargs)
     return model, processor, ModelReference(name, commit)
 

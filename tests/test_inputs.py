@@ -150,3 +150,23 @@ def test_unknown_input_type_is_refused(explainer):
 def test_top_k_must_be_positive(explainer):
     with pytest.raises(ValueError, match="top_k must be at least 1"):
         explainer.explain(np.zeros((8, 8, 3), dtype=np.uint8), top_k=0)
+
+
+def test_a_model_that_asks_to_run_its_own_code_is_refused_and_nothing_runs(tmp_path):
+    """A config whose model type only its own code knows: transformers is told trust_remote_code=False."""
+    import json
+
+    from epic_hf import UnsupportedModelError
+
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    marker = tmp_path / "foreign-code-ran"
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil_classifier", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig"}}))
+    (folder / "configuration_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import PretrainedConfig\n\n\nclass EvilConfig(PretrainedConfig):\n"
+        "    model_type = 'evil_classifier'\n")
+    with pytest.raises(UnsupportedModelError, match="never runs foreign code.*trust_remote_code=True"):
+        EpicExplainer.from_pretrained(folder)
+    assert not marker.exists()
