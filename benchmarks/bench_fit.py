@@ -67,7 +67,7 @@ from epic_hf.fit.distributed import make_accelerator  # noqa: E402
 from epic_hf.fit.features import FeatureStore  # noqa: E402
 from epic_hf.fit.index_pass import build_index  # noqa: E402
 from epic_hf.fit.schedules import schedule as make_schedule  # noqa: E402
-from epic_hf.fit.source import SkippedSamples, resolve_dataset  # noqa: E402
+from epic_hf.data import SkippedSamples, resolve_dataset  # noqa: E402
 from epic_hf.synthetic import CONCEPTS, planted_dataset, tiny_resnet, train_classifier  # noqa: E402
 
 logger = logging.getLogger("bench_fit")

@@ -68,9 +68,9 @@ from epic_hf.fit.checkpoint import FitCheckpoint  # noqa: E402
 from epic_hf.fit.distributed import make_accelerator  # noqa: E402
 from epic_hf.fit.features import FeatureStore  # noqa: E402
 from epic_hf.fit.index_pass import build_index  # noqa: E402
-from epic_hf.fit.pipeline import open_source  # noqa: E402
+from epic_hf.data import open_source  # noqa: E402
 from epic_hf.fit.schedules import schedule as make_schedule  # noqa: E402
-from epic_hf.fit.source import SkippedSamples  # noqa: E402
+from epic_hf.data import SkippedSamples  # noqa: E402
 from epic_hf.fit.trainer import Trainer, optimizer_steps  # noqa: E402
 from epic_hf.synthetic import CONCEPTS, planted_dataset  # noqa: E402
 
@@ -219,7 +219,7 @@ def step_profile(args, norms: list[float]) -> StepProfile:
     classifier = FrozenClassifier(model, processor)
     config = FitConfig(train_batch_size=args.train_batch_size, batch_size=args.batch_size, trivialization="none")
     accelerator = make_accelerator(None)
-    store = FeatureStore(classifier, open_source(dataset, config), 2**62, config.batch_size, accelerator.autocast)
+    store = FeatureStore(classifier, open_source(dataset, config.data), 2**62, config.batch_size, accelerator.autocast)
     started = time.perf_counter()
     index = build_index(classifier, store.source, accelerator, config.batch_size, 4096 * _MB, None,
                         SkippedSamples(), keep_maps=store.offer)

@@ -7,7 +7,7 @@
 from ._version import __version__
 from .adapters import ADAPTERS, ModelAdapter, register_adapter, supported_model_types
 from .bank import PrototypeBank
-from .config import EpicConfig, FitConfig
+from .config import DataConfig, EpicConfig, FitConfig
 from .errors import (
     BankFormatError,
     BankMismatchError,
@@ -18,6 +18,7 @@ from .errors import (
     UnreadableImageError,
     UnsupportedModelError,
 )
+from .evaluation import EvaluationConfig, EvaluationReport
 from .explainer import EpicExplainer
 from .explanation import ChannelExplanation, Explanation, PrototypeMatch
 from .fit import FitReport
@@ -30,9 +31,12 @@ __all__ = [
     "BaseModelNotFoundError",
     "ChannelExplanation",
     "CheckpointMismatchError",
+    "DataConfig",
     "EpicConfig",
     "EpicError",
     "EpicExplainer",
+    "EvaluationConfig",
+    "EvaluationReport",
     "Explanation",
     "FitConfig",
     "FitReport",

@@ -12,11 +12,12 @@ pictures of a bank: :func:`epic_hf.viz.render_prototype_sheet` and :func:`epic_h
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from huggingface_hub import ModelCard
 from PIL import Image
@@ -28,11 +29,15 @@ from .config import EpicConfig
 from .disentangle import Disentangler
 from .errors import BankFormatError, BankMismatchError
 from .hub import HubMixin
-from .images import decode_jpeg
+from .images import decode_jpeg, encode_jpeg
 from .model_card import model_card
 from .results import PrototypeMatch
 
 logger = logging.getLogger(__name__)
+
+#: Mean absolute pixel difference (0-255 levels) under which two thumbnails are of the same image:
+#: re-encoding with another JPEG encoder moves a level or two; another image differs by tens.
+THUMBNAIL_TOLERANCE = 3.0
 
 
 @dataclass
@@ -135,9 +140,31 @@ class PrototypeBank(HubMixin):
                                        self.boxes[channel].tolist())
         ]
 
-    def key_of_thumbnail(self, data: bytes) -> int | None:
-        """The sample key whose thumbnail is exactly ``data``, if any (finds the explained image in the bank)."""
-        return next((key for key, jpeg in self.thumbnails.items() if jpeg == data), None)
+    def matching_key(self, picture: Image.Image, candidates: Iterable[int]) -> int | None:
+        """The first of ``candidates`` whose thumbnail is of ``picture`` (the processed model input), if any.
+
+        The one rule for "is this image the bank's prototype": the picture is encoded as the fit
+        encoded its thumbnails (size and JPEG quality of the bank's settings); the same bytes
+        match, and so does a thumbnail of the same size whose pixels are on average within
+        :data:`THUMBNAIL_TOLERANCE` levels (another JPEG encoder, on another machine, rounds a few
+        levels differently; another image differs by tens). Used by explanations, to mark the
+        explained image among its prototypes, and by the evaluation, to check that a dataset
+        holds the bank's prototype images under the bank's keys.
+        """
+        fit = self.config.fit
+        data = encode_jpeg(picture, fit.thumbnail_size, fit.thumbnail_quality)
+        decoded: np.ndarray | None = None
+        for key in candidates:
+            stored = self.thumbnails.get(int(key))
+            if stored is None:
+                continue
+            if stored == data:
+                return int(key)
+            decoded = np.asarray(decode_jpeg(data), dtype=np.int16) if decoded is None else decoded
+            theirs = np.asarray(decode_jpeg(stored), dtype=np.int16)
+            if theirs.shape == decoded.shape and float(np.abs(theirs - decoded).mean()) <= THUMBNAIL_TOLERANCE:
+                return int(key)
+        return None
 
     def _thumbnail_loader(self, key: int) -> Callable[[], Image.Image]:
         return lambda: self.thumbnail(key)

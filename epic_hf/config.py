@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: The version of ``epic_config.json`` this release writes and reads.
 FORMAT_VERSION = 1
+#: The largest thumbnail side a fit writes (and a bank may hold): large enough for any sheet.
+MAX_THUMBNAIL_SIZE = 1024
 #: Keys that banks written by epic_hf 0.1.0 kept among their fit settings: model facts that now
 #: live in the bank config itself. They are dropped without a warning.
 LEGACY_FIT_KEYS = frozenset({"base_model_revision", "matrix", "model_type", "num_channels"})
@@ -42,11 +46,126 @@ def known_values(cls: type, values: dict[str, Any], where: str, ignored: Iterabl
 
 
 def _setting(default: Any, help: str, *, group: str, choices: tuple | None = None, paper: bool = False,
-             result: bool = True, minimum: float | None = None) -> Any:
-    """A FitConfig field with its documentation attached (read by the CLI and the docs)."""
+             result: bool = True, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A config field with its documentation attached (read by the CLI flags, the docs and the validation)."""
     return field(default=default, metadata={
         "help": help, "group": group, "choices": choices, "paper": paper, "result": result, "minimum": minimum,
+        "maximum": maximum,
     })
+
+
+def _section(cls: type, help: str) -> Any:
+    """A field holding a nested settings dataclass (``FitConfig.data``): its fields are flags of their own."""
+    return field(default_factory=cls, metadata={"help": help, "section": cls})
+
+
+def is_section(spec: dataclasses.Field) -> bool:
+    return "section" in spec.metadata
+
+
+def setting_fields(cls: type) -> list[dataclasses.Field]:
+    """Every setting of a settings dataclass, a section's own fields in its place: what becomes a flag."""
+    found: list[dataclasses.Field] = []
+    for spec in fields(cls):
+        found.extend(setting_fields(spec.metadata["section"]) if is_section(spec) else [spec])
+    return found
+
+
+def validate_settings(config: Any) -> None:
+    """Check every field of a settings dataclass against its metadata, before anything runs or is written.
+
+    Choices are enforced; numbers must be finite (``inf`` and ``nan`` are refused: a learning rate
+    of ``nan`` would train a bank of NaNs), at least ``minimum``, at most ``maximum``, and whole
+    where the annotation says ``int``. ``None`` passes where it is the field's default.
+    """
+    hints = typing.get_type_hints(type(config))
+    for spec in fields(config):
+        if is_section(spec):
+            continue
+        value, meta = getattr(config, spec.name), spec.metadata
+        if value is None and spec.default is None:
+            continue
+        choices = meta["choices"]
+        if choices is not None and value not in choices:
+            raise ValueError(f"{spec.name} must be one of {choices}, got {value!r}")
+        if meta["minimum"] is None and meta["maximum"] is None:
+            continue
+        whole = int in typing.get_args(hints[spec.name]) or hints[spec.name] is int
+        kinds = (int,) if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            kind = "an integer" if whole else "a finite number"
+            raise ValueError(f"{spec.name} must be {kind}, got {value!r}")
+        if meta["minimum"] is not None and value < meta["minimum"]:
+            raise ValueError(f"{spec.name} must be at least {meta['minimum']}, got {value!r}")
+        if meta["maximum"] is not None and value > meta["maximum"]:
+            raise ValueError(f"{spec.name} must be at most {meta['maximum']}, got {value!r}")
+
+
+def replace_settings(config: Any, changes: dict[str, Any], what: str) -> Any:
+    """A validated copy of a settings dataclass with ``changes``; a section's fields may be given flat.
+
+    ``replace_settings(fit_config, {"split": "test", "lr": 0.01})`` sets ``data.split`` and ``lr``.
+    An unknown name raises ``TypeError`` listing the known ones.
+    """
+    sections = {spec.name: spec for spec in fields(config) if is_section(spec)}
+    own = {spec.name for spec in fields(config)}
+    routed: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    direct: dict[str, Any] = {}
+    for name, value in changes.items():
+        home = next((section for section, spec in sections.items()
+                     if name in {f.name for f in fields(spec.metadata["section"])}), None)
+        if name in own:
+            direct[name] = value
+        elif home is not None:
+            routed[home][name] = value
+        else:
+            known = sorted(own - set(sections)) + sorted(f.name for s in sections.values()
+                                                          for f in fields(s.metadata["section"]))
+            raise TypeError(f"unknown {what} setting {name!r}; known settings: {known}")
+    for section, values in routed.items():
+        if values:
+            base = direct.get(section, getattr(config, section))
+            direct[section] = dataclasses.replace(base, **values)
+    return dataclasses.replace(config, **direct)
+
+
+def flat_settings(config: Any, *, result_only: bool = False) -> dict[str, Any]:
+    """Every setting as one flat mapping (a section's fields beside the others), optionally only those that
+    change the result: what a checkpoint's fingerprint records."""
+    values: dict[str, Any] = {}
+    for spec in fields(config):
+        if is_section(spec):
+            values.update(flat_settings(getattr(config, spec.name), result_only=result_only))
+        elif not result_only or spec.metadata["result"]:
+            values[spec.name] = getattr(config, spec.name)
+    return values
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How to read a dataset: shared by :class:`FitConfig` and the evaluation's settings."""
+
+    split: str | None = _setting(None, "dataset split; by default its only split, or 'train'", group="data")
+    image_column: str | None = _setting(
+        None, "column holding the images (or, in a CSV/JSON-lines/Parquet file, their paths); by default the "
+        "first Image column, else a column named image, path, file_name or filepath", group="data")
+    key_column: str | None = _setting(
+        None, "integer column whose values become sample keys; by default the row index or stream position",
+        group="data")
+    label_column: str | None = _setting(
+        None, "column naming each sample in prototype captions and giving the classes of the evaluation's "
+        "class consistency (a ClassLabel shows its name); by default 'label' when the dataset has one",
+        group="data", result=False)
+    streaming: bool = _setting(False, "read the dataset as a stream", group="data", result=False)
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "streaming":
+                if not isinstance(value, bool):
+                    raise ValueError(f"streaming must be True or False, got {value!r}")
+            elif value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{spec.name} must be a column or split name, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -54,20 +173,11 @@ class FitConfig:
     """Every setting of :meth:`EpicExplainer.fit`. Defaults marked ``paper`` follow the EPIC paper.
 
     Construct with keywords, or pass keywords straight to ``fit``; ``replace(**changes)`` returns
-    a validated copy.
+    a validated copy. How the dataset is read is its :class:`DataConfig`, ``data``; its fields may
+    be given flat to ``replace`` and ``fit`` (``fit(ds, split="train")``).
     """
 
-    # data
-    split: str | None = _setting(None, "dataset split; by default its only split, or 'train'", group="data")
-    image_column: str | None = _setting(None, "column holding the images; by default the first Image column",
-                                        group="data")
-    key_column: str | None = _setting(
-        None, "integer column whose values become sample keys; by default the row index or stream position",
-        group="data")
-    label_column: str | None = _setting(
-        None, "column naming each sample in prototype captions (a ClassLabel shows its name); by default "
-        "'label' when the dataset has one", group="data", result=False)
-    streaming: bool = _setting(False, "read a folder or Hub dataset as a stream", group="data", result=False)
+    data: DataConfig = _section(DataConfig, "how to read the dataset")
     # the method
     prototypes_per_channel: int = _setting(5, "prototypes kept per channel in the final bank", group="method",
                                            paper=True, minimum=1)
@@ -106,42 +216,42 @@ class FitConfig:
                                       group="compute", result=False, minimum=0)
     # the bank
     thumbnail_size: int = _setting(112, "long side of the bank's prototype thumbnails, in pixels", group="bank",
-                                   minimum=8)
-    thumbnail_quality: int = _setting(80, "JPEG quality of the thumbnails", group="bank", minimum=1)
+                                   minimum=8, maximum=MAX_THUMBNAIL_SIZE)
+    thumbnail_quality: int = _setting(80, "JPEG quality of the thumbnails", group="bank", minimum=1,
+                                      maximum=100)
 
     def __post_init__(self) -> None:
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            choices, minimum = spec.metadata["choices"], spec.metadata["minimum"]
-            if choices is not None and value is not None and value not in choices:
-                raise ValueError(f"{spec.name} must be one of {choices}, got {value!r}")
-            if minimum is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                        or value < minimum):
-                raise ValueError(f"{spec.name} must be a number of at least {minimum}, got {value!r}")
-        if self.thumbnail_quality > 100:
-            raise ValueError(f"thumbnail_quality must be at most 100, got {self.thumbnail_quality}")
+        if not isinstance(self.data, DataConfig):
+            raise ValueError(f"data must be a DataConfig, got {type(self.data).__name__}")
+        validate_settings(self)
 
     def replace(self, **changes: Any) -> FitConfig:
-        """A copy with ``changes``; an unknown name raises ``TypeError`` listing the known ones."""
-        unknown = sorted(set(changes) - {spec.name for spec in fields(self)})
-        if unknown:
-            raise TypeError(f"unknown fit setting(s) {unknown}; FitConfig has {sorted(f.name for f in fields(self))}")
-        return dataclasses.replace(self, **changes)
+        """A validated copy with ``changes``; an unknown name raises ``TypeError`` listing the known ones."""
+        return replace_settings(self, changes, "fit")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "fit settings") -> FitConfig:
-        """Read settings written by :meth:`to_dict` (older banks also recorded model facts here).
+        """Read settings written by :meth:`to_dict`; earlier releases wrote the data settings flat (and
+        recorded model facts here), and both are still read.
 
         Unknown keys are named in a warning; invalid values raise ``ValueError`` naming the setting.
         """
-        return cls(**known_values(cls, values, where, ignored=LEGACY_FIT_KEYS))
+        values = dict(values)
+        data = values.pop("data", {})
+        if not isinstance(data, dict):
+            raise TypeError(f"'data' must be an object of data settings, got {type(data).__name__}")
+        data_names = {spec.name for spec in fields(DataConfig)}
+        data = {**{k: values.pop(k) for k in list(values) if k in data_names}, **data}
+        known = known_values(cls, values, where, ignored=LEGACY_FIT_KEYS)
+        return cls(data=DataConfig(**known_values(DataConfig, data, where)),
+                   **{k: v for k, v in known.items() if k != "data"})
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the fitted bank: what a checkpoint must agree on to resume."""
-        return {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.metadata["result"]}
+        return flat_settings(self, result_only=True)
 
 
 @dataclass

@@ -22,7 +22,6 @@ from .bank import PrototypeBank
 from .disentangle import Disentangler, cell_box, peak_cells
 from .errors import UnreadableImageError
 from .explanation import ChannelExplanation, Explanation
-from .images import encode_jpeg
 
 
 class Decomposer:
@@ -84,7 +83,8 @@ class Decomposer:
         rows, cols = peak_cells(maps)
         heatmaps = nnf.interpolate(maps.relu()[None], size=input_size, mode="bilinear", align_corners=False)[0]
         picture = self.classifier.to_image(pixel_values)
-        query_key = _bank_key_of(bank, picture) if bank is not None else None
+        query_key = (bank.matching_key(picture, bank.sample_keys[shown.cpu()].reshape(-1).tolist())
+                     if bank is not None else None)
         channels = [
             ChannelExplanation(
                 channel=channel, contribution=float(contributions[channel]), evidence=float(evidence[channel]),
@@ -123,17 +123,6 @@ class Decomposer:
         if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < num_classes:
             raise ValueError(f"target must be a class index in [0, {num_classes - 1}] or a label name, got {target!r}")
         return int(target)
-
-
-def _bank_key_of(bank: PrototypeBank, picture: Any) -> int | None:
-    """The bank's key for this very image, if it is one of the bank's prototypes.
-
-    Thumbnails are JPEGs of the processed input at the bank's settings; encoding this image the
-    same way gives the same bytes exactly when it is the same processed image.
-    """
-    fit = bank.config.fit
-    data = encode_jpeg(picture, fit.thumbnail_size, fit.thumbnail_quality)
-    return bank.key_of_thumbnail(data)
 
 
 def _source_name(source: Any) -> str | None:

@@ -7,6 +7,7 @@ Both parameterisations start at ``S = 0``, that is ``U = I``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -177,6 +178,27 @@ def purity_and_peaks(
     else:
         norms = (vectors @ U.T).norm(dim=1)
     return peak / norms.clamp_min(NORM_FLOOR), cells
+
+
+def purity_of_pairs(maps_of: Callable[[list[int]], torch.Tensor], keys: list[int], channels: list[int],
+                    U: torch.Tensor, orthogonal: bool, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(purity (P,), peak cell (P,)) of the (image, channel) pairs ``zip(keys, channels)``, ``chunk`` pairs at a time.
+
+    The one loop by which the fit (over its cached feature maps) and the evaluation (over one
+    batch's maps) score prototypes: ``maps_of(keys)`` gives F (len(keys), D, H, W), and the
+    formula is :func:`purity_and_peaks`'s. No gradient is kept.
+    """
+    values, cells = [], []
+    with torch.no_grad():
+        for start in range(0, len(keys), max(1, chunk)):
+            fmaps = maps_of(keys[start: start + chunk])
+            picked = torch.as_tensor(channels[start: start + chunk], device=fmaps.device)
+            purity, peaks = purity_and_peaks(fmaps, picked, U.to(fmaps.device), orthogonal)
+            values.append(purity.cpu())
+            cells.append(peaks.cpu())
+    if not values:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(values), torch.cat(cells)
 
 
 def peak_cells(transformed_channel_maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from .config import FitConfig
 from .decompose import Decomposer
 from .disentangle import MATRIX_KINDS, Disentangler, MatrixKind
 from .errors import BankMismatchError
-from .evaluation import EvaluationReport, evaluate_explainer
+from .evaluation import EvaluationConfig, EvaluationReport, evaluate_explainer
 from .explanation import Explanation
 from .fit import FitReport, bank_purity, run_fit
 from .hub import HubMixin, has_file, hub_access
@@ -260,17 +260,16 @@ class EpicExplainer(HubMixin):
         bank = self._require_bank()
         return bank_purity(self.classifier, bank, self.U, dataset, (config or FitConfig()).replace(**overrides))
 
-    def evaluate(self, dataset: Any, *, top_k: int = 4, label_column: str | None = None, max_samples: int | None = None,
-                 output_dir: str | Path | None = None, noise_std: float = 0.05, shift_pixels: int = 4, seed: int = 0,
-                 batch_size: int = 32, **data_overrides: Any) -> EvaluationReport:
+    def evaluate(self, dataset: Any, config: EvaluationConfig | None = None, *,
+                 output_dir: str | Path | None = None, **overrides: Any) -> EvaluationReport:
         """Purity, class consistency, stability and exact deletion, under U and under U = I (docs/evaluation.md).
 
-        Streams ``dataset`` (anything ``fit`` reads); ``output_dir`` keeps a resumable state and the results.
-        The headline numbers go into the bank's config, so the model card of a saved or pushed bank shows them.
+        Streams ``dataset`` (anything ``fit`` reads). Settings come from ``config`` (an
+        :class:`EvaluationConfig`) with ``overrides`` on top, e.g. ``evaluate(ds, top_k=8,
+        label_column="fine_label")``. ``output_dir`` keeps a resumable state and the results. The
+        headline numbers go into the bank's config, so the model card of a saved or pushed bank shows them.
         """
-        report = evaluate_explainer(self, dataset, top_k=top_k, label_column=label_column, max_samples=max_samples,
-                                    output_dir=output_dir, noise_std=noise_std, shift_pixels=shift_pixels, seed=seed,
-                                    batch_size=batch_size, **data_overrides)
+        report = evaluate_explainer(self, dataset, config, output_dir=output_dir, **overrides)
         if self.bank is not None:
             self.bank.config.evaluation = report.headline()
         return report

@@ -8,7 +8,10 @@ import re
 
 import pytest
 
+from epic_hf import EvaluationConfig, FitConfig
 from epic_hf.cli import build_parser, main
+from epic_hf.cli.flags import config_from_args
+from epic_hf.config import setting_fields
 from epic_hf.viz import MAX_CHANNELS_SHOWN
 
 
@@ -19,9 +22,11 @@ def help_text(*command: str) -> str:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("command", ["fit", "explain", "info", "atlas", "evaluate", "demo"])
+@pytest.mark.parametrize("command", [[], ["fit"], ["explain"], ["info"], ["atlas"], ["evaluate"], ["demo"]])
 def test_help_shows_one_default_per_option_and_none_for_required_ones(command):
-    text = " ".join(help_text(command).split())
+    raw = help_text(*command)
+    assert raw.startswith("usage: epic-hf")
+    text = " ".join(raw.split())
     assert "(default: None)" not in text
     options = re.split(r"\s(?=-{1,2}[a-z])", text)
     for option in options:
@@ -34,15 +39,23 @@ def test_required_output_dir_shows_no_default():
     assert "default" not in entry.split("--")[1]
 
 
-def test_fit_flags_come_from_fit_config():
-    from dataclasses import fields
-
-    from epic_hf import FitConfig
-
-    text = help_text("fit")
-    for spec in fields(FitConfig):
+@pytest.mark.parametrize("command, settings", [("fit", FitConfig), ("evaluate", EvaluationConfig)])
+def test_flags_come_from_the_config_with_its_defaults_and_choices(command, settings):
+    text = " ".join(help_text(command).split())
+    parsed = build_parser().parse_args([command, "BANK", "DATA"] + (["--output-dir", "o"] if command == "fit" else []))
+    assert config_from_args(settings, parsed) == settings()  # no flag given: exactly the config's defaults
+    for spec in setting_fields(settings):
         assert "--" + spec.name.replace("_", "-") in text
-    assert "(default: 512, the paper's)" in " ".join(text.split())
+        for choice in spec.metadata["choices"] or ():
+            assert choice in text
+    if command == "fit":
+        assert "(default: 512, the paper's)" in text
+
+
+def test_flags_reach_the_config_through_its_section():
+    parsed = build_parser().parse_args(["evaluate", "BANK", "DATA", "--split", "test", "--top-k", "7", "--streaming"])
+    config = config_from_args(EvaluationConfig, parsed)
+    assert (config.data.split, config.data.streaming, config.top_k) == ("test", True, 7)
 
 
 def test_top_k_beyond_the_picture_cap_is_refused_with_the_cap(tmp_path):

@@ -82,7 +82,7 @@ def test_unknown_config_keys_are_named_not_dropped_silently(caplog):
     assert config.fit.schedule_steps == 2  # the bank's own value, untouched by the typo
 
 
-@pytest.mark.parametrize("fit, problem", [({"lr": -1.0}, "lr must be a number of at least 0"),
+@pytest.mark.parametrize("fit, problem", [({"lr": -1.0}, "lr must be at least 0"),
                                           ({"schedule": "cubic"}, "schedule must be one of"),
                                           ([1, 2], "'fit' must be an object")])
 def test_invalid_fit_settings_in_a_bank_are_a_format_error(fit, problem):

@@ -66,7 +66,9 @@ import pytest
 import epic_hf
 from epic_hf import ChannelExplanation, EpicExplainer, Explanation, FitConfig, FitReport, PrototypeBank, PrototypeMatch
 from epic_hf.cli import build_parser, main
-from epic_hf.cli.flags import fit_config_from_args
+from epic_hf.cli.flags import config_from_args
+from epic_hf.config import setting_fields
+from epic_hf.evaluation import EvaluationConfig
 from epic_hf.evaluation import EvaluationReport
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,9 +213,9 @@ def parse_epic_hf(args: list[str]) -> argparse.Namespace:
         if exited.code in (0, None):  # --help / --version
             return argparse.Namespace(command=None)
         raise AssertionError(f"`epic-hf {shlex.join(args)}` does not parse: {errors.getvalue().strip()}") from None
-    if parsed.command == "fit":
+    if parsed.command in ("fit", "evaluate"):
         try:
-            fit_config_from_args(parsed)
+            config_from_args(FitConfig if parsed.command == "fit" else EvaluationConfig, parsed)
         except (TypeError, ValueError) as error:
             raise AssertionError(f"`epic-hf {shlex.join(args)}`: {error}") from None
     return parsed
@@ -444,17 +446,18 @@ def test_readme_counts_supported_models_as_the_generated_table_does():
     assert cls == "2" and "DINOv2 (with and without registers)" in readme
 
 
-def test_cli_doc_lists_every_fit_setting_with_its_default():
-    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split("## `epic-hf fit`")[1].split("\n## ")[0]
+@pytest.mark.parametrize("command, settings", [("fit", FitConfig), ("evaluate", EvaluationConfig)])
+def test_cli_doc_lists_every_setting_with_its_default(command, settings):
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split(f"## `epic-hf {command}`")[1].split("\n## ")[0]
     rows = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", text, re.M))
-    for spec in dataclasses.fields(FitConfig):
+    for spec in setting_fields(settings):
         flag = "--" + spec.name.replace("_", "-")
         assert flag in rows, f"docs/cli.md does not list {flag}"
         shown = rows[flag].strip().strip("`")
         if isinstance(spec.default, bool):
             assert shown == ("on" if spec.default else "off"), flag
         elif isinstance(spec.default, (int, float)):
-            assert float(shown) == spec.default, f"{flag}: the doc says {shown}, FitConfig {spec.default}"
+            assert float(shown) == spec.default, f"{flag}: the doc says {shown}, {settings.__name__} {spec.default}"
         elif isinstance(spec.default, str):
             assert shown == spec.default, flag
 

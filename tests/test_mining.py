@@ -27,7 +27,7 @@ def test_top_rows_equal_brute_force(kind, count, chunk):
     full = (vectors @ U.T).T * 49.0
     expected_scores, expected_rows = full.sort(dim=1, descending=True, stable=True)
     assert torch.equal(rows, expected_rows[:, :count])
-    torch.testing.assert_close(scores, expected_scores[:, :count])
+    torch.testing.assert_close(scores, expected_scores[:, :count].double())
 
 
 def test_ties_break_towards_the_lower_row_for_any_chunk_size():
@@ -135,3 +135,34 @@ def test_schedules_match_the_official_values():
     assert schedule("linear", 20, 5, 3) == [20, 15, 10]
     with pytest.raises(ValueError, match="schedule must be one of"):
         schedule("cosine", 100, 5, 10)
+
+
+@pytest.mark.parametrize("block", [1, 5, 64])
+def test_the_one_miner_gives_the_brute_force_top_n_whatever_the_order_and_blocks(block):
+    """Fit and evaluation both merge with TopN: scores in shuffled blocks, ties included, give the full sort."""
+    from epic_hf.mining import TopN
+
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 6, (200, 4), generator=generator).double()  # many ties
+    keys = torch.randperm(200, generator=generator) * 7  # keys are not positions
+    top = TopN(4, 9)
+    for start in range(0, 200, block):
+        top.update(keys[start: start + block], scores[start: start + block].T)
+    by_key = keys.argsort()
+    expected = by_key[scores[by_key].T.argsort(dim=1, descending=True, stable=True)[:, :9]]
+    assert torch.equal(top.keys, keys[expected])
+    assert torch.equal(top.scores, scores.T.gather(1, expected))
+    restored = TopN.from_state(top.state_dict())
+    assert torch.equal(restored.keys, top.keys) and torch.equal(restored.scores, top.scores)
+
+
+def test_the_fit_and_the_evaluation_mine_the_same_prototypes_from_the_same_vectors():
+    from epic_hf.mining import TopN
+
+    vectors = torch.randn(300, 6, generator=torch.Generator().manual_seed(4))
+    U = _random_U(6, "invertible")
+    _, rows = top_rows(vectors, U, 5, chunk_size=64)
+    streamed = TopN(6, 5)
+    for start in range(0, 300, 32):  # as the evaluation sees the data: batches of (B, D) readouts
+        streamed.update(list(range(start, min(start + 32, 300))), (vectors[start: start + 32] @ U.T).T)
+    assert torch.equal(streamed.keys, rows)

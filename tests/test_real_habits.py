@@ -22,8 +22,7 @@ from PIL import Image, ImageOps
 
 from epic_hf import BankMismatchError, BaseModelNotFoundError, EpicExplainer, HubUnreachableError, PrototypeBank
 from epic_hf.cli import main
-from epic_hf.fit.pipeline import open_source
-from epic_hf.config import FitConfig
+from epic_hf.data import open_source
 from epic_hf.fit.trainer import bound_condition
 from epic_hf.synthetic import planted_dataset, tiny_resnet
 
@@ -104,7 +103,7 @@ def test_exif_orientation_is_honoured_in_fit_data(tmp_path):
     folder = tmp_path / "photos" / "things"
     folder.mkdir(parents=True)
     save_sideways_jpeg(folder / "phone.jpg")
-    source = open_source(str(tmp_path / "photos"), FitConfig())
+    source = open_source(str(tmp_path / "photos"))
     (key, image, name), = list(source.iter_named_images([0]))
     assert image.size == (48, 32) and name.startswith("phone.jpg")
     assert image.getpixel((2, 2))[0] > 180  # the red block is top-left once upright

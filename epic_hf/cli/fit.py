@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from ..bank_format import CONFIG_NAME
+from ..config import FitConfig
 from ..explainer import EpicExplainer
 from .common import check_local, emit, is_main_process, json_default, model_reference
-from .flags import add_fit_config_flags, fit_config_from_args
+from .flags import add_config_flags, config_from_args
 
 
 def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
@@ -21,12 +22,13 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
                     "is written to OUTPUT_DIR/bank. Works under `accelerate launch -m epic_hf fit ...`.",
     )
     fit.add_argument("model", help="an image classifier: Hub id or local directory")
-    fit.add_argument("dataset", help="an image folder (class subfolders allowed) or a Hub dataset id")
+    fit.add_argument("dataset", help="an image folder (class subfolders allowed), a save_to_disk folder, a "
+                                     "Parquet/CSV/JSON-lines file or a Hub dataset id")
     fit.add_argument("--output-dir", required=True, help="checkpoints and the final bank (OUTPUT_DIR/bank)")
     fit.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
     fit.add_argument("--matrix", choices=("orthogonal", "invertible"), default="orthogonal",
                      help="parameterisation of U (default: orthogonal)")
-    add_fit_config_flags(fit)
+    add_config_flags(fit, FitConfig)
     hub = fit.add_argument_group("hub")
     hub.add_argument("--push-to-hub", metavar="REPO", default=None, help="push the bank to this Hub repo")
     hub.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
@@ -34,11 +36,11 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = fit_config_from_args(args)  # validated before any model loads
+    config = config_from_args(FitConfig, args)  # validated before any model loads
     model = model_reference(args.model)
     dataset = args.dataset
     check_local(dataset, "dataset")
-    if Path(dataset).expanduser().is_dir():
+    if Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())
     explainer = EpicExplainer.from_pretrained(model, revision=args.revision, matrix=args.matrix)
     report = explainer.fit(dataset, config, output_dir=args.output_dir)

@@ -1,7 +1,8 @@
-"""Command-line flags generated from :class:`~epic_hf.config.FitConfig`: one source for every setting.
+"""Command-line flags generated from a settings dataclass (`FitConfig`, `EvaluationConfig`): one source for every setting.
 
 Each field becomes ``--field-name`` in the argument group its metadata names, with its type,
-choices and help text, and exactly one default in the help (none for settings without one).
+choices and help text, and exactly one default in the help (none for settings without one). A
+section (``data``, a :class:`~epic_hf.config.DataConfig`) contributes its own fields the same way.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Any
+from typing import Any, TypeVar
 
-from ..config import FitConfig
+from ..config import is_section, setting_fields
 
 GROUP_TITLES = {"data": "data", "method": "EPIC method (paper defaults marked)", "compute": "compute",
-                "bank": "bank"}
+                "bank": "bank", "metrics": "metrics"}
+
+Settings = TypeVar("Settings")
 
 
 def _scalar_type(annotation: Any) -> type:
@@ -23,16 +26,24 @@ def _scalar_type(annotation: Any) -> type:
     return candidates[0] if candidates[0] in (bool, int, float) else str
 
 
-def add_fit_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per FitConfig field, grouped as the config groups them."""
+def _leaves(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """(field, its type annotation) of every setting of ``cls``, a section's fields in its place."""
+    hints: dict[str, Any] = {}
+    for spec in dataclasses.fields(cls):
+        hints.update(typing.get_type_hints(spec.metadata["section"]) if is_section(spec) else {})
+    hints.update(typing.get_type_hints(cls))
+    return [(spec, hints[spec.name]) for spec in setting_fields(cls)]
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per setting of ``cls``, grouped as the config groups them."""
     groups: dict[str, Any] = {}
-    hints = typing.get_type_hints(FitConfig)
-    for spec in dataclasses.fields(FitConfig):
+    for spec, annotation in _leaves(cls):
         meta = spec.metadata
         group = groups.get(meta["group"]) or groups.setdefault(
             meta["group"], parser.add_argument_group(GROUP_TITLES.get(meta["group"], meta["group"])))
         flag = "--" + spec.name.replace("_", "-")
-        kind = _scalar_type(hints[spec.name])
+        kind = _scalar_type(annotation)
         help_text = meta["help"]
         if kind is bool:
             group.add_argument(flag, action="store_true", default=spec.default, help=help_text)
@@ -44,6 +55,10 @@ def add_fit_config_flags(parser: argparse.ArgumentParser) -> None:
                            metavar=None if meta["choices"] else spec.name.upper())
 
 
-def fit_config_from_args(args: argparse.Namespace) -> FitConfig:
-    """The FitConfig that the parsed flags describe."""
-    return FitConfig(**{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(FitConfig)})
+def config_from_args(cls: type[Settings], args: argparse.Namespace) -> Settings:
+    """The ``cls`` instance that the parsed flags describe (validated by its constructor)."""
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        values[spec.name] = (config_from_args(spec.metadata["section"], args) if is_section(spec)
+                             else getattr(args, spec.name))
+    return cls(**values)

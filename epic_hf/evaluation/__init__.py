@@ -5,8 +5,8 @@ what EPIC adds shows. One module per metric family; :mod:`.runner` streams the d
 resumable accumulators. Definitions and sources: docs/evaluation.md.
 """
 
+from .config import EvaluationConfig
 from .report import EvaluationReport
 from .runner import evaluate_explainer
-from .settings import EvaluationSettings
 
-__all__ = ["EvaluationReport", "EvaluationSettings", "evaluate_explainer"]
+__all__ = ["EvaluationReport", "EvaluationConfig", "evaluate_explainer"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..fit.source import ImageSource
+from ..data import ImageSource
 
 _BLOCK = 4096
 

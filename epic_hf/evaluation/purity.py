@@ -1,14 +1,15 @@
 """Purity of sets of (channel, prototype) pairs, in one pass over their images, and a check of the bank's.
 
-Purity is the EPIC paper's (``epic_hf.disentangle.purity_and_peaks``, the function the fit
-trains and reports with). Every pair set (the bank's own prototypes, and the top-N mined on the
+Purity is the EPIC paper's, scored by the loop the fit reports with
+(``epic_hf.disentangle.purity_of_pairs``). Every pair set (the bank's own prototypes, and the top-N mined on the
 evaluated data under U and under the identity) is scored in the same pass over the union of
 their images, one batch of feature maps in memory at a time: a stream is read once, not once
 per set or per chunk.
 
 The bank names its prototypes by sample key, which means something only in the dataset the bank
 was fit on. So each bank prototype image, as the model sees it, is compared with the bank's own
-thumbnail of it; a dataset whose images do not match is not used for the bank's numbers.
+thumbnail of it (by the bank's one rule, :meth:`PrototypeBank.matching_key`); a dataset whose
+images do not match is not used for the bank's numbers.
 """
 
 from __future__ import annotations
@@ -17,20 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
-from ..disentangle import purity_and_peaks
-from ..fit.source import ImageSource
+from ..data import ImageSource
+from ..disentangle import purity_of_pairs
 from ..progress import progress_bar
 
-#: Mean absolute difference (0-255, at 8 x 8) under which an image is taken to be the thumbnail's.
-#: JPEG and resizing move a matching image by a level or two (planted data: at most 2.0); another
-#: image differs by tens (planted data: at least 19.6).
-THUMBNAIL_TOLERANCE = 6.0
 _PAIR_BYTES = 2**27  # feature maps gathered per purity call
 
 
@@ -46,11 +42,11 @@ class PairSet:
 
 @dataclass
 class PassResult:
-    """Mean purity per set (None when it has no pairs), the bank images' distances, keys not found."""
+    """Mean purity per set (None when it has no pairs), which bank images match their thumbnails, keys not found."""
 
     purity: dict[str, float | None] = field(default_factory=dict)
     pairs: dict[str, int] = field(default_factory=dict)
-    thumbnail_distances: dict[int, float] = field(default_factory=dict)
+    thumbnail_matches: dict[int, bool] = field(default_factory=dict)
     missing: set[int] = field(default_factory=set)
 
 
@@ -109,25 +105,14 @@ def _score(classifier: FrozenClassifier, batch: list[tuple[int, Image.Image]],
             per_set[index][0].append(position)
             per_set[index][1].append(channel)
         if bank is not None and key in bank_keys:
-            result.thumbnail_distances[key] = picture_distance(classifier.to_image(pixel_values[position]),
-                                                               bank.thumbnail(key))
+            picture = classifier.to_image(pixel_values[position])
+            result.thumbnail_matches[key] = bank.matching_key(picture, [key]) == key
     chunk = max(1, _PAIR_BYTES // (fmap[0].numel() * fmap.element_size()))
-    with torch.no_grad():
-        for index, (positions, channels) in enumerate(per_set):
-            for start in range(0, len(positions), chunk):
-                rows = torch.tensor(positions[start: start + chunk], device=fmap.device)
-                picked = torch.tensor(channels[start: start + chunk], device=fmap.device)
-                purity, _ = purity_and_peaks(fmap[rows], picked, sets[index].U.to(fmap.device), sets[index].orthogonal)
-                sums[index] += float(purity.double().sum())
-                counts[index] += int(picked.numel())
-
-
-def picture_distance(first: Image.Image, second: Image.Image) -> float:
-    """Mean absolute difference of two pictures, in 0-255 levels, both reduced to 8 x 8 (blurs JPEG noise away)."""
-    size = (8, 8)
-    a = np.asarray(first.convert("RGB").resize(size, Image.Resampling.BOX), dtype=np.float64)
-    b = np.asarray(second.convert("RGB").resize(size, Image.Resampling.BOX), dtype=np.float64)
-    return float(np.abs(a - b).mean())
+    for index, (positions, channels) in enumerate(per_set):
+        purity, _ = purity_of_pairs(lambda rows: fmap[rows], positions, channels, sets[index].U, sets[index].orthogonal,
+                                    chunk)
+        sums[index] += float(purity.double().sum())
+        counts[index] += len(positions)
 
 
 def bank_matches(result: PassResult, bank: PrototypeBank) -> tuple[bool, str]:
@@ -136,7 +121,7 @@ def bank_matches(result: PassResult, bank: PrototypeBank) -> tuple[bool, str]:
     absent = keys & result.missing
     if absent:
         return False, f"{len(absent)} of the bank's {len(keys)} prototype keys are not in this dataset"
-    far = [k for k in keys if result.thumbnail_distances.get(k, float("inf")) > THUMBNAIL_TOLERANCE]
+    far = [k for k in keys if not result.thumbnail_matches.get(k, False)]
     if far:
         return False, (f"{len(far)} of the bank's {len(keys)} prototype images differ from the bank's thumbnails "
                        "of them: this is not the dataset the bank was fit on")
@@ -144,5 +129,5 @@ def bank_matches(result: PassResult, bank: PrototypeBank) -> tuple[bool, str]:
 
 
 def describe(result: PassResult) -> dict[str, Any]:
-    distances = list(result.thumbnail_distances.values())
-    return {"thumbnails_checked": len(distances), "max_thumbnail_distance": max(distances) if distances else None}
+    matches = list(result.thumbnail_matches.values())
+    return {"thumbnails_checked": len(matches), "thumbnails_matched": sum(matches)}

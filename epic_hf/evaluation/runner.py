@@ -9,56 +9,73 @@ once the stream ends, in one more pass over the prototype images only.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
 
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
+from ..data import ImageSource, SkippedSamples, open_source
 from ..decompose import Decomposer
-from ..fit.pipeline import open_source
-from ..fit.source import ImageSource, SkippedSamples
+from ..mining import TopN
 from ..progress import progress_bar
 from .channels import EPIC, IDENTITY, VIEWS, ChannelView, read
+from .config import EvaluationConfig, tensor_digest
 from .consistency import class_consistency, lookup_labels
 from .deletion import Deletion
 from .draws import draw
-from .mining import TopPrototypes
 from .purity import PairSet, bank_matches, describe, prototype_pass
 from .report import EvaluationReport
-from .settings import EvaluationSettings, data_config, tensor_digest
 from .stability import PERTURBATIONS, DecisionKept, Stability, add_noise, cell_offset, intensity_scale, shift
 from .state import REPORT_NAME, TABLE_NAME, EvaluationState, write_atomic
 
 logger = logging.getLogger(__name__)
 
+#: Prototypes mined per channel when the explainer has no bank to take the count from.
+DEFAULT_PROTOTYPES = 5
 
-def evaluate_explainer(explainer: Any, dataset: Any, *, top_k: int = 4, label_column: str | None = None,
-                       max_samples: int | None = None, output_dir: str | Path | None = None, noise_std: float = 0.05,
-                       shift_pixels: int = 4, seed: int = 0, batch_size: int = 32, random_draws: int = 8,
-                       prototypes_per_channel: int | None = None, **data_overrides: Any) -> EvaluationReport:
+
+class Explainable(Protocol):
+    """What an evaluation reads from an explainer (an :class:`~epic_hf.EpicExplainer`)."""
+
+    @property
+    def classifier(self) -> FrozenClassifier: ...
+
+    @property
+    def decomposer(self) -> Decomposer: ...
+
+    @property
+    def matrix(self) -> str: ...
+
+    @property
+    def bank(self) -> PrototypeBank | None: ...
+
+
+def evaluate_explainer(explainer: Explainable, dataset: Any, config: EvaluationConfig | None = None, *,
+                       output_dir: str | Path | None = None, **overrides: Any) -> EvaluationReport:
     """Measure purity, class consistency, stability and exact deletion, under U and under U = I.
 
-    ``dataset``: anything ``fit`` reads (Dataset, IterableDataset, DatasetDict, image folder, Hub id);
-    ``data_overrides``: ``split``, ``image_column``, ``key_column``, ``streaming``. The bank's own
-    prototypes are scored only on the dataset it was fit on (checked against its thumbnails).
-    See docs/evaluation.md for the definitions.
+    ``dataset``: anything ``fit`` reads (Dataset, IterableDataset, DatasetDict, image folder,
+    save_to_disk folder, Parquet/CSV/JSON-lines file, Hub id). Settings come from ``config`` (an
+    :class:`EvaluationConfig`) with ``overrides`` on top, data settings included
+    (``evaluate_explainer(explainer, ds, top_k=8, split="test")``). The bank's own prototypes
+    are scored only on the dataset it was fit on (checked against its thumbnails). See
+    docs/evaluation.md for the definitions.
     """
+    settings = (config or EvaluationConfig()).replace(**overrides)
     bank = explainer.bank
-    count = prototypes_per_channel or (bank.prototypes_per_channel if bank is not None else 5)
-    settings = EvaluationSettings(top_k=top_k, noise_std=noise_std, shift_pixels=shift_pixels, seed=seed,
-                                  random_draws=random_draws, prototypes_per_channel=count, batch_size=batch_size,
-                                  max_samples=max_samples)
-    source = open_source(dataset, data_config(label_column, data_overrides))
+    if settings.prototypes_per_channel is None:
+        settings = settings.replace(prototypes_per_channel=bank.prototypes_per_channel if bank is not None
+                                    else DEFAULT_PROTOTYPES)
+    source = open_source(dataset, settings.data)
     run = Evaluation(explainer.classifier, explainer.decomposer, explainer.matrix, bank, source, settings)
     state = EvaluationState.open(output_dir, run.fingerprint() if output_dir is not None else {})
+    max_samples = settings.max_samples
     if max_samples is not None and state.consumed > max_samples:
         raise ValueError(f"{output_dir} already holds an evaluation of {state.consumed} samples; pass max_samples of "
                          f"at least {state.consumed}, or use another output_dir")
@@ -80,7 +97,7 @@ class Evaluation:
     """The accumulators of one evaluation and the two passes that fill them."""
 
     def __init__(self, classifier: FrozenClassifier, decomposer: Decomposer, matrix: str,
-                 bank: PrototypeBank | None, source: ImageSource, settings: EvaluationSettings) -> None:
+                 bank: PrototypeBank | None, source: ImageSource, settings: EvaluationConfig) -> None:
         self.classifier, self.bank, self.source, self.settings = classifier, bank, source, settings
         head = classifier.head()
         self.bias = head.bias.double()
@@ -93,7 +110,7 @@ class Evaluation:
         self.stability = {v: {p: Stability() for p in PERTURBATIONS} for v in VIEWS}
         self.decision = {p: DecisionKept() for p in PERTURBATIONS}
         self.deletion = {v: Deletion() for v in VIEWS}
-        self.mined = {v: TopPrototypes(dim, settings.prototypes_per_channel) for v in VIEWS}
+        self.mined = {v: TopN(dim, int(settings.prototypes_per_channel or DEFAULT_PROTOTYPES)) for v in VIEWS}
         self.skipped = SkippedSamples()
 
     def fingerprint(self) -> dict[str, Any]:
@@ -121,7 +138,7 @@ class Evaluation:
                           for v, per in stored["stability"].items()}
         self.decision = {p: DecisionKept.from_state(d) for p, d in stored["decision"].items()}
         self.deletion = {v: Deletion.from_state(d) for v, d in stored["deletion"].items()}
-        self.mined = {v: TopPrototypes.from_state(m) for v, m in stored["mined"].items()}
+        self.mined = {v: TopN.from_state(m) for v, m in stored["mined"].items()}
 
     # -- the stream -------------------------------------------------------------------------
     def stream(self, state: EvaluationState, output_dir: str | Path | None) -> None:
@@ -131,8 +148,8 @@ class Evaluation:
         state.report = None
         bar = progress_bar(total=total, initial=state.consumed, desc="EPIC evaluation", unit="img")
         started = time.perf_counter()
-        for keys, images, consumed in _batches(self.source, self.settings.batch_size, state.consumed, cap,
-                                               self.skipped):
+        for keys, images, consumed in self.source.batches(self.settings.batch_size, self.skipped,
+                                                          start=state.consumed, stop=cap):
             if keys:
                 self.batch(keys, images)
             bar.update(consumed - state.consumed)
@@ -171,7 +188,7 @@ class Evaluation:
             self.stability[view]["shift"].update(readouts["clean"], readouts["shift"], offset)
             view_logits = readouts["clean"].pooled @ channels.weight.T + self.bias + extras["clean"]
             self.deletion[view].update(channels.weight, readouts["clean"], view_logits, targets, draws.orders)
-            self.mined[view].update(keys, readouts["clean"].pooled)
+            self.mined[view].update(keys, readouts["clean"].pooled.T)
 
     # -- after the stream -------------------------------------------------------------------
     def finish(self, state: EvaluationState) -> EvaluationReport:
@@ -227,29 +244,6 @@ class Evaluation:
 
     def _settings(self) -> dict[str, Any]:
         source = self.source
-        return {**json.loads(json.dumps(vars(self.settings))), "dataset": source.describe(),
-                "label_column": source.label_column}
+        settings = {k: v for k, v in self.settings.to_dict().items() if k != "data"}
+        return {**json.loads(json.dumps(settings)), "dataset": source.describe(), "label_column": source.label_column}
 
-
-def _batches(source: ImageSource, batch_size: int, start: int, cap: int | None,
-             skipped: SkippedSamples) -> Iterator[tuple[list[int], list[Image.Image], int]]:
-    """(keys, decoded images, records consumed so far) after the first ``start`` records, up to ``cap``.
-
-    Skipped records are not decoded. Unreadable images go to ``skipped``; a batch whose records
-    were all unreadable is still yielded (empty), so that the count of consumed records moves on.
-    """
-    keys: list[int] = []
-    images: list[Image.Image] = []
-    position = yielded = start
-    for key, record in itertools.islice(source.records(), start, cap):
-        position += 1
-        image = skipped.decode(key, record)
-        if image is None:
-            continue
-        keys.append(key)
-        images.append(image)
-        if len(keys) == batch_size:
-            yield keys, images, position
-            keys, images, yielded = [], [], position
-    if keys or position > yielded:
-        yield keys, images, position

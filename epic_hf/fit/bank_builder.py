@@ -9,11 +9,11 @@ import torch
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
 from ..config import EpicConfig, FitConfig
+from ..data import ImageSource
 from ..disentangle import Disentangler, cell_box
 from ..images import encode_jpeg
 from .features import FeatureStore, mean_purity
 from .index import PooledIndex
-from .source import ImageSource
 
 #: Pooled vectors transformed at a time for the class evidence: bounded memory on a memory-mapped index.
 EVIDENCE_CHUNK_ROWS = 16384

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import torch
 
 from ..backbone import FrozenClassifier
-from ..disentangle import purity_and_peaks
-from .source import ImageSource
+from ..data import ImageSource
+from ..disentangle import purity_of_pairs
 
 
 class FeatureMaps(Protocol):
@@ -146,12 +146,5 @@ def mean_purity(store: FeatureMaps, keys: torch.Tensor, U: torch.Tensor, orthogo
     """Mean purity over the (D, N) prototype pairs under U, and each pair's peak cell (D, N)."""
     pair_keys, channels = pairs(keys)
     store.prefetch(pair_keys.tolist())
-    values, cells = [], []
-    with torch.no_grad():
-        for start in range(0, pair_keys.numel(), chunk):
-            fmaps = store.maps(pair_keys[start: start + chunk].tolist())
-            purity, peaks = purity_and_peaks(fmaps, channels[start: start + chunk].to(fmaps.device),
-                                             U.to(fmaps.device), orthogonal)
-            values.append(purity.cpu())
-            cells.append(peaks.cpu())
-    return float(torch.cat(values).mean()), torch.cat(cells).reshape(keys.shape)
+    purity, cells = purity_of_pairs(store.maps, pair_keys.tolist(), channels.tolist(), U, orthogonal, chunk)
+    return float(purity.mean()), cells.reshape(keys.shape)

@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..mining import TopN
+
 logger = logging.getLogger(__name__)
+
+#: Memory for one chunk's (D, chunk) float64 scores while mining: 128 MiB, about 8192 samples at D = 2048.
+MINING_CHUNK_BYTES = 2**27
 
 
 @dataclass
@@ -41,7 +46,8 @@ class PooledIndex:
     def cells(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
 
-    def top_prototypes(self, U: torch.Tensor, count: int, chunk_size: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    def top_prototypes(self, U: torch.Tensor, count: int,
+                       chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores (D, count), rows (D, count)): each channel's best samples under U, best first.
 
         Scores are ``sum_hw G_c = HW * (U v)_c``. ``count`` is clamped to the index size.
@@ -49,30 +55,22 @@ class PooledIndex:
         return top_rows(self.vectors, U, count, chunk_size, scale=float(self.cells))
 
 
-def top_rows(vectors: torch.Tensor, U: torch.Tensor, count: int, chunk_size: int = 16384,
+def top_rows(vectors: torch.Tensor, U: torch.Tensor, count: int, chunk_size: int | None = None,
              scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-``count`` rows of ``vectors @ U.T`` per column, chunk by chunk.
+    """Exact top-``count`` rows of ``vectors @ U.T`` per column: (scores (D, count) float64, rows (D, count)).
 
-    Ties keep the lower row first, as a full sort of the whole matrix would.
+    Chunk by chunk through the one miner (:class:`~epic_hf.mining.TopN`), so that ties keep the
+    lower row first, as a full sort of the whole matrix would. By default a chunk's scores take
+    about :data:`MINING_CHUNK_BYTES`.
     """
-    total = vectors.shape[0]
-    count = min(count, total)
+    total, dim = vectors.shape[0], U.shape[0]
+    chunk_size = chunk_size or max(1, MINING_CHUNK_BYTES // (8 * max(dim, 1)))
     U = U.detach().float()
-    best_scores = best_rows = None
+    top = TopN(dim, max(1, min(count, total)), device=U.device)
     for start in range(0, total, chunk_size):
         chunk = torch.as_tensor(vectors[start: start + chunk_size]).to(U.device, torch.float32)
-        scores = (chunk @ U.T).T * scale  # (D, chunk)
-        rows = torch.arange(start, start + chunk.shape[0], device=U.device).expand_as(scores)
-        if best_scores is not None:
-            scores = torch.cat([best_scores, scores], dim=1)
-            rows = torch.cat([best_rows, rows], dim=1)
-        k = min(count, scores.shape[1])
-        # stable sort: among equal scores the earlier (lower) row wins
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-        best_scores = scores.gather(1, order)
-        best_rows = rows.gather(1, order)
-    assert best_scores is not None and best_rows is not None
-    return best_scores.cpu(), best_rows.cpu()
+        top.update(torch.arange(start, start + chunk.shape[0]), (chunk @ U.T).T * scale)
+    return top.scores.cpu(), top.keys.cpu()
 
 
 class IndexWriter:

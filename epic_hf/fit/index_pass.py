@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from ..backbone import FrozenClassifier
+from ..data import ImageSource, SkippedSamples
 from ..progress import progress_bar
 from .distributed import gather_index, max_over_processes
 from .index import IndexWriter, PooledIndex
-from .source import ImageSource, SkippedSamples
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
     total = None if source.streaming else (len(source) + world - 1) // world
     progress = progress_bar(total=total, desc="EPIC index pass", unit="img",
                             disable=not accelerator.is_local_main_process)
-    for keys, images in source.batches(batch_size, skipped, rank, world):
+    for keys, images, _ in source.batches(batch_size, skipped, rank, world):
+        if not keys:  # the last records were all unreadable
+            continue
         pixel_values = classifier.preprocess(images)
         with accelerator.autocast():
             features = classifier.features(pixel_values)

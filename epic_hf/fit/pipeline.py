@@ -19,6 +19,7 @@ import torch
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
 from ..config import FitConfig
+from ..data import ImageSource, SkippedSamples, open_source
 from ..disentangle import Disentangler, MatrixKind
 from .bank_builder import build_bank
 from .checkpoint import FitCheckpoint
@@ -27,7 +28,6 @@ from .features import FeatureStore, mean_purity
 from .index import PooledIndex
 from .index_pass import build_index
 from .report import FitReport
-from .source import ImageSource, SkippedSamples, resolve_dataset
 from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -35,12 +35,6 @@ logger = logging.getLogger(__name__)
 _MB = 2**20
 #: A cache budget that never binds: purity of a finished bank reads each prototype map once.
 UNBOUNDED_BYTES = 2**62
-
-
-def open_source(dataset: Any, config: FitConfig) -> ImageSource:
-    return resolve_dataset(dataset, split=config.split, image_column=config.image_column,
-                           key_column=config.key_column, streaming=config.streaming,
-                           label_column=config.label_column)
 
 
 def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matrix: MatrixKind = "orthogonal",
@@ -52,7 +46,7 @@ def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matri
     """
     started = time.perf_counter()
     accelerator = accelerator or make_accelerator(config.mixed_precision)
-    source = open_source(dataset, config)
+    source = open_source(dataset, config.data)
     disentangler = Disentangler(classifier.num_channels, matrix)
     checkpoint = FitCheckpoint(output_dir, _fingerprint(classifier, disentangler, source, config),
                                is_main=accelerator.is_main_process)
@@ -141,7 +135,7 @@ def _load_finished(checkpoint: FitCheckpoint) -> tuple[PrototypeBank, FitReport]
 def bank_purity(classifier: FrozenClassifier, bank: PrototypeBank, U: torch.Tensor, dataset: Any,
                 config: FitConfig) -> float:
     """Mean purity of ``bank``'s (channel, prototype) pairs under U, recomputed from ``dataset``."""
-    source = open_source(dataset, config)
+    source = open_source(dataset, config.data)
     store = FeatureStore(classifier, source, UNBOUNDED_BYTES, config.batch_size, contextlib.nullcontext)
     purity, _ = mean_purity(store, bank.sample_keys, U, bank.matrix == "orthogonal", config.batch_size)
     return purity

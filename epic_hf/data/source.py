@@ -1,4 +1,4 @@
-"""Datasets plumbing: any image dataset in, (sample key, RGB image) batches out.
+"""An image dataset read in key order: (sample key, RGB image) batches out, the unreadable ones skipped.
 
 Images are read undecoded (``Image(decode=False)``) and decoded here, so that one corrupt
 file is counted and skipped instead of killing a long run.
@@ -15,13 +15,11 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from huggingface_hub import constants
 from PIL import Image
 
-from ..errors import HubUnreachableError, UnreadableImageError
-from ..hub import hub_endpoint, hub_is_reachable
+from ..errors import UnreadableImageError
 from ..images import to_rgb
 
 logger = logging.getLogger(__name__)
@@ -51,6 +49,14 @@ class SkippedSamples:
             return None
 
 
+class Batch(NamedTuple):
+    """Decoded images with their sample keys, and how many records had been read when it was full."""
+
+    keys: list[int]
+    images: list[Image.Image]
+    consumed: int
+
+
 @dataclass
 class ImageSource:
     """A dataset with a known image column, readable in key order by any process."""
@@ -62,6 +68,8 @@ class ImageSource:
     name: str | None = None
     split: str | None = None
     revision: str | None = None
+    #: Where relative paths in the image column are found (a CSV or JSON-lines file's folder).
+    path_root: Path | None = None
 
     @property
     def streaming(self) -> bool:
@@ -97,7 +105,7 @@ class ImageSource:
             for block in rows.iter(batch_size=256):  # columnar reads: far faster than row by row
                 for offset, record in enumerate(block[self.image_column]):
                     example = {name: block[name][offset] for name in block}
-                    yield self._key(example, position), record
+                    yield self._key(example, position), self._record(record)
                     position += 1
             return
         if self.key_column is not None:
@@ -108,12 +116,24 @@ class ImageSource:
             if world_size > 1:
                 stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
             for example in stream.select_columns(self._columns()):
-                yield self._key(example, None), example[self.image_column]
+                yield self._key(example, None), self._record(example[self.image_column])
             return
         # Positions must be global: every process walks the stream, keeping every k-th example.
         stream = self.dataset.select_columns(self._columns())
         for position, example in itertools.islice(enumerate(stream), rank, None, world_size):
-            yield position, example[self.image_column]
+            yield position, self._record(example[self.image_column])
+
+    def _record(self, record: Any) -> Any:
+        """An image record as the decoder reads it: a path or raw bytes becomes a ``{"path", "bytes"}`` record,
+        a relative path found under :attr:`path_root`."""
+        if isinstance(record, (bytes, bytearray)):
+            return {"bytes": bytes(record), "path": None}
+        if isinstance(record, str):
+            path = Path(record).expanduser()
+            if not path.is_absolute() and self.path_root is not None:
+                path = self.path_root / path
+            return {"bytes": None, "path": str(path)}
+        return record
 
     def _key(self, example: dict, position: int | None) -> int:
         if self.key_column is None:
@@ -126,22 +146,31 @@ class ImageSource:
             )
         return value
 
-    def batches(self, batch_size: int, skipped: SkippedSamples, rank: int = 0,
-                world_size: int = 1) -> Iterator[tuple[list[int], list[Image.Image]]]:
-        """Decoded batches of this process's share; undecodable samples go to ``skipped``."""
+    def batches(self, batch_size: int, skipped: SkippedSamples, rank: int = 0, world_size: int = 1,
+                start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        """Decoded batches of this process's share of records ``start:stop``; the unreadable go to ``skipped``.
+
+        The one batch loop of the fit and the evaluation. Records before ``start`` are not decoded
+        (a resumed evaluation skips what it has seen). A batch is yielded when it holds
+        ``batch_size`` images, and once more at the end if any record was read since the last
+        one, even if all of them were unreadable (then ``keys`` is empty), so that
+        :attr:`Batch.consumed` always reaches the number of records read.
+        """
         keys: list[int] = []
         images: list[Image.Image] = []
-        for key, record in self.records(rank, world_size):
+        position = yielded = start
+        for key, record in itertools.islice(self.records(rank, world_size), start, stop):
+            position += 1
             image = skipped.decode(key, record)
             if image is None:
                 continue
             keys.append(key)
             images.append(image)
             if len(keys) == batch_size:
-                yield keys, images
-                keys, images = [], []
-        if keys:
-            yield keys, images
+                yield Batch(keys, images, position)
+                keys, images, yielded = [], [], position
+        if keys or position > yielded:
+            yield Batch(keys, images, position)
 
     def iter_named_images(self, keys: Iterable[int]) -> Iterator[tuple[int, Image.Image, str | None]]:
         """(key, decoded image, display name) for the given keys, one at a time, in dataset order.
@@ -153,7 +182,7 @@ class ImageSource:
         """
         wanted = sorted(set(int(k) for k in keys))
         for key, example in self._examples(wanted):
-            record = example[self.image_column]
+            record = self._record(example[self.image_column])
             yield key, to_rgb(record, key), self._name(record, example, key)
 
     def iter_images(self, keys: Iterable[int]) -> Iterator[tuple[int, Image.Image]]:
@@ -204,88 +233,3 @@ class ImageSource:
     def fetch(self, keys: Iterable[int]) -> dict[int, Image.Image]:
         """Decoded images of the given keys, all at once (for a few images)."""
         return dict(self.iter_images(keys))
-
-
-def _find_image_column(features: Any, columns: list[str], image_column: str | None) -> str:
-    import datasets
-
-    if image_column is not None:
-        if columns and image_column not in columns:
-            raise ValueError(f"image_column {image_column!r} is not a column of the dataset; columns: {columns}")
-        return image_column
-    if features is not None:
-        found = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
-        if found:
-            return found[0]
-    raise ValueError(
-        f"the dataset has no Image column (columns: {columns or 'unknown'}); pass image_column=<name> "
-        "naming the column that holds the images"
-    )
-
-
-def _pick_split(dataset_dict: Any, split: str | None) -> tuple[Any, str]:
-    splits = list(dataset_dict.keys())
-    if split is None:
-        if len(splits) == 1:
-            return dataset_dict[splits[0]], splits[0]
-        if "train" in splits:
-            return dataset_dict["train"], "train"
-        raise ValueError(f"the dataset has several splits {splits}; pass split=<one of them>")
-    if split not in dataset_dict:
-        raise ValueError(f"split {split!r} not found; the dataset has splits {splits}")
-    return dataset_dict[split], split
-
-
-def resolve_dataset(
-    dataset: Any,
-    split: str | None = None,
-    image_column: str | None = None,
-    key_column: str | None = None,
-    streaming: bool = False,
-    revision: str | None = None,
-    label_column: str | None = None,
-) -> ImageSource:
-    """An :class:`ImageSource` from a Dataset, IterableDataset, DatasetDict, folder or Hub id."""
-    import datasets
-
-    name = None
-    if isinstance(dataset, (str, Path)):
-        folder = Path(dataset).expanduser()
-        if folder.is_dir():  # one spelling per folder, so that a checkpoint recognises its data
-            name = str(folder.resolve())
-            loaded = datasets.load_dataset("imagefolder", data_dir=name, streaming=streaming)
-        elif folder.exists():
-            raise ValueError(f"{dataset!r} is a file; pass a folder of images, a Hub dataset id or a Dataset")
-        else:
-            name = str(dataset)
-            if not constants.HF_HUB_OFFLINE and not hub_is_reachable():
-                raise HubUnreachableError(
-                    f"cannot reach the Hugging Face Hub at {hub_endpoint()} to load the dataset {name}; set "
-                    "HF_HUB_OFFLINE=1 to use a cached copy, or pass a local folder of images")
-            loaded = datasets.load_dataset(name, revision=revision, streaming=streaming)
-        dataset = loaded
-    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        dataset, split = _pick_split(dataset, split)
-    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
-        raise TypeError(
-            f"expected a datasets.Dataset, IterableDataset, DatasetDict, an image folder or a Hub dataset id, "
-            f"got {type(dataset).__name__}"
-        )
-    if isinstance(dataset, datasets.Dataset):
-        if len(dataset) == 0:
-            raise ValueError("the dataset is empty: EPIC needs images to mine prototypes from")
-        name = name or (dataset.info.dataset_name if dataset.info else None)
-        split = split or (str(dataset.split) if dataset.split is not None else None)
-    columns = list(dataset.column_names or [])
-    column = _find_image_column(dataset.features, columns, image_column)
-    if key_column is not None and columns and key_column not in columns:
-        raise ValueError(f"key_column {key_column!r} is not a column of the dataset; columns: {columns}")
-    if label_column is not None and columns and label_column not in columns:
-        raise ValueError(f"label_column {label_column!r} is not a column of the dataset; columns: {columns}")
-    if label_column is None and "label" in columns:
-        label_column = "label"
-    features = dataset.features
-    if features is not None and isinstance(features.get(column), datasets.Image):
-        dataset = dataset.cast_column(column, datasets.Image(decode=False))
-    return ImageSource(dataset=dataset, image_column=column, key_column=key_column, label_column=label_column,
-                       name=name, split=split, revision=revision)

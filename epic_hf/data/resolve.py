@@ -1,0 +1,159 @@
+"""What a user holds, made an :class:`~epic_hf.data.source.ImageSource`: datasets objects, folders, files, Hub ids.
+
+Accepted: a ``datasets.Dataset``, ``IterableDataset`` or ``DatasetDict``; a folder of images
+(class subfolders give labels, as ``imagefolder`` reads them); a folder written by
+``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``; a Parquet, CSV or JSON-lines file
+whose image column holds images or paths (relative paths are read from the file's folder);
+and a Hub dataset id.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import constants
+
+from ..config import DataConfig
+from ..errors import HubUnreachableError
+from ..hub import hub_endpoint, hub_is_reachable
+from .source import ImageSource
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes read with a ``datasets`` packaged builder, by builder name.
+FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json"}
+#: Column names taken to hold image paths in a file without an Image column, in order of preference.
+PATH_COLUMNS = ("image", "img", "image_path", "path", "file_name", "filename", "filepath", "file")
+#: The marker files ``save_to_disk`` writes: a Dataset's, then a DatasetDict's.
+SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")
+
+
+def open_source(dataset: Any, data: DataConfig | None = None) -> ImageSource:
+    """The :class:`ImageSource` that ``data`` (a :class:`DataConfig`) says how to read from ``dataset``."""
+    data = data or DataConfig()
+    return resolve_dataset(dataset, split=data.split, image_column=data.image_column, key_column=data.key_column,
+                           streaming=data.streaming, label_column=data.label_column)
+
+
+def _load_path(path: Path, streaming: bool) -> tuple[Any, str, Path | None]:
+    """(loaded dataset or dict, its name, the folder relative image paths are read from) of a local path."""
+    import datasets
+
+    if path.is_dir():
+        resolved = path.resolve()  # one spelling per folder, so that a checkpoint recognises its data
+        if any((resolved / marker).is_file() for marker in SAVED_DATASET_FILES):
+            loaded = datasets.load_from_disk(str(resolved))
+            if streaming:
+                loaded = (loaded.to_iterable_dataset() if isinstance(loaded, datasets.Dataset) else
+                          datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()}))
+            return loaded, str(resolved), None
+        return datasets.load_dataset("imagefolder", data_dir=str(resolved), streaming=streaming), str(resolved), None
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(
+            f"{str(path)!r} is a file epic_hf cannot read as a dataset; pass a folder of images, a folder written by "
+            f"save_to_disk, a {'/'.join(sorted(FILE_BUILDERS))} file, a Hub dataset id or a Dataset")
+    resolved = path.resolve()
+    options = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    loaded = datasets.load_dataset(builder, data_files=str(resolved), streaming=streaming, **options)
+    return loaded, str(resolved), resolved.parent
+
+
+def _load_hub(name: str, revision: str | None, streaming: bool) -> Any:
+    import datasets
+
+    if not constants.HF_HUB_OFFLINE and not hub_is_reachable():
+        raise HubUnreachableError(
+            f"cannot reach the Hugging Face Hub at {hub_endpoint()} to load the dataset {name}; set "
+            "HF_HUB_OFFLINE=1 to use a cached copy, or pass a local folder of images")
+    return datasets.load_dataset(name, revision=revision, streaming=streaming)
+
+
+def _find_image_column(features: Any, columns: list[str], image_column: str | None) -> str:
+    import datasets
+
+    if image_column is not None:
+        if columns and image_column not in columns:
+            raise ValueError(f"image_column {image_column!r} is not a column of the dataset; columns: {columns}")
+        return image_column
+    if features is not None:
+        found = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+        if found:
+            return found[0]
+        paths = [name for name in PATH_COLUMNS if _holds_text_or_bytes(features.get(name))]
+        if paths:
+            return paths[0]
+    raise ValueError(
+        f"the dataset has no Image column (columns: {columns or 'unknown'}); pass image_column=<name> "
+        "naming the column that holds the images or their paths"
+    )
+
+
+def _holds_text_or_bytes(feature: Any) -> bool:
+    import datasets
+
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "binary",
+                                                                     "large_binary")
+
+
+def _pick_split(dataset_dict: Any, split: str | None) -> tuple[Any, str]:
+    splits = list(dataset_dict.keys())
+    if split is None:
+        if len(splits) == 1:
+            return dataset_dict[splits[0]], splits[0]
+        if "train" in splits:
+            return dataset_dict["train"], "train"
+        raise ValueError(f"the dataset has several splits {splits}; pass split=<one of them>")
+    if split not in dataset_dict:
+        raise ValueError(f"split {split!r} not found; the dataset has splits {splits}")
+    return dataset_dict[split], split
+
+
+def resolve_dataset(
+    dataset: Any,
+    split: str | None = None,
+    image_column: str | None = None,
+    key_column: str | None = None,
+    streaming: bool = False,
+    revision: str | None = None,
+    label_column: str | None = None,
+) -> ImageSource:
+    """An :class:`ImageSource` from anything this module accepts (see its docstring)."""
+    import datasets
+
+    name = None
+    path_root = None
+    if isinstance(dataset, (str, Path)):
+        path = Path(dataset).expanduser()
+        if path.exists():
+            dataset, name, path_root = _load_path(path, streaming)
+        else:
+            name = str(dataset)
+            dataset = _load_hub(name, revision, streaming)
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        dataset, split = _pick_split(dataset, split)
+    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(
+            f"expected a datasets.Dataset, IterableDataset, DatasetDict, an image folder, a save_to_disk folder, "
+            f"a Parquet/CSV/JSON-lines file or a Hub dataset id, got {type(dataset).__name__}"
+        )
+    if isinstance(dataset, datasets.Dataset):
+        if len(dataset) == 0:
+            raise ValueError("the dataset is empty: EPIC needs images to mine prototypes from")
+        name = name or (dataset.info.dataset_name if dataset.info else None)
+        split = split or (str(dataset.split) if dataset.split is not None else None)
+    columns = list(dataset.column_names or [])
+    column = _find_image_column(dataset.features, columns, image_column)
+    if key_column is not None and columns and key_column not in columns:
+        raise ValueError(f"key_column {key_column!r} is not a column of the dataset; columns: {columns}")
+    if label_column is not None and columns and label_column not in columns:
+        raise ValueError(f"label_column {label_column!r} is not a column of the dataset; columns: {columns}")
+    if label_column is None and "label" in columns:
+        label_column = "label"
+    features = dataset.features
+    if features is not None and isinstance(features.get(column), datasets.Image):
+        dataset = dataset.cast_column(column, datasets.Image(decode=False))
+    return ImageSource(dataset=dataset, image_column=column, key_column=key_column, label_column=label_column,
+                       name=name, split=split, revision=revision, path_root=path_root)

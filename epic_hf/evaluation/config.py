@@ -1,0 +1,73 @@
+"""`EvaluationConfig`: every setting of an evaluation, its default, help and validation, written once.
+
+``explainer.evaluate``, ``evaluate_explainer`` and the ``epic-hf evaluate`` flags are derived
+from it, as the fit's are from :class:`~epic_hf.config.FitConfig`; how the dataset is read is
+the same :class:`~epic_hf.config.DataConfig`.
+
+``batch_size`` and ``max_samples`` do not change the numbers: every random draw is seeded per
+sample (by the seed and the sample key), so the result does not depend on how the data was
+batched, and a finished run can be extended to more samples by running it again with a larger
+``max_samples``. They are therefore left out of what a resumed run must agree on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import DataConfig, _section, _setting, flat_settings, known_values, replace_settings, validate_settings
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Every setting of :meth:`EpicExplainer.evaluate` (definitions: docs/evaluation.md)."""
+
+    data: DataConfig = _section(DataConfig, "how to read the dataset")
+    top_k: int = _setting(4, "channels per explanation: the ones stability compares and deletion removes",
+                          group="metrics", minimum=1)
+    noise_std: float = _setting(0.05, "std of the pixel noise, in [0, 1] intensity units", group="metrics",
+                                minimum=0)
+    shift_pixels: int = _setting(4, "shift of the image, in model-input pixels", group="metrics", minimum=0)
+    random_draws: int = _setting(8, "random channel sets per image for the deletion baseline", group="metrics",
+                                 minimum=1)
+    prototypes_per_channel: int | None = _setting(
+        None, "N of the prototypes mined on the evaluated data; by default the bank's", group="metrics", minimum=1)
+    seed: int = _setting(0, "seed of the noise and of the random draws", group="metrics", minimum=0)
+    max_samples: int | None = _setting(None, "evaluate at most this many images", group="data", result=False,
+                                       minimum=1)
+    batch_size: int = _setting(32, "images per backbone batch", group="compute", result=False, minimum=1)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, DataConfig):
+            raise ValueError(f"data must be a DataConfig, got {type(self.data).__name__}")
+        validate_settings(self)
+
+    def replace(self, **changes: Any) -> EvaluationConfig:
+        """A validated copy with ``changes`` (data settings may be given flat); unknown names raise ``TypeError``."""
+        return replace_settings(self, changes, "evaluation")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "evaluation settings") -> EvaluationConfig:
+        values = dict(values)
+        data = values.pop("data", {})
+        known = known_values(cls, values, where)
+        return cls(data=DataConfig(**known_values(DataConfig, data, where)),
+                   **{k: v for k, v in known.items() if k != "data"})
+
+    def result_settings(self) -> dict[str, Any]:
+        """The metric settings that change the numbers (the data's identity is fingerprinted on its own)."""
+        return {k: v for k, v in flat_settings(self, result_only=True).items()
+                if k not in {spec.name for spec in dataclasses.fields(DataConfig)}}
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A short hash of a tensor's float32 bytes (identifies the bank's U in a fingerprint)."""
+    data = tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
