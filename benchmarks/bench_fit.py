@@ -74,6 +74,8 @@ logger = logging.getLogger("bench_fit")
 
 INDEX_GOAL = 0.9
 SPEEDUP_GOAL = 10.0
+#: The paper's settings, as FitConfig holds them (the one place they are written).
+PAPER = FitConfig()
 
 RESNETS = {
     "resnet18": dict(embedding_size=64, hidden_sizes=[64, 128, 256, 512]),
@@ -171,7 +173,7 @@ class ReferenceFit:
         """(D, count) sample keys: a full backbone pass, scores = sum over cells of U F."""
         scores, keys = [], []
         with torch.no_grad():
-            for batch_keys, images in self.source.batches(self.batch_size, SkippedSamples()):
+            for batch_keys, images, _ in self.source.batches(self.batch_size, SkippedSamples()):
                 scores.append(transform(self.backbone(images), U).sum(dim=(2, 3)))
                 keys.extend(batch_keys)
         scores_t = torch.cat(scores).T  # (D, n)
@@ -283,16 +285,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-epochs", type=int, default=2,
                         help="train the classifier on the data first so that channels mean something (0: skip)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per backbone batch")
-    parser.add_argument("--train-batch-size", type=int, default=FitConfig().train_batch_size,
+    parser.add_argument("--train-batch-size", type=int, default=PAPER.train_batch_size,
                         help="(image, channel) pairs per optimizer step, for (c) and (d) alike "
                              "(default: the library's)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of (a) and (b), median reported")
-    parser.add_argument("--schedule-start", type=int, default=100)
-    parser.add_argument("--schedule-end", type=int, default=5)
-    parser.add_argument("--schedule-steps", type=int, default=10)
-    parser.add_argument("--epochs-per-step", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=1e-5)
+    parser.add_argument("--schedule-start", type=int, default=PAPER.schedule_start)
+    parser.add_argument("--schedule-end", type=int, default=PAPER.schedule_end)
+    parser.add_argument("--schedule-steps", type=int, default=PAPER.schedule_steps)
+    parser.add_argument("--epochs-per-step", type=int, default=PAPER.epochs_per_step)
+    parser.add_argument("--lr", type=float, default=PAPER.lr)
+    parser.add_argument("--weight-decay", type=float, default=PAPER.weight_decay)
     parser.add_argument("--matrix", default="orthogonal", choices=["orthogonal", "invertible"])
     parser.add_argument("--ref-steps", type=int, default=2,
                         help="schedule steps of the reference fit to run (0: all); the rest is extrapolated")

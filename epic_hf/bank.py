@@ -133,7 +133,7 @@ class PrototypeBank(HubMixin):
         if not 0 <= channel < self.num_channels:
             raise IndexError(f"channel must be in [0, {self.num_channels - 1}], got {channel}")
         return [
-            PrototypeMatch(sample_key=int(key), score=float(score), box=tuple(int(v) for v in box),
+            PrototypeMatch(sample_key=int(key), score=float(score), box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])),
                            _load_image=self._thumbnail_loader(int(key)), name=self.sample_names.get(int(key)),
                            is_query=query_key is not None and int(key) == int(query_key))
             for key, score, box in zip(self.sample_keys[channel].tolist(), self.scores[channel].tolist(),

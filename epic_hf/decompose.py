@@ -77,8 +77,8 @@ class Decomposer:
         evidence = self.weight[target].double() * pooled.double().relu()
         ranked = evidence.argsort(descending=True)[: min(top_k, evidence.numel())]
         shown = ranked[evidence[ranked] > 0]
-        input_size = tuple(pixel_values.shape[-2:])
-        grid = tuple(fmap.shape[-2:])
+        input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
+        grid = (int(fmap.shape[-2]), int(fmap.shape[-1]))
         maps = torch.einsum("cd,dhw->chw", self.U[shown], fmap)  # only the shown channels' G_c
         rows, cols = peak_cells(maps)
         heatmaps = nnf.interpolate(maps.relu()[None], size=input_size, mode="bilinear", align_corners=False)[0]

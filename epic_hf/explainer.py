@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
@@ -82,7 +82,7 @@ class EpicExplainer(HubMixin):
             bank = PrototypeBank.from_pretrained(name_or_path, revision=revision, **access)
         base, base_revision = resolve_base_model(bank.config, base_model, name_or_path)
         logger.info("loading base model %s (revision %s) for EPIC bank %s", base, base_revision, name_or_path)
-        explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.matrix, **hub_kwargs)
+        explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.disentangler.kind, **hub_kwargs)
         by_name_only = base_model is not None and not bank.config.base_model_fingerprint
         if by_name_only:  # a bank from before fingerprints: the user's word is all there is to go on
             logger.warning("the bank records no weights fingerprint: trusting that %s is the model it was fit on "
@@ -209,6 +209,17 @@ class EpicExplainer(HubMixin):
         return torch.einsum("ij,bjhw->bihw", self.U, fmap) if transformed else fmap
 
     # -- explanations --------------------------------------------------------------------
+    # A str is one image (a path), although it is also a Sequence: the first overload wins.
+    @overload
+    def explain(self, image: ImageInput, target: int | str | None = None,  # type: ignore[overload-overlap]
+                top_k: int = 4, batch_size: int = 32,
+                true_label: str | int | Sequence[str | int | None] | None = None) -> Explanation: ...
+
+    @overload
+    def explain(self, image: Sequence[ImageInput], target: int | str | None = None, top_k: int = 4,
+                batch_size: int = 32, true_label: str | int | Sequence[str | int | None] | None = None
+                ) -> list[Explanation]: ...
+
     def explain(self, image: ImageInput | Sequence[ImageInput], target: int | str | None = None, top_k: int = 4,
                 batch_size: int = 32, true_label: str | int | Sequence[str | int | None] | None = None
                 ) -> Explanation | list[Explanation]:
@@ -220,7 +231,8 @@ class EpicExplainer(HubMixin):
         ``true_label`` (one, or one per image) marks hits and misses on the sheet.
         """
         single = _is_single_image(image)
-        images = [image] if single else list(image)
+        # not one image, so a sequence (or another iterable) of them: what _is_single_image decided
+        images: list[Any] = [image] if single else list(cast(Iterable[Any], image))
         truths = _per_image(true_label, len(images), single)
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")

@@ -91,7 +91,7 @@ def json_default(value: Any) -> Any:
 class _StderrHandler(logging.StreamHandler):
     """Logs to whatever ``sys.stderr`` is at the time, so output redirected around ``main()`` gets them."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

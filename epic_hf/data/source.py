@@ -202,7 +202,7 @@ class ImageSource:
         if value is None:
             return None
         feature = (self.dataset.features or {}).get(self.label_column)
-        if isinstance(value, int) and hasattr(feature, "int2str"):
+        if isinstance(value, int) and feature is not None and hasattr(feature, "int2str"):
             return str(feature.int2str(value))
         return str(value)
 

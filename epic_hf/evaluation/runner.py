@@ -166,7 +166,8 @@ class Evaluation:
         """Accumulate one batch: clean, noisy and shifted inputs, read under both views."""
         settings = self.settings
         pixel_values = self.classifier.preprocess(images)
-        draws = draw(settings.seed, keys, tuple(pixel_values.shape[1:]), settings.noise_std, self.scale,
+        depth, height, width = (int(size) for size in pixel_values.shape[1:])
+        draws = draw(settings.seed, keys, (depth, height, width), settings.noise_std, self.scale,
                      self.classifier.num_channels, settings.random_draws)
         inputs = {"clean": pixel_values, "noise": add_noise(pixel_values, draws.noise),
                   "shift": shift(pixel_values, settings.shift_pixels)}
@@ -180,7 +181,8 @@ class Evaluation:
         targets = logits["clean"].argmax(dim=1)
         for name in PERTURBATIONS:
             self.decision[name].update(targets, logits[name])
-        offset = cell_offset(settings.shift_pixels, tuple(pixel_values.shape[-2:]), tuple(fmaps["clean"].shape[-2:]))
+        grid = (int(fmaps["clean"].shape[-2]), int(fmaps["clean"].shape[-1]))
+        offset = cell_offset(settings.shift_pixels, (height, width), grid)
         for view in VIEWS:
             channels = self.views[view]
             readouts = {name: read(channels, fmaps[name], targets, settings.top_k) for name in inputs}

@@ -73,23 +73,22 @@ class FitCheckpoint:
     # -- index ---------------------------------------------------------------------------
     def load_index(self) -> dict[str, torch.Tensor] | None:
         """The saved index; its vectors are memory-mapped, not read into memory."""
-        path = self._path(INDEX_NAME)
-        if path is None or not path.is_file():
+        path, vectors_path = self._path(INDEX_NAME), self._path(VECTORS_NAME)
+        if path is None or vectors_path is None or not path.is_file():
             return None
         logger.info("resuming: loading the pooled index from %s", path)
         tensors = load_file(str(path))
         rows, dim = (int(v) for v in tensors.pop("vectors_shape").tolist())
-        mapped = np.memmap(self._path(VECTORS_NAME), dtype=np.float32, mode="r+", shape=(rows, dim))
+        mapped = np.memmap(vectors_path, dtype=np.float32, mode="r+", shape=(rows, dim))
         tensors["vectors"] = torch.from_numpy(np.asarray(mapped))
         return tensors
 
     def save_index(self, vectors: torch.Tensor, tensors: dict[str, torch.Tensor]) -> None:
         """Vectors as a raw float32 file written in chunks (an index may exceed memory), then the rest."""
-        path = self._path(INDEX_NAME)
-        if path is None or not self.is_main:
+        path, target = self._path(INDEX_NAME), self._path(VECTORS_NAME)
+        if path is None or target is None or not self.is_main:
             return
         array = vectors.numpy()
-        target = self._path(VECTORS_NAME)
         partial = target.with_name(target.name + ".partial")
         with open(partial, "wb") as handle:
             for start in range(0, array.shape[0], WRITE_CHUNK_ROWS):

@@ -14,6 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ class IndexWriter:
         self.keys: list[int] = []
         self.bytes_in_memory = 0
         self.spill_path: Path | None = None
-        self._spill_file = None
+        self._spill_file: BinaryIO | None = None
         self.rows_spilled = 0
 
     def add(self, keys: list[int], vectors: torch.Tensor) -> None:
@@ -107,9 +108,9 @@ class IndexWriter:
         directory.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix="epic-index-", suffix=".f32", dir=directory)
         self.spill_path = Path(name)
-        self._spill_file = os.fdopen(handle, "wb")
+        spill = self._spill_file = os.fdopen(handle, "wb")
         for chunk in self.chunks:  # move what was in memory to the file, in order
-            self._spill_file.write(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
+            spill.write(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
             self.rows_spilled += chunk.shape[0]
         self.chunks, self.bytes_in_memory = [], 0
         logger.info("pooled index exceeds %.0f MB: spilling to memory-mapped %s", self.budget_bytes / 2**20, name)
@@ -117,7 +118,7 @@ class IndexWriter:
     def finish(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(vectors, keys); vectors are backed by a memmap when the index spilled."""
         keys = torch.tensor(self.keys, dtype=torch.int64)
-        if self._spill_file is not None:
+        if self._spill_file is not None and self.spill_path is not None:
             self._spill_file.close()
             self._spill_file = None
             mapped = np.memmap(self.spill_path, dtype=np.float32, mode="r+", shape=(self.rows_spilled, self.dim))

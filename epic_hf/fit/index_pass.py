@@ -54,15 +54,16 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
             keep_maps(keys, fmap)
         progress.update(len(keys))
     progress.close()
-    vectors, keys = writer.finish()
+    vectors, key_tensor = writer.finish()
     grid = max_over_processes(accelerator, grid)  # every process needs the grid, even with an empty share
     local_predictions = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64)
-    vectors, keys, merged_predictions = gather_index(accelerator, vectors, keys, local_predictions)
+    vectors, key_tensor, merged_predictions = gather_index(accelerator, vectors, key_tensor, local_predictions)
     if writer.spill_path is not None:
         writer.spill_path.unlink()  # the mapping stays valid; the space is freed when it is dropped
-    if keys.numel() == 0:
+    if key_tensor.numel() == 0:
         raise ValueError(
             f"no readable images in the dataset ({len(skipped)} skipped as unreadable): EPIC needs images "
             "to mine prototypes from"
         )
-    return PooledIndex(vectors=vectors, keys=keys, grid_size=(grid[0], grid[1]), predictions=merged_predictions)
+    return PooledIndex(vectors=vectors, keys=key_tensor, grid_size=(grid[0], grid[1]),
+                       predictions=merged_predictions)

@@ -69,7 +69,7 @@ def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matri
         logger.info("purity before training (U = I): %.4f", report.purity_before)
         Trainer(disentangler, index, store, config, accelerator, checkpoint).run(report)
         bank = build_bank(classifier, disentangler, source, index, store, config)
-    report.purity_after = float(bank.config.purity_after)
+    report.purity_after = float(bank.config.purity_after if bank.config.purity_after is not None else "nan")
     report.condition_number = bank.config.condition_number
     report.backbone_images = len(index) + store.computed
     report.total_seconds = time.perf_counter() - started
@@ -79,7 +79,7 @@ def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matri
     logger.info("purity %.4f -> %.4f in %.1f s (backbone ran on %d images for %d samples)", report.purity_before,
                 report.purity_after, report.total_seconds, report.backbone_images, len(index))
     bank.config.steps = [step.to_dict() for step in report.steps]
-    if checkpoint.bank_dir is not None and accelerator.is_main_process:
+    if checkpoint.directory is not None and checkpoint.bank_dir is not None and accelerator.is_main_process:
         bank.save_pretrained(checkpoint.bank_dir)
         (checkpoint.directory / "fit_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     accelerator.wait_for_everyone()

@@ -206,7 +206,7 @@ class Trainer:
             fmaps = self.store.maps(keys.tolist())
             loss = -purity_of_features(fmaps, channels.to(fmaps.device), U, True).sum() / global_size
         loss.backward()
-        grad = U.grad
+        grad = U.grad if U.grad is not None else torch.zeros_like(U)  # no pairs on this process: no gradient
         if self.accelerator.num_processes > 1:
             grad = self.accelerator.reduce(grad, reduction="sum")
         moment = base.T @ grad

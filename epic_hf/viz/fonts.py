@@ -146,7 +146,7 @@ def _runs(text: str) -> list[tuple[str, int]]:
         if index is None:
             stand_in = ASCII_STAND_INS.get(char)
             if stand_in is not None and not missing_glyphs(stand_in):
-                char, index = stand_in, face_index_for(stand_in[0])
+                char, index = stand_in, face_index_for(stand_in[0]) or 0
             else:
                 _warn_missing_once(char)
                 index = 0
@@ -192,7 +192,8 @@ class ChainFont:
     def name(self) -> str:
         """The primary font's family name (``Aileron`` is PIL's bundled font)."""
         primary = self._faces[0]
-        return primary.getname()[0] if isinstance(primary, ImageFont.FreeTypeFont) else "PIL bitmap"
+        family = primary.getname()[0] if isinstance(primary, ImageFont.FreeTypeFont) else None
+        return family or "PIL bitmap"
 
     def getlength(self, text: str) -> float:
         """Width of ``text`` in pixels, each run measured with its own font."""

@@ -35,6 +35,7 @@ from .captions import (
     verdict,
 )
 from .colors import channel_color
+from .sheet import render_explanation
 
 PathLike = str | os.PathLike
 
@@ -132,7 +133,7 @@ def explanation_html(explanation: Explanation) -> str:
     return (
         f"<div><strong>{html.escape(explanation.target_label)}</strong>{tag} "
         f"<span style=\"color:#6e6e76\">{_numbers(explanation)}</span><br>"
-        f"<img src=\"{png_data_uri(explanation.to_image())}\" style=\"max-width:100%\" "
+        f"<img src=\"{png_data_uri(render_explanation(explanation))}\" style=\"max-width:100%\" "
         f"alt=\"{html.escape(_alt(explanation), quote=True)}\"><br>"
         f"<code>{html.escape(decomposition_equation(explanation))}</code></div>"
     )
@@ -241,7 +242,7 @@ def _section(index: int, explanation: Explanation, png: str | None, json: str | 
         f"<section id=\"explanation-{index}\">\n"
         f"<h2>{index}. {html.escape(explanation.target_label)}{_tag(explanation)}</h2>\n"
         f"{_file_line(explanation, png, json)}<p class=\"numbers\">{_numbers(explanation)}</p>\n"
-        f"<img class=\"figure\" src=\"{png_data_uri(explanation.to_image())}\" "
+        f"<img class=\"figure\" src=\"{png_data_uri(render_explanation(explanation))}\" "
         f"alt=\"{html.escape(_alt(explanation), quote=True)}\">\n"
         f"{_channel_table(explanation)}\n"
         f"<p class=\"coverage\">{html.escape(coverage_line(explanation, shown))}</p>\n"
