@@ -11,6 +11,7 @@ pictures of a bank: :func:`epic_hf.viz.render_prototype_sheet` and :func:`epic_h
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from PIL import Image
 from ._version import __version__
 from .backbone import FrozenClassifier
 from .bank_format import CONFIG_NAME, WEIGHTS_NAME, BankFiles, read_bank_files, write_bank_files
-from .config import EpicConfig
+from .config import MAX_THUMBNAIL_SIZE, EpicConfig
 from .disentangle import Disentangler
 from .errors import BankFormatError, BankMismatchError
 from .hub import HubMixin
@@ -38,6 +39,26 @@ logger = logging.getLogger(__name__)
 #: Mean absolute pixel difference (0-255 levels) under which two thumbnails are of the same image:
 #: re-encoding with another JPEG encoder moves a level or two; another image differs by tens.
 THUMBNAIL_TOLERANCE = 3.0
+
+
+def decode_thumbnail(data: bytes, sample_key: int) -> Image.Image:
+    """A bank's thumbnail, its size checked from the header before any pixel is decoded.
+
+    A fit writes thumbnails of at most ``MAX_THUMBNAIL_SIZE`` pixels a side; a bank whose
+    thumbnail claims more (a decompression bomb) or is not an image is refused with one error.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            if max(width, height) > MAX_THUMBNAIL_SIZE:
+                raise BankFormatError(
+                    f"the thumbnail of sample key {sample_key} claims {width} x {height} pixels, more than the "
+                    f"{MAX_THUMBNAIL_SIZE} a fit writes; the bank is corrupt")
+            opened.load()
+            return opened.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise BankFormatError(f"the thumbnail of sample key {sample_key} is not a readable image ({error}); the bank "
+                              "is corrupt") from None
 
 
 @dataclass
@@ -95,6 +116,8 @@ class PrototypeBank(HubMixin):
         self.grid_size = (int(self.grid_size[0]), int(self.grid_size[1]))
         self.disentangler = Disentangler.frozen(self.S, self.matrix, self.base)
         self.S, self.base = self.disentangler.S.data, self.disentangler.base  # one copy of the state
+        if not bool(torch.isfinite(self.disentangler.matrix()).all()):
+            raise ValueError("U = exp(S - S^T) (or exp(S)) overflows: S holds values no fit writes")
 
     @classmethod
     def from_disentangler(cls, disentangler: Disentangler, **fields: Any) -> PrototypeBank:
@@ -122,7 +145,7 @@ class PrototypeBank(HubMixin):
             data = self.thumbnails[int(sample_key)]
         except KeyError:
             raise KeyError(f"the bank has no thumbnail for sample key {sample_key}") from None
-        image = decode_jpeg(data)
+        image = decode_thumbnail(data, int(sample_key))
         height, width = self.input_size
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BICUBIC)
@@ -161,7 +184,7 @@ class PrototypeBank(HubMixin):
             if stored == data:
                 return int(key)
             decoded = np.asarray(decode_jpeg(data), dtype=np.int16) if decoded is None else decoded
-            theirs = np.asarray(decode_jpeg(stored), dtype=np.int16)
+            theirs = np.asarray(decode_thumbnail(stored, int(key)), dtype=np.int16)
             if theirs.shape == decoded.shape and float(np.abs(theirs - decoded).mean()) <= THUMBNAIL_TOLERANCE:
                 return int(key)
         return None

@@ -87,8 +87,66 @@ def write_bank_files(directory: Path, files: BankFiles) -> None:
     (directory / CONFIG_NAME).write_text(files.config.to_json())
 
 
+#: Tensors that hold real numbers, each of which must be finite.
+FLOAT_TENSORS = ("S", "U", "U_base", "scores", "class_evidence")
+#: Tensors of whole numbers, with their dtype.
+INTEGER_TENSORS = ("sample_keys", "boxes", "thumbnail_keys", "thumbnail_offsets", "class_counts")
+
+
+def check_tensors(tensors: dict[str, torch.Tensor], config: EpicConfig, file_name: str) -> None:
+    """Shapes, dtypes and values of a bank's tensors against its config: a corrupt or hostile file is refused here,
+    with what is wrong, before anything computes with it."""
+    dim = config.num_channels
+
+    def refuse(problem: str) -> BankFormatError:
+        return BankFormatError(f"{file_name}: {problem}; the bank is corrupt")
+
+    for name in FLOAT_TENSORS:
+        tensor = tensors.get(name)
+        if tensor is None:
+            continue
+        if not tensor.is_floating_point():
+            raise refuse(f"{name} must hold real numbers, not {tensor.dtype}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise refuse(f"{name} holds NaN or infinite values")
+    for name in INTEGER_TENSORS:
+        tensor = tensors.get(name)
+        if tensor is not None and (tensor.is_floating_point() or tensor.dtype == torch.bool):
+            raise refuse(f"{name} must hold whole numbers, not {tensor.dtype}")
+    for name in ("S", "U", "U_base"):
+        if name in tensors and tuple(tensors[name].shape) != (dim, dim):
+            raise refuse(f"{name} has shape {tuple(tensors[name].shape)}, not ({dim}, {dim})")
+    keys, boxes, scores = tensors["sample_keys"], tensors["boxes"], tensors["scores"]
+    if keys.dim() != 2 or keys.shape[0] != dim or keys.shape[1] < 1:
+        raise refuse(f"sample_keys has shape {tuple(keys.shape)}, not ({dim}, N)")
+    if tuple(scores.shape) != tuple(keys.shape) or tuple(boxes.shape) != (*keys.shape, 4):
+        raise refuse(f"scores {tuple(scores.shape)} and boxes {tuple(boxes.shape)} do not match sample_keys "
+                     f"{tuple(keys.shape)}")
+    height, width = config.input_size
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    if not bool(((0 <= x0) & (x0 < x1) & (x1 <= width) & (0 <= y0) & (y0 < y1) & (y1 <= height)).all()):
+        raise refuse(f"boxes lie outside the {width} x {height} input")
+    evidence, counts = tensors.get("class_evidence"), tensors.get("class_counts")
+    if (evidence is None) != (counts is None):
+        raise refuse("class_evidence and class_counts come together")
+    if evidence is not None and counts is not None:
+        if evidence.dim() != 2 or evidence.shape[1] != dim or tuple(counts.shape) != (evidence.shape[0],):
+            raise refuse(f"class_evidence {tuple(evidence.shape)} and class_counts {tuple(counts.shape)} do not "
+                         f"describe (classes, {dim})")
+        if bool((counts < 0).any()):
+            raise refuse("class_counts holds negative counts")
+    offsets = tensors["thumbnail_offsets"]
+    if offsets.numel() and (int(offsets[0]) != 0 or bool((offsets[1:] < offsets[:-1]).any())):
+        raise refuse("thumbnail_offsets do not increase from 0")
+
+
 def read_config(path: Path) -> EpicConfig:
-    return EpicConfig.from_json(path.read_text())
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BankFormatError(f"{path.name} is not UTF-8 text ({error.reason} at byte {error.start}); the bank is "
+                              "corrupt") from None
+    return EpicConfig.from_json(text)
 
 
 def read_bank_files(config_path: Path, weights_path: Path) -> BankFiles:
@@ -110,8 +168,13 @@ def read_bank_files(config_path: Path, weights_path: Path) -> BankFiles:
             f"the bank tensors (S {tuple(tensors['S'].shape)}, sample_keys {tuple(tensors['sample_keys'].shape)}) "
             f"do not match num_channels={dim} in its config; the bank is corrupt"
         )
+    check_tensors(tensors, config, weights_path.name)
     thumbnails = unpack_thumbnails(tensors.pop("thumbnail_keys"), tensors.pop("thumbnail_offsets"),
                                    tensors.pop("thumbnail_data"))
+    absent = set(tensors["sample_keys"].reshape(-1).tolist()) - set(thumbnails)
+    if absent:
+        raise BankFormatError(f"{weights_path.name} has no thumbnail for {len(absent)} of its prototypes (e.g. sample "
+                              f"key {min(absent)}); the bank is corrupt")
     try:
         id2label = {int(k): str(v) for k, v in json.loads(metadata.get("id2label", "{}")).items()}
         names = {int(k): str(v) for k, v in json.loads(metadata.get("sample_names", "{}")).items()}

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import BankFormatError
+from .errors import BankFormatError, shown
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def known_values(cls: type, values: dict[str, Any], where: str, ignored: Iterabl
     known = {spec.name for spec in fields(cls)}
     unknown = sorted(set(values) - known - set(ignored))
     if unknown:
-        logger.warning("%s: ignoring unknown key(s) %s (this epic_hf knows %s)", where, unknown, sorted(known))
+        logger.warning("%s: ignoring unknown key(s) %s (this epic_hf knows %s)", where, shown(unknown, 200), sorted(known))
     return {k: v for k, v in values.items() if k in known}
 
 
@@ -87,18 +87,18 @@ def validate_settings(config: Any) -> None:
             continue
         choices = meta["choices"]
         if choices is not None and value not in choices:
-            raise ValueError(f"{spec.name} must be one of {choices}, got {value!r}")
+            raise ValueError(f"{spec.name} must be one of {choices}, got {shown(value)}")
         if meta["minimum"] is None and meta["maximum"] is None:
             continue
         whole = int in typing.get_args(hints[spec.name]) or hints[spec.name] is int
         kinds = (int,) if whole else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
             kind = "an integer" if whole else "a finite number"
-            raise ValueError(f"{spec.name} must be {kind}, got {value!r}")
+            raise ValueError(f"{spec.name} must be {kind}, got {shown(value)}")
         if meta["minimum"] is not None and value < meta["minimum"]:
-            raise ValueError(f"{spec.name} must be at least {meta['minimum']}, got {value!r}")
+            raise ValueError(f"{spec.name} must be at least {meta['minimum']}, got {shown(value)}")
         if meta["maximum"] is not None and value > meta["maximum"]:
-            raise ValueError(f"{spec.name} must be at most {meta['maximum']}, got {value!r}")
+            raise ValueError(f"{spec.name} must be at most {meta['maximum']}, got {shown(value)}")
 
 
 def replace_settings(config: Any, changes: dict[str, Any], what: str) -> Any:
@@ -121,7 +121,7 @@ def replace_settings(config: Any, changes: dict[str, Any], what: str) -> Any:
         else:
             known = sorted(own - set(sections)) + sorted(f.name for s in sections.values()
                                                           for f in fields(s.metadata["section"]))
-            raise TypeError(f"unknown {what} setting {name!r}; known settings: {known}")
+            raise TypeError(f"unknown {what} setting {shown(name)}; known settings: {known}")
     for section, values in routed.items():
         if values:
             base = direct.get(section, getattr(config, section))
@@ -163,9 +163,9 @@ class DataConfig:
             value = getattr(self, spec.name)
             if spec.name == "streaming":
                 if not isinstance(value, bool):
-                    raise ValueError(f"streaming must be True or False, got {value!r}")
+                    raise ValueError(f"streaming must be True or False, got {shown(value)}")
             elif value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"{spec.name} must be a column or split name, got {value!r}")
+                raise ValueError(f"{spec.name} must be a column or split name, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,67 @@ class FitConfig:
         return flat_settings(self, result_only=True)
 
 
+#: The largest model input side (and feature-grid side) a bank may declare: beyond any classifier's.
+MAX_INPUT_SIDE = 8192
+MATRIX_NAMES = ("orthogonal", "invertible")
+STEP_FIELDS = ("prototypes", "purity_before", "purity_after")
+#: Purity is in [-1, 1]; float32 rounding may step past by a few ulps.
+PURITY_BOUND = 1.001
+
+
+def _pair_of_sides(name: str, value: Any) -> tuple[int, int]:
+    """(height, width) of whole numbers in [1, MAX_INPUT_SIDE]; anything else is a corrupt bank."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{name} must be [height, width], got {shown(value)}")
+    for side in value:
+        if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_INPUT_SIDE:
+            raise ValueError(f"{name} must hold whole numbers from 1 to {MAX_INPUT_SIDE}, got {shown(value)}")
+    return int(value[0]), int(value[1])
+
+
+def _number(name: str, value: Any, low: float, high: float, *, whole: bool = False, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or not low <= value <= high:
+        kind = "a whole number" if whole else "a finite number"
+        raise ValueError(f"{name} must be {kind} from {low} to {high}, got {shown(value)}")
+
+
+def _check_bank_facts(config: EpicConfig) -> None:
+    """Every number and enum of a bank's config, in range; sizes bounded (a hostile file must not allocate)."""
+    _number("num_channels", config.num_channels, 1, 2**20, whole=True, optional=False)
+    _number("prototypes_per_channel", config.prototypes_per_channel, 1, 2**16, whole=True, optional=False)
+    if config.matrix not in MATRIX_NAMES:
+        raise ValueError(f"matrix must be one of {MATRIX_NAMES}, got {shown(config.matrix)}")
+    if config.model_type is not None and not isinstance(config.model_type, str):
+        raise ValueError(f"model_type must be a string, got {shown(config.model_type)}")
+    if config.grid_size[0] > config.input_size[0] or config.grid_size[1] > config.input_size[1]:
+        raise ValueError(f"grid_size {list(config.grid_size)} exceeds input_size {list(config.input_size)}")
+    for name in ("purity_before", "purity_after"):
+        _number(name, getattr(config, name), -PURITY_BOUND, PURITY_BOUND)
+    _number("condition_number", config.condition_number, 1.0, 1e300)
+    for name in ("num_samples", "num_skipped"):
+        _number(name, getattr(config, name), 0, 2**62, whole=True)
+    for name in ("base_model_name_or_path", "base_model_revision", "base_model_fingerprint", "library_version"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    for name in ("dataset", "evaluation"):
+        if not isinstance(getattr(config, name), dict):
+            raise ValueError(f"{name} must be an object, got {type(getattr(config, name)).__name__}")
+    for name, value in config.evaluation.items():
+        _number(f"evaluation.{name}", value, -1e300, 1e300)
+    if not isinstance(config.steps, list):
+        raise ValueError(f"steps must be a list of schedule steps, got {type(config.steps).__name__}")
+    for position, step in enumerate(config.steps):
+        if not isinstance(step, dict) or any(key not in step for key in STEP_FIELDS):
+            raise ValueError(f"steps[{position}] must be an object with {list(STEP_FIELDS)}, got {shown(step)}")
+        _number(f"steps[{position}].prototypes", step["prototypes"], 1, 2**31, whole=True, optional=False)
+        for key in ("purity_before", "purity_after"):
+            _number(f"steps[{position}].{key}", step[key], -PURITY_BOUND, PURITY_BOUND, optional=False)
+
+
 @dataclass
 class EpicConfig:
     """What a bank is about: the typed ``epic_config.json`` of an EPIC repo.
@@ -300,7 +361,7 @@ class EpicConfig:
         version = values.get("format_version")
         if version != FORMAT_VERSION:
             raise BankFormatError(
-                f"the bank uses format version {version!r}; this epic_hf reads version {FORMAT_VERSION}. "
+                f"the bank uses format version {shown(version)}; this epic_hf reads version {FORMAT_VERSION}. "
                 "Upgrade epic_hf (pip install -U epic_hf) to read banks written by a newer release."
             )
         values = known_values(cls, values, "epic_config.json", ignored=("format",))
@@ -309,8 +370,9 @@ class EpicConfig:
             if not isinstance(fit, dict):
                 raise TypeError(f"'fit' must be an object of fit settings, got {type(fit).__name__}")
             config = cls(**{**values, "fit": FitConfig.from_dict(fit, "epic_config.json's fit settings")})
-            config.grid_size = tuple(int(v) for v in config.grid_size)  # type: ignore[assignment]
-            config.input_size = tuple(int(v) for v in config.input_size)  # type: ignore[assignment]
+            config.grid_size = _pair_of_sides("grid_size", config.grid_size)
+            config.input_size = _pair_of_sides("input_size", config.input_size)
+            _check_bank_facts(config)
         except (TypeError, ValueError) as error:
             raise BankFormatError(f"epic_config.json is incomplete or inconsistent ({error})") from None
         return config

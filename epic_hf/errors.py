@@ -50,3 +50,13 @@ class UnreadableImageError(EpicError, ValueError):
     def shifted(self, offset: int) -> UnreadableImageError:
         """The same error for a batch that starts at ``offset`` of a longer list."""
         return UnreadableImageError(self.position + offset, self.reason)
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about values read from files.
+
+    A hostile file's value may be megabytes long or hold control characters: ``repr`` escapes
+    the characters, and the cut keeps an error to one readable line.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}...({len(text)} chars)"

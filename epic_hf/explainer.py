@@ -9,6 +9,7 @@ in :mod:`epic_hf.fit`, files in :mod:`epic_hf.bank_format` and :mod:`epic_hf.hub
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -188,7 +189,7 @@ class EpicExplainer(HubMixin):
         bank.check_matches(self.classifier, check_base_model=check_base_model)
         decomposer = Decomposer(self.classifier, bank.disentangler)
         error = decomposer.exactness_error()
-        if error > decomposer.tolerance:
+        if not math.isfinite(error) or error > decomposer.tolerance:
             raise BankMismatchError(
                 f"under this bank's U the decomposed logits differ from the model's by {error:.1e} (relative), "
                 f"above the {self.decomposer.tolerance:.0e} tolerance: U is too badly conditioned to explain "
