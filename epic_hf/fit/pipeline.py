@@ -9,7 +9,6 @@ same code runs in one process or under ``accelerate launch`` / torchrun with sev
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from ..bank import PrototypeBank
 from ..config import FitConfig
 from ..data import ImageSource, SkippedSamples, open_source
 from ..disentangle import Disentangler, MatrixKind
+from ..errors import EpicError
 from .bank_builder import build_bank
 from .checkpoint import FitCheckpoint
 from .distributed import gather_keys, make_accelerator
@@ -81,7 +81,7 @@ def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matri
     bank.config.steps = [step.to_dict() for step in report.steps]
     if checkpoint.directory is not None and checkpoint.bank_dir is not None and accelerator.is_main_process:
         bank.save_pretrained(checkpoint.bank_dir)
-        (checkpoint.directory / "fit_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+        checkpoint.save_report(report.to_dict())
     accelerator.wait_for_everyone()
     return bank, report
 
@@ -122,14 +122,23 @@ def _index(classifier: FrozenClassifier, source: ImageSource, accelerator: Any, 
 
 
 def _load_finished(checkpoint: FitCheckpoint) -> tuple[PrototypeBank, FitReport] | None:
-    """A completed fit in ``output_dir``: its bank and report instead of fitting again."""
-    if checkpoint.directory is None:
+    """A completed fit in ``output_dir``: its bank and report instead of fitting again.
+
+    The report is written after the bank, so a report that verifies means a whole bank; a bank
+    that was damaged afterwards is named and built again from the training state.
+    """
+    if checkpoint.bank_dir is None or not checkpoint.bank_dir.is_dir():
         return None
-    report_path = checkpoint.directory / "fit_report.json"
-    if not report_path.is_file() or checkpoint.bank_dir is None or not checkpoint.bank_dir.is_dir():
+    report = checkpoint.load_report()
+    if report is None:
+        return None
+    try:
+        bank = PrototypeBank.from_pretrained(checkpoint.bank_dir)
+    except EpicError as error:
+        logger.warning("the finished fit's bank in %s is damaged (%s): building it again", checkpoint.bank_dir, error)
         return None
     logger.info("%s holds a finished fit: loaded its bank", checkpoint.directory)
-    return PrototypeBank.from_pretrained(checkpoint.bank_dir), FitReport.from_dict(json.loads(report_path.read_text()))
+    return bank, FitReport.from_dict(report)
 
 
 def bank_purity(classifier: FrozenClassifier, bank: PrototypeBank, U: torch.Tensor, dataset: Any,
