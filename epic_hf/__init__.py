@@ -15,6 +15,7 @@ from .errors import (
     CheckpointMismatchError,
     EpicError,
     HubUnreachableError,
+    OutputDirLockedError,
     UnreadableImageError,
     UnsupportedModelError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "FitConfig",
     "FitReport",
     "HubUnreachableError",
+    "OutputDirLockedError",
     "UnreadableImageError",
     "ModelAdapter",
     "PrototypeBank",

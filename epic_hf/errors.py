@@ -27,6 +27,10 @@ class CheckpointMismatchError(EpicError, ValueError):
     """A fit's ``output_dir`` holds a checkpoint made with other arguments."""
 
 
+class OutputDirLockedError(EpicError, RuntimeError):
+    """Another run (a fit or an evaluation) is writing to the same output directory."""
+
+
 class BaseModelNotFoundError(EpicError, FileNotFoundError):
     """A bank's base model is not where the bank says it is (pass ``base_model=``)."""
 

@@ -9,6 +9,7 @@ once the stream ends, in one more pass over the prototype images only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
 from ..data import ImageSource, SkippedSamples, open_source
 from ..decompose import Decomposer
+from ..locks import DirectoryLock
 from ..mining import TopN
 from ..progress import progress_bar
 from .channels import EPIC, IDENTITY, VIEWS, ChannelView, read
@@ -73,6 +75,12 @@ def evaluate_explainer(explainer: Explainable, dataset: Any, config: EvaluationC
         settings = settings.replace(prototypes_per_channel=bank.prototypes_per_channel if bank is not None
                                     else DEFAULT_PROTOTYPES)
     source = open_source(dataset, settings.data)
+    with DirectoryLock(output_dir, "evaluation") if output_dir is not None else contextlib.nullcontext():
+        return _evaluate(explainer, bank, source, settings, output_dir)
+
+
+def _evaluate(explainer: Explainable, bank: PrototypeBank | None, source: ImageSource, settings: EvaluationConfig,
+              output_dir: str | Path | None) -> EvaluationReport:
     run = Evaluation(explainer.classifier, explainer.decomposer, explainer.matrix, bank, source, settings)
     state = EvaluationState.open(output_dir, run.fingerprint() if output_dir is not None else {})
     max_samples = settings.max_samples

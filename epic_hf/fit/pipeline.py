@@ -21,6 +21,7 @@ from ..config import FitConfig
 from ..data import ImageSource, SkippedSamples, open_source
 from ..disentangle import Disentangler, MatrixKind
 from ..errors import EpicError
+from ..locks import DirectoryLock
 from .bank_builder import build_bank
 from .checkpoint import FitCheckpoint
 from .distributed import gather_keys, make_accelerator
@@ -46,6 +47,14 @@ def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matri
     """
     started = time.perf_counter()
     accelerator = accelerator or make_accelerator(config.mixed_precision)
+    # one writer per output dir: only the main process writes, so only it holds the lock
+    lock = DirectoryLock(output_dir, "fit") if output_dir is not None and accelerator.is_main_process else None
+    with lock or contextlib.nullcontext():
+        return _fit(classifier, dataset, config, matrix, output_dir, accelerator, started)
+
+
+def _fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matrix: MatrixKind, output_dir: str | None,
+         accelerator: Any, started: float) -> tuple[PrototypeBank, FitReport]:
     source = open_source(dataset, config.data)
     disentangler = Disentangler(classifier.num_channels, matrix)
     checkpoint = FitCheckpoint(output_dir, _fingerprint(classifier, disentangler, source, config),
