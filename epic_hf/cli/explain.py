@@ -12,6 +12,7 @@ from ..errors import UnreadableImageError
 from ..explainer import EpicExplainer
 from ..images import to_rgb
 from ..viz import MAX_CHANNELS_SHOWN, write_html_report
+from ..viz.fonts import printable
 from .common import PICTURE_SUFFIXES, CliError, emit, image_paths, model_reference, parse_target
 
 logger = logging.getLogger("epic_hf.cli")
@@ -73,11 +74,8 @@ def write_outputs(explanations: list, paths: list[Path], output: Path, skipped: 
         return [e.save(output.with_name(f"{output.stem}_{i}{output.suffix}")) for i, e in enumerate(explanations)]
     output.mkdir(parents=True, exist_ok=True)  # a directory: a picture and a JSON per image, a report, all JSON
     written: list[Path] = []
-    stems: dict[str, int] = {}
     pictures, documents = [], []
-    for path, explanation in zip(paths, explanations):
-        stems[path.stem] = stems.get(path.stem, 0) + 1
-        name = path.stem if stems[path.stem] == 1 else f"{path.stem}_{stems[path.stem] - 1}"
+    for name, explanation in zip(output_names(paths), explanations):
         pictures.append(explanation.save(output / f"{name}.png"))
         documents.append(explanation.save(output / f"{name}.json"))
     written += pictures + documents
@@ -86,6 +84,47 @@ def write_outputs(explanations: list, paths: list[Path], output: Path, skipped: 
     written.append(output / "report.html")
     written.extend(write_outputs(explanations, paths, output / "explanations.json", skipped))
     return written
+
+
+#: Names the directory output uses for itself (report.html, explanations.json): no image may take them.
+RESERVED_NAMES = ("report", "explanations")
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """One distinct, safe file stem per image, decided before anything is written.
+
+    The stem is the image's own (``cat.jpg`` -> ``cat``), made a plain name: control characters,
+    separators and leading dots become ``_`` (``..jpg`` -> ``_``). Repeats, and stems that
+    collide with another image's or with :data:`RESERVED_NAMES` (ignoring case, as some file
+    systems do), get the first free ``_1``, ``_2``... suffix: ``cat.jpg``, ``cat.png`` and
+    ``cat_1.jpg`` give ``cat``, ``cat_2`` and ``cat_1``.
+    """
+    stems = [_safe_stem(path) for path in paths]
+    taken = {name.lower() for name in RESERVED_NAMES}
+    names: list[str | None] = [None] * len(stems)
+    first_seen: dict[str, int] = {}
+    for position, stem in enumerate(stems):  # each stem's first image keeps it, when it is free
+        if stem.lower() not in taken and stem.lower() not in first_seen:
+            first_seen[stem.lower()] = position
+    for stem, position in first_seen.items():
+        names[position] = stems[position]
+        taken.add(stem)
+    for position, stem in enumerate(stems):
+        if names[position] is None:
+            suffix = 1
+            while f"{stem}_{suffix}".lower() in taken:
+                suffix += 1
+            names[position] = f"{stem}_{suffix}"
+            taken.add(f"{stem}_{suffix}".lower())
+    return [name for name in names if name is not None]
+
+
+def _safe_stem(path: Path) -> str:
+    stem = "".join(char if char.isprintable() and char not in '/\\:*?"<>|' else "_" for char in path.stem)
+    stem = stem.strip()
+    if stem.startswith("."):
+        stem = "_" + stem.lstrip(".")
+    return stem or "image"
 
 
 def _readable(paths: list[Path], strict: bool) -> tuple[list[Path], list, list[str]]:
@@ -127,11 +166,11 @@ def run(args: argparse.Namespace) -> int:
     for path, explanation in zip(paths, explanations):
         explanation.source = path.name
         channels = ", ".join(f"#{c.channel} {c.contribution:+.3f}" for c in explanation.channels)
-        emit(f"{path}: {explanation.target_label} (class {explanation.target_index}, "
+        emit(f"{printable(str(path))}: {printable(explanation.target_label)} (class {explanation.target_index}, "
              f"p={explanation.probability:.3f}, logit {explanation.target_logit:.3f}); top channels: {channels}")
     if args.output is not None:
         for written in write_outputs(explanations, paths, Path(args.output).expanduser(), skipped):
-            emit(f"wrote {written}")
+            emit(f"wrote {printable(str(written))}")
     return 0
 
 

@@ -135,8 +135,24 @@ def missing_glyphs(text: str) -> list[str]:
     return [c for c in dict.fromkeys(text) if not c.isspace() and face_index_for(c) is None]
 
 
+#: How control characters are written on a picture: visibly, as a Python string literal writes them.
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters (a newline in a file name, a bidi override in a label) written
+    as escapes (``\\n``, ``\\x1b``, ``\\u202e``): text engines refuse or reorder them, and a reader should see them."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char == " " else
+                   _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
+                   for char in text)
+
+
 def _runs(text: str) -> list[tuple[str, int]]:
-    """``text`` split into (run, face index) with one font per run; whitespace joins any run."""
+    """``text`` (made :func:`printable`) split into (run, face index) with one font per run; whitespace joins any
+    run."""
+    text = printable(text)
     runs: list[tuple[str, int]] = []
     for char in text:
         if char.isspace() and runs:

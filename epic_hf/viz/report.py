@@ -35,6 +35,7 @@ from .captions import (
     verdict,
 )
 from .colors import channel_color
+from .fonts import printable
 from .sheet import render_explanation
 
 PathLike = str | os.PathLike
@@ -229,7 +230,7 @@ def _alt(explanation: Explanation) -> str:
 def _file_line(explanation: Explanation, png: str | None, json: str | None) -> str:
     parts = []
     if explanation.source:
-        parts.append(f"file <code>{html.escape(explanation.source)}</code>")
+        parts.append(f"file <code>{html.escape(printable(explanation.source))}</code>")
     for name, href in (("PNG", png), ("JSON", json)):
         if href:
             parts.append(f"<a href=\"{html.escape(href, quote=True)}\">{name}</a>")
