@@ -25,6 +25,7 @@ Every piece of text is drawn on its baseline, so runs from different fonts line 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -141,12 +142,21 @@ _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 def printable(text: str) -> str:
     """``text`` with control and format characters (a newline in a file name, a bidi override in a label) written
-    as escapes (``\\n``, ``\\x1b``, ``\\u202e``): text engines refuse or reorder them, and a reader should see them."""
+    as escapes (``\\n``, ``\\x1b``, ``\\u202e``): text engines refuse or reorder them, and a reader should see them.
+    Every other character, private-use ones included, is kept."""
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() or char == " " else
-                   _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
-                   for char in text)
+    return "".join(_escape(char) if unicodedata.category(char) in _INVISIBLE else char for char in text)
+
+
+#: Unicode categories written as escapes: controls, format characters, line and paragraph separators, surrogates.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                                  else f"\\U{code:08x}")
 
 
 def _runs(text: str) -> list[tuple[str, int]]:
