@@ -11,6 +11,8 @@ pictures of a bank: :func:`epic_hf.viz.render_prototype_sheet` and :func:`epic_h
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import logging
 from collections.abc import Callable, Iterable
@@ -261,6 +263,10 @@ class PrototypeBank(HubMixin):
     def _model_card(self, repo_id: str | None) -> ModelCard:
         return model_card(self.config, repo_id)
 
+    def _publishable(self) -> PrototypeBank:
+        """This bank as the Hub gets it: no local path of this machine (see :func:`published_config`)."""
+        return dataclasses.replace(self, config=published_config(self.config))
+
     @classmethod
     def _from_pretrained(cls, resolve: Callable[[str], Path], name_or_path: str | Path, revision: str | None,
                          **hub_kwargs: Any) -> PrototypeBank:
@@ -290,6 +296,33 @@ def _required(resolve: Callable[[str], Path], name_or_path: str | Path, filename
     if not path.is_file():
         raise BankFormatError(f"{name_or_path} is not an EPIC bank directory: {filename} is missing")
     return path
+
+
+def _is_local_path(name: str | None) -> bool:
+    if not name:
+        return False
+    return (name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name.count("/") > 1
+            or Path(name).expanduser().is_absolute() or Path(name).expanduser().exists())
+
+
+def published_config(config: EpicConfig) -> EpicConfig:
+    """A copy of ``config`` that names nothing by this machine's paths, for a push to the Hub.
+
+    A base model in a local folder is named by its weights fingerprint only (whoever loads the
+    bank passes ``base_model=``, and the fingerprint checks it); a local dataset folder or file by
+    its own name, without its parent folders. Both are said in a warning, so nothing is dropped
+    unseen. Hub ids are kept as they are.
+    """
+    published = copy.deepcopy(config)
+    if _is_local_path(config.base_model_name_or_path):
+        logger.warning("the base model is the local folder %s: the pushed bank names it by its weights fingerprint "
+                       "only (load it with base_model=<that model>)", config.base_model_name_or_path)
+        published.base_model_name_or_path, published.base_model_revision = None, None
+    name = (config.dataset or {}).get("name")
+    if isinstance(name, str) and _is_local_path(name):
+        published.dataset = {**config.dataset, "name": Path(name).name}
+        logger.warning("the dataset is the local %s: the pushed bank names it %r", name, Path(name).name)
+    return published
 
 
 def same_model_name(a: str | None, b: str | None) -> bool:

@@ -67,23 +67,26 @@ class EpicExplainer(HubMixin):
     # -- loading -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None,
-                        matrix: MatrixKind = "orthogonal", base_model: str | Path | None = None,
-                        **hub_kwargs: Any) -> EpicExplainer:
+                        matrix: MatrixKind = "orthogonal", base_model: str | Path | None = None, *,
+                        trust_remote_code: bool = False, **hub_kwargs: Any) -> EpicExplainer:
         """Load a classifier (Hub id or directory), or an EPIC bank together with its base model.
 
         ``base_model``: where a bank's classifier is now, when it has moved (a folder or Hub id);
-        the bank is still checked against it. ``hub_kwargs`` (``token``, ``cache_dir``,
+        the bank is still checked against it. ``trust_remote_code=True`` lets a classifier whose
+        repo ships its own Python code run it (for this load only: a bank never records it). ``hub_kwargs`` (``token``, ``cache_dir``,
         ``local_files_only``, ...) go to ``huggingface_hub`` and ``transformers``.
         """
         with hub_access(name_or_path, hub_kwargs) as access:
             if not has_file(name_or_path, CONFIG_NAME, revision, **access):
                 if base_model is not None:
                     raise ValueError(f"base_model is for EPIC banks, and {name_or_path} is not one (no {CONFIG_NAME})")
-                return cls.from_classifier(name_or_path, revision=revision, matrix=matrix, **access)
+                return cls.from_classifier(name_or_path, revision=revision, matrix=matrix,
+                                           trust_remote_code=trust_remote_code, **access)
             bank = PrototypeBank.from_pretrained(name_or_path, revision=revision, **access)
         base, base_revision = resolve_base_model(bank.config, base_model, name_or_path)
         logger.info("loading base model %s (revision %s) for EPIC bank %s", base, base_revision, name_or_path)
-        explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.disentangler.kind, **hub_kwargs)
+        explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.disentangler.kind,
+                                        trust_remote_code=trust_remote_code, **hub_kwargs)
         by_name_only = base_model is not None and not bank.config.base_model_fingerprint
         if by_name_only:  # a bank from before fingerprints: the user's word is all there is to go on
             logger.warning("the bank records no weights fingerprint: trusting that %s is the model it was fit on "
@@ -298,6 +301,9 @@ class EpicExplainer(HubMixin):
 
     def _model_card(self, repo_id: str | None) -> ModelCard:
         return self._require_bank()._model_card(repo_id)
+
+    def _publishable(self) -> PrototypeBank:
+        return self._require_bank()._publishable()
 
     def __repr__(self) -> str:
         bank = "no bank" if self.bank is None else repr(self.bank)

@@ -143,6 +143,11 @@ class HubMixin:
     def _model_card(self, repo_id: str | None) -> ModelCard:
         raise NotImplementedError
 
+    def _publishable(self) -> HubMixin:
+        """What ``push_to_hub`` uploads: by default the object itself; a class whose files may record local paths
+        returns a copy without them."""
+        return self
+
     @classmethod
     def _from_pretrained(cls: type[T], resolve: Callable[[str], Path], name_or_path: str | Path,
                          revision: str | None, **hub_kwargs: Any) -> T:
@@ -164,11 +169,12 @@ class HubMixin:
         """Create (or reuse) ``repo_id`` and upload the files; returns the commit URL."""
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
+        published = self._publishable()
         with tempfile.TemporaryDirectory() as tmp:
             directory = Path(tmp)
-            self._save_pretrained(directory)
+            published._save_pretrained(directory)
             existing = _hub_card(api, repo_id, revision)
-            merge_cards(existing, self._model_card(repo_id)).save(directory / "README.md")
+            merge_cards(existing, published._model_card(repo_id)).save(directory / "README.md")
             info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
                                      revision=revision)
         return str(getattr(info, "commit_url", info))

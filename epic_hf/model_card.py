@@ -60,9 +60,18 @@ def _evaluation(config: EpicConfig) -> str:
     return f"## Evaluation\n\n| metric | EPIC | raw channels (U = I) |\n| --- | --- | --- |\n{rows}\n\n{deletion}\n"
 
 
+def _load_line(config: EpicConfig, name: str) -> str:
+    if config.base_model_name_or_path:
+        return f'explainer = EpicExplainer.from_pretrained("{name}")   # loads the base model too'
+    return (f'explainer = EpicExplainer.from_pretrained("{name}", base_model="path/to/the/model")   # the bank was fit '
+            "on a local model: pass it (its weights are checked against the fingerprint)")
+
+
 def model_card(config: EpicConfig, repo_id: str | None = None) -> ModelCard:
     """The card of a bank with ``config``; its usage line names ``repo_id`` when given."""
-    base = config.base_model_name_or_path or "unknown"
+    fingerprint = config.base_model_fingerprint
+    base = config.base_model_name_or_path or (f"a local model (weights fingerprint {fingerprint[:12]})" if fingerprint
+                                              else "unknown")
     dataset = config.dataset or {}
     data = ModelCardData(library_name="epic_hf", tags=["epic", "explainability", "prototypes", "image-classification"],
                          base_model=_hub_id(base), datasets=[d] if (d := _hub_id(dataset.get("name"))) else None)
@@ -93,7 +102,7 @@ without changing any of its predictions: every explanation decomposes the model'
 ```python
 from epic_hf import EpicExplainer
 
-explainer = EpicExplainer.from_pretrained("{name}")   # loads the base model too
+{_load_line(config, name)}
 explanation = explainer.explain("image.jpg")
 explanation.save("explained.png")
 ```

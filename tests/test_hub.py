@@ -213,3 +213,29 @@ def test_a_stream_from_an_image_folder_pushed_to_the_hub(pushed, tmp_path):
     labels = {name.replace(" ", "_") for name in names}
     for key, name in bank.sample_names.items():  # a streamed Hub folder has no paths: label and key
         assert name.endswith(f"#{key}") and name.split(" #")[0] in labels
+
+
+def test_a_bank_of_local_files_goes_to_the_hub_without_this_machines_paths(hub_server, tmp_path, caplog):
+    """A local base model is named by fingerprint only, a local dataset folder by its own name; both are said."""
+    import logging
+
+    from test_cli import make_image_folder
+    from tiny_models import save_tiny_model
+
+    model_dir = save_tiny_model("resnet", tmp_path / "secret-home" / "model")
+    folder = make_image_folder(tmp_path / "secret-home" / "photos", num_images=16)
+    explainer = EpicExplainer.from_pretrained(str(model_dir))
+    explainer.fit(str(folder), prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1)
+    assert explainer.bank.config.base_model_name_or_path == str(model_dir.resolve())  # kept locally
+    with caplog.at_level(logging.WARNING):
+        explainer.push_to_hub("tiny-org/local-epic")
+    assert "weights fingerprint only" in caplog.text and "photos" in caplog.text
+    for name in HfApi().list_repo_files("tiny-org/local-epic"):
+        text = Path(HfApi().hf_hub_download("tiny-org/local-epic", name)).read_bytes()
+        assert b"secret-home" not in text and str(tmp_path).encode() not in text, name
+    config = json.loads(Path(HfApi().hf_hub_download("tiny-org/local-epic", CONFIG_NAME)).read_text())
+    assert config["base_model_name_or_path"] is None and config["dataset"]["name"] == "photos"
+    assert config["base_model_fingerprint"] == explainer.bank.config.base_model_fingerprint
+    pulled = EpicExplainer.from_pretrained("tiny-org/local-epic", base_model=str(model_dir))
+    assert torch.equal(pulled.bank.sample_keys, explainer.bank.sample_keys)
+    assert explainer.bank.config.base_model_name_or_path == str(model_dir.resolve())  # the push changed nothing here

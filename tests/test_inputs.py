@@ -170,3 +170,36 @@ def test_a_model_that_asks_to_run_its_own_code_is_refused_and_nothing_runs(tmp_p
     with pytest.raises(UnsupportedModelError, match="never runs foreign code.*trust_remote_code=True"):
         EpicExplainer.from_pretrained(folder)
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_the_command_answers_no_prompt_and_runs_foreign_code_only_when_told(tmp_path):
+    """The reported attack: `echo y | epic-hf explain ...` must not answer transformers' prompt and run the code."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+    from test_cli import ROOT, subprocess_env
+
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    marker = tmp_path / "foreign-code-ran"
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil_classifier", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig"}}))
+    (folder / "configuration_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import PretrainedConfig\n\n\nclass EvilConfig(PretrainedConfig):\n"
+        "    model_type = 'evil_classifier'\n")
+    Image.new("RGB", (8, 8)).save(tmp_path / "probe.png")
+
+    def explain(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "epic_hf", "explain", str(folder), str(tmp_path / "probe.png"),
+                               *flags], input="y\ny\n", capture_output=True, text=True, env=subprocess_env(),
+                              cwd=ROOT, timeout=180)
+
+    refused = explain()
+    assert refused.returncode == 1 and not marker.exists()
+    assert "Traceback" not in refused.stderr and "--trust-remote-code" in refused.stderr.splitlines()[-1]
+    explain("--trust-remote-code")  # it fails later (the repo has no model), but only after running its code
+    assert marker.exists()

@@ -27,6 +27,9 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
                                           "prototypes are scored only on the data it was fit on")
     evaluate.add_argument("--output-dir", default=None, help="evaluation.json, evaluation.md and resumable state")
     evaluate.add_argument("--base-model", default=None, help="where the bank's classifier is now, if it has moved")
+    evaluate.add_argument("--trust-remote-code", action="store_true",
+                      help="let a classifier whose repo ships its own Python code run it (only for authors you "
+                           "trust; never stored in a bank)")
     evaluate.add_argument("--revision", default=None, help="revision of the bank")
     add_config_flags(evaluate, EvaluationConfig)
     evaluate.set_defaults(handler=run)
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = str(Path(dataset).expanduser().resolve())
     config = config_from_args(EvaluationConfig, args)  # validated before any model loads
     explainer = EpicExplainer.from_pretrained(model_reference(args.bank), revision=args.revision,
-                                              base_model=args.base_model)
+                                              base_model=args.base_model, trust_remote_code=args.trust_remote_code)
     report = explainer.evaluate(dataset, config, output_dir=args.output_dir)
     emit(report.to_markdown())
     if args.output_dir is not None:

@@ -34,6 +34,9 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
     explain.add_argument("--base-model", default=None,
                          help="where the bank's classifier is now, when it has moved (folder or Hub id)")
     explain.add_argument("--revision", default=None, help="revision of MODEL")
+    explain.add_argument("--trust-remote-code", action="store_true",
+                         help="let a classifier whose repo ships its own Python code run it (only for authors you "
+                              "trust; never stored in a bank)")
     explain.add_argument("--bank-revision", default=None, help="revision of --bank")
     explain.add_argument("--top-k", type=int, default=4,
                          help=f"channels shown per image, at most {MAX_CHANNELS_SHOWN} (default: 4)")
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise CliError(f"none of the {len(skipped)} images could be read")
     explainer = EpicExplainer.from_pretrained(model_reference(args.model), revision=args.revision,
-                                              base_model=args.base_model)
+                                              base_model=args.base_model, trust_remote_code=args.trust_remote_code)
     if args.bank is not None:
         explainer.set_bank(PrototypeBank.from_pretrained(model_reference(args.bank), revision=args.bank_revision))
     if explainer.bank is None:

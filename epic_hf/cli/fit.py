@@ -26,6 +26,9 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
                                      "Parquet/CSV/JSON-lines file or a Hub dataset id")
     fit.add_argument("--output-dir", required=True, help="checkpoints and the final bank (OUTPUT_DIR/bank)")
     fit.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
+    fit.add_argument("--trust-remote-code", action="store_true",
+                      help="let a classifier whose repo ships its own Python code run it (only for authors you "
+                           "trust; never stored in a bank)")
     fit.add_argument("--matrix", choices=("orthogonal", "invertible"), default="orthogonal",
                      help="parameterisation of U (default: orthogonal)")
     add_config_flags(fit, FitConfig)
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     check_local(dataset, "dataset")
     if Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())
-    explainer = EpicExplainer.from_pretrained(model, revision=args.revision, matrix=args.matrix)
+    explainer = EpicExplainer.from_pretrained(model, revision=args.revision, matrix=args.matrix,
+                                              trust_remote_code=args.trust_remote_code)
     report = explainer.fit(dataset, config, output_dir=args.output_dir)
     if not is_main_process():
         return 0
