@@ -243,6 +243,7 @@ def frechet_exp(A: torch.Tensor, E: torch.Tensor) -> torch.Tensor:
     """``L(A, E) = d/dt exp(A + tE) at t = 0`` for square A, E (computed in float64 at most)."""
     work = work_dtype(A.dtype)
     _, state = _evaluate(A.to(work), keep=True)
+    assert state is not None  # keep=True always returns the factors
     return _frechet(state, E.to(work)).to(A.dtype)
 
 

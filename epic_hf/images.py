@@ -115,7 +115,7 @@ def pixel_values_to_image(pixel_values: torch.Tensor, image_processor: Any) -> I
     values = pixel_values.detach().float().cpu()
     timm_config = getattr(image_processor, "data_config", None)  # timm's processor: ToTensor, then Normalize
     is_timm = isinstance(timm_config, dict) and "mean" in timm_config and "std" in timm_config
-    if is_timm:
+    if is_timm and isinstance(timm_config, dict):
         mean = torch.as_tensor(timm_config["mean"], dtype=torch.float32).reshape(-1, 1, 1)
         std = torch.as_tensor(timm_config["std"], dtype=torch.float32).reshape(-1, 1, 1)
         values = (values * std + mean) * 255

@@ -8,15 +8,26 @@ every family module can import it without a cycle. Importing :mod:`epic_hf.adapt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from torch import nn
 
 from ..errors import UnsupportedModelError
 
-#: A ``ModelAdapter`` subclass. Spelled ``type`` because ``base`` imports this module for its error
-#: messages, and importing ``base`` back would make a cycle.
-AdapterClass = type
+
+class AdapterClass(Protocol):
+    """A ``ModelAdapter`` subclass, as the registry uses it: what it serves, how it checks a config, and
+    how it is built. A Protocol because ``base`` imports this module for its error messages, and
+    importing ``base`` back would make a cycle."""
+
+    __name__: str
+    __qualname__: str
+    model_types: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def check_config(cls, config: Any) -> None: ...
+
+    def __call__(self, model: nn.Module) -> Any: ...
 
 #: ``config.model_type`` -> the adapter class that serves it.
 ADAPTERS: dict[str, AdapterClass] = {}
@@ -149,12 +160,12 @@ def adapter_class_for(model_type: str | None, config: Any = None) -> AdapterClas
     With ``config``, the family's configuration check runs too (e.g. BEiT without mean pooling is
     refused), so a model can be refused before its weights are downloaded.
     """
-    cls = ADAPTERS.get(model_type)  # type: ignore[arg-type]
+    cls = ADAPTERS.get(model_type)
     if cls is not None:
         if config is not None:
             cls.check_config(config)
         return cls
-    refusal = REFUSED.get(model_type)  # type: ignore[arg-type]
+    refusal = REFUSED.get(model_type)
     why = refusal.reason if refusal is not None else (
         "no adapter knows how to read its spatial feature map and linear head yet (a family whose "
         "logits are a linear map of an average-pooled feature map can be added with register_adapter)"
