@@ -152,11 +152,9 @@ def test_top_k_must_be_positive(explainer):
         explainer.explain(np.zeros((8, 8, 3), dtype=np.uint8), top_k=0)
 
 
-def test_a_model_that_asks_to_run_its_own_code_is_refused_and_nothing_runs(tmp_path):
-    """A config whose model type only its own code knows: transformers is told trust_remote_code=False."""
+def _model_with_its_own_code(tmp_path):
+    """(a model folder whose config needs its own code, the file that code creates when it runs)."""
     import json
-
-    from epic_hf import UnsupportedModelError
 
     folder = tmp_path / "custom"
     folder.mkdir()
@@ -167,6 +165,15 @@ def test_a_model_that_asks_to_run_its_own_code_is_refused_and_nothing_runs(tmp_p
         f"open({str(marker)!r}, 'w').write('ran')\n"
         "from transformers import PretrainedConfig\n\n\nclass EvilConfig(PretrainedConfig):\n"
         "    model_type = 'evil_classifier'\n")
+    return folder, marker
+
+
+def test_a_model_that_asks_to_run_its_own_code_is_refused_and_nothing_runs(tmp_path):
+    """A config whose model type only its own code knows: transformers is told trust_remote_code=False."""
+
+    from epic_hf import UnsupportedModelError
+
+    folder, marker = _model_with_its_own_code(tmp_path)
     with pytest.raises(UnsupportedModelError, match="never runs foreign code.*trust_remote_code=True"):
         EpicExplainer.from_pretrained(folder)
     assert not marker.exists()
@@ -175,22 +182,13 @@ def test_a_model_that_asks_to_run_its_own_code_is_refused_and_nothing_runs(tmp_p
 @pytest.mark.slow
 def test_the_command_answers_no_prompt_and_runs_foreign_code_only_when_told(tmp_path):
     """The reported attack: `echo y | epic-hf explain ...` must not answer transformers' prompt and run the code."""
-    import json
     import subprocess
     import sys
 
     from PIL import Image
     from test_cli import ROOT, subprocess_env
 
-    folder = tmp_path / "custom"
-    folder.mkdir()
-    marker = tmp_path / "foreign-code-ran"
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "evil_classifier", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig"}}))
-    (folder / "configuration_evil.py").write_text(
-        f"open({str(marker)!r}, 'w').write('ran')\n"
-        "from transformers import PretrainedConfig\n\n\nclass EvilConfig(PretrainedConfig):\n"
-        "    model_type = 'evil_classifier'\n")
+    folder, marker = _model_with_its_own_code(tmp_path)
     Image.new("RGB", (8, 8)).save(tmp_path / "probe.png")
 
     def explain(*flags: str) -> subprocess.CompletedProcess:
