@@ -28,12 +28,13 @@ folder has one absolute path (a fit's checkpoint names its data by it); ``robin.
 ``cat.jpg``, ``dog.jpg``, ``image.jpg``; and ``runs/resnet50``, the fit that README's command
 ``epic-hf fit microsoft/resnet-50 ./my_images --output-dir runs/resnet50`` makes here (run once,
 then copied). Hub repo ids such as ``me/resnet-50-epic`` are pushed to and pulled from the local
-Hub server of tests/conftest_hub.py, for real.
+Hub server of tests/conftest_hub.py, for real; so is ``microsoft/resnet-50`` itself: the tiny random ResNet is
+pushed there under that id, so a bank fit on it names its base model by Hub id, as on the real Hub.
 
 ``SUBSTITUTIONS`` (applied to command arguments, exactly or as a path prefix, and to string
 literals in python blocks):
 
-    microsoft/resnet-50, /data/models/resnet-50, ./model  ->  a tiny random ResNet's folder
+    /data/models/resnet-50, ./model                       ->  a tiny random ResNet's folder
     imagenet-1k, ./images                                 ->  my_images/ (an image folder)
     runs/in1k/bank                                        ->  runs/resnet50/bank (from a multi-GPU fit)
     path/or/hub-id-of-a-bank                              ->  runs/resnet50/bank
@@ -467,7 +468,7 @@ def test_cli_doc_lists_every_setting_with_its_default(command, settings):
 # -- running the pages (slow) ------------------------------------------------------------------------------
 TINY_MODEL = "<tiny resnet>"
 SUBSTITUTIONS = {
-    "microsoft/resnet-50": TINY_MODEL, "/data/models/resnet-50": TINY_MODEL, "./model": TINY_MODEL,
+    "/data/models/resnet-50": TINY_MODEL, "./model": TINY_MODEL,
     "imagenet-1k": "<my_images>", "./images": "<my_images>",
     "runs/in1k/bank": "runs/resnet50/bank", "path/or/hub-id-of-a-bank": "runs/resnet50/bank",
 }
@@ -505,12 +506,15 @@ def save_planted(directory: Path, count: int, seed: int, by_class: bool) -> None
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> tuple[World, Path]:
+def world(tmp_path_factory, hub_server) -> tuple[World, Path]:
+    from huggingface_hub import HfApi
     from tiny_models import save_tiny_model
 
     root = tmp_path_factory.mktemp("docs-world")
     shared = root / "shared"
     save_tiny_model("resnet", shared / "model")
+    HfApi().create_repo("microsoft/resnet-50", exist_ok=True)
+    HfApi().upload_folder(folder_path=str(shared / "model"), repo_id="microsoft/resnet-50")
     save_planted(shared / "my_images", 24, seed=0, by_class=True)
     save_planted(shared / "test_images", 8, seed=1, by_class=True)
     template = root / "template"
