@@ -81,7 +81,8 @@ class Decomposer:
         grid = (int(fmap.shape[-2]), int(fmap.shape[-1]))
         maps = torch.einsum("cd,dhw->chw", self.U[shown], fmap)  # only the shown channels' G_c
         rows, cols = peak_cells(maps)
-        heatmaps = nnf.interpolate(maps.relu()[None], size=input_size, mode="bilinear", align_corners=False)[0]
+        heatmaps = (nnf.interpolate(maps.relu()[None], size=input_size, mode="bilinear", align_corners=False)[0]
+                    if shown.numel() else maps.new_zeros((0, *input_size)))  # no channel argues for the class
         picture = self.classifier.to_image(pixel_values)
         query_key = (bank.matching_key(picture, bank.sample_keys[shown.cpu()].reshape(-1).tolist())
                      if bank is not None else None)

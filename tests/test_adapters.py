@@ -8,14 +8,10 @@ import torch
 from PIL import Image
 from transformers import (
     AutoModelForImageClassification,
-    DeiTConfig,
-    DeiTForImageClassification,
     EfficientNetConfig,
     HieraConfig,
     HieraForImageClassification,
     ResNetConfig,
-    ViTConfig,
-    ViTForImageClassification,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
@@ -238,23 +234,32 @@ def test_refusals_name_the_model_type_what_breaks_and_what_is_supported(model_ty
         assert "CLS token" in message or "latent" in message
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=32, num_labels=3),
-        DeiTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                   intermediate_size=32, num_labels=3),
-    ],
-    ids=["vit", "deit"],
-)
-def test_cls_token_models_are_refused_at_load(config, tmp_path):
-    model_class = DeiTForImageClassification if config.model_type == "deit" else ViTForImageClassification
-    model_class(config).save_pretrained(tmp_path)
-    tiny_processor().save_pretrained(tmp_path)
-    with pytest.raises(UnsupportedModelError, match="CLS token") as info:
-        EpicExplainer.from_pretrained(str(tmp_path))
-    assert "resnet" in str(info.value) and "convnext" in str(info.value)
+@pytest.mark.parametrize("name", ["vit", "deit-teacher", "cvt"])
+def test_cls_token_models_load_and_split_their_cls_token(name, tmp_path):
+    """The families once refused for reading a CLS token load, and their CLS's own share is the extra term."""
+    explainer = EpicExplainer.from_pretrained(str(save_tiny_model(name, tmp_path / name)))
+    explanation = explainer.explain(_images(1)[0])
+    assert explanation.cls_contribution != 0.0 and explanation.contributions.abs().sum() > 0
+    total = explanation.contributions.sum() + explanation.cls_contribution + explanation.bias
+    assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
+
+
+def test_deit_with_teacher_stacks_both_heads_halved():
+    model = make_tiny_model("deit-teacher")
+    adapter = adapter_for(model)
+    width = model.config.hidden_size
+    assert adapter.head().weight.shape == (3, 2 * width)
+    torch.testing.assert_close(adapter.head().weight[:, :width], model.cls_classifier.weight / 2)
+    torch.testing.assert_close(adapter.head().weight[:, width:], model.distillation_classifier.weight / 2)
+    torch.testing.assert_close(adapter.head().bias,
+                               (model.cls_classifier.bias + model.distillation_classifier.bias) / 2)
+
+
+def test_cvt_without_a_last_stage_cls_token_is_refused_from_its_config():
+    config = TINY_CONFIGS["cvt"]()
+    config.cls_token = [False, False]
+    with pytest.raises(UnsupportedModelError, match=r"cls_token\[-1\]=False"):
+        adapter_class_for("cvt", config)
 
 
 def test_beit_without_mean_pooling_is_refused():

@@ -189,18 +189,18 @@ def test_missing_image_file(fitted: Path, tmp_path: Path):
 
 
 def test_unsupported_model(assets: Path, tmp_path: Path):
-    from transformers import ViTConfig, ViTForImageClassification
+    from transformers import PerceiverConfig, PerceiverForImageClassificationLearned
 
     from tiny_models import tiny_processor
 
-    vit = tmp_path / "vit"
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32, num_labels=3)
-    ViTForImageClassification(config).save_pretrained(vit)
-    tiny_processor().save_pretrained(vit)
-    image = sorted((assets / "images").rglob("*.png"))[0]
-    assert_one_line_error(epic_hf("fit", str(vit), str(assets / "images"), "--output-dir", str(tmp_path / "o"),
-                                  check=False), "'vit'", "not supported", "CLS token")
+    perceiver = tmp_path / "perceiver"
+    config = PerceiverConfig(num_latents=4, d_latents=16, d_model=16, num_blocks=1, num_self_attends_per_block=1,
+                             num_self_attention_heads=1, num_cross_attention_heads=1, image_size=32, num_labels=3,
+                             qk_channels=8, v_channels=16)
+    PerceiverForImageClassificationLearned(config).save_pretrained(perceiver)
+    tiny_processor().save_pretrained(perceiver)
+    assert_one_line_error(epic_hf("fit", str(perceiver), str(assets / "images"), "--output-dir", str(tmp_path / "o"),
+                                  check=False), "'perceiver'", "not supported", "latent")
 
 
 def test_nonexistent_model_and_dataset(assets: Path, tmp_path: Path):

@@ -30,7 +30,6 @@ from epic_hf.disentangle import Disentangler  # noqa: E402
 from tiny_timm import EXACT, IMAGE_SIZE, REFUSED, TINY_TIMM, make_tiny_timm, save_tiny_timm  # noqa: E402
 
 REFUSAL_REASONS = {
-    "vit_token_refused": r"CLS token \(global_pool='token'\)",
     "mobilenetv3_refused": r"conv_head .* activation after the global pool",
     "resnet_max_refused": r"global_pool='max'",
 }
@@ -53,7 +52,7 @@ def _images(count: int, seed: int = 0) -> list[Image.Image]:
 def _assert_exact(explainer: EpicExplainer, images: list[Image.Image], expected: torch.Tensor) -> None:
     for explanation, logits in zip(explainer.explain(images), expected):
         torch.testing.assert_close(explanation.logits, logits, rtol=1e-4, atol=1e-5)
-        total = explanation.contributions.sum() + explanation.bias
+        total = explanation.contributions.sum() + explanation.bias + explanation.cls_contribution
         assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
         assert explanation.target_index == int(logits.argmax())
 

@@ -20,7 +20,11 @@ from transformers import (
     ConvNextConfig,
     ConvNextImageProcessor,
     ConvNextV2Config,
+    CvtConfig,
     Data2VecVisionConfig,
+    DeiTConfig,
+    DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
     Dinov2Config,
     Dinov2WithRegistersConfig,
     DonutSwinConfig,
@@ -39,6 +43,7 @@ from transformers import (
     MobileViTV2Config,
     PoolFormerConfig,
     PretrainedConfig,
+    PvtConfig,
     PvtV2Config,
     RegNetConfig,
     ResNetConfig,
@@ -48,6 +53,8 @@ from transformers import (
     SwinConfig,
     Swinv2Config,
     TextNetConfig,
+    ViTConfig,
+    ViTMSNConfig,
 )
 
 LABELS = ["circle", "square", "triangle"]
@@ -59,8 +66,8 @@ def _labels() -> dict:
 
 
 def _vit(**extra) -> dict:
-    return dict(image_size=IMAGE_SIZE, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                **extra)
+    return {"image_size": IMAGE_SIZE, "patch_size": 8, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, **extra}
 
 
 def _two_tower(config_class, **extra) -> PretrainedConfig:
@@ -151,6 +158,22 @@ TINY_MODELS: dict[str, TinySpec] = {
     "dinov2": TinySpec(lambda: Dinov2Config(**_vit(mlp_ratio=2), **_labels())),
     "dinov2_with_registers": TinySpec(lambda: Dinov2WithRegistersConfig(**_vit(mlp_ratio=2, num_register_tokens=2),
                                                                         **_labels())),
+    # CLS-token transformers, split by the held linearisation: two blocks, so that it is tested across layers
+    "vit": TinySpec(lambda: ViTConfig(**_vit(intermediate_size=32, num_hidden_layers=2), **_labels())),
+    "vit_msn": TinySpec(lambda: ViTMSNConfig(**_vit(intermediate_size=32, num_hidden_layers=2), **_labels())),
+    "deit": TinySpec(lambda: DeiTConfig(**_vit(intermediate_size=32, num_hidden_layers=2), **_labels()),
+                     model_class=DeiTForImageClassification),
+    "deit-teacher": TinySpec(lambda: DeiTConfig(**_vit(intermediate_size=32, num_hidden_layers=2), **_labels()),
+                             model_class=DeiTForImageClassificationWithTeacher),
+    "cvt": TinySpec(lambda: CvtConfig(
+        embed_dim=[8, 16], num_heads=[1, 2], depth=[1, 2], patch_sizes=[7, 3], patch_stride=[4, 2],
+        patch_padding=[2, 1], mlp_ratio=[2.0, 2.0], attention_drop_rate=[0.0, 0.0], drop_rate=[0.0, 0.0],
+        drop_path_rate=[0.0, 0.0], qkv_bias=[True, True], cls_token=[False, True], qkv_projection_method=["dw_bn"] * 2,
+        kernel_qkv=[3, 3], padding_kv=[1, 1], stride_kv=[2, 2], padding_q=[1, 1], stride_q=[1, 1], **_labels())),
+    "pvt": TinySpec(lambda: PvtConfig(
+        image_size=IMAGE_SIZE, num_encoder_blocks=2, depths=[1, 2], sequence_reduction_ratios=[2, 1],
+        hidden_sizes=[8, 16], patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], num_labels=3,
+        **_labels())),
 }
 
 #: ``name -> config factory`` (kept for callers that only need a config).

@@ -37,8 +37,11 @@ TINY_TIMM = {
     "vit_avg_no_fc_norm": ("vit_tiny_patch16_224", {"img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16,
                                                     "depth": 1, "num_heads": 2, "global_pool": "avg",
                                                     "fc_norm": False, "reg_tokens": 2}),
-    "vit_token_refused": ("vit_tiny_patch16_224", {"img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16,
-                                                   "depth": 1, "num_heads": 2, "global_pool": "token"}),
+    "vit_token": ("vit_tiny_patch16_224", {"img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16,
+                                           "depth": 2, "num_heads": 2, "global_pool": "token"}),  # held split
+    "vit_token_regs_scaled": ("vit_tiny_patch16_224", {  # register tokens, layer scale, fc_norm on the CLS
+        "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2,
+        "global_pool": "token", "reg_tokens": 2, "init_values": 0.5, "fc_norm": True}),
     "mobilenetv3_refused": ("mobilenetv3_small_050", {"depth_multiplier": 0.5}),
     "resnet_max_refused": ("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8,
                                         "global_pool": "max"}),

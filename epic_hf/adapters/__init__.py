@@ -8,6 +8,7 @@ registers its adapter on import. Importing this package registers every family;
 
 from . import (  # noqa: F401 - importing registers each family
     beit,
+    cls_stages,
     convnets,
     convnext,
     dinov2,
@@ -19,6 +20,7 @@ from . import (  # noqa: F401 - importing registers each family
     segformer,
     swin,
     timm_wrapper,
+    vit,
 )
 from .base import (
     IDENTITY_TOLERANCE,

@@ -56,7 +56,7 @@ class ModelAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     family: ClassVar[str] = ""
     doc: ClassVar[str] = ""
-    has_extra_logits: ClassVar[bool] = False
+    has_extra_logits: bool = False  # an instance may set it (a timm ViT with token pooling)
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import LinearHead, ModelAdapter, fold_post_pool_layernorm, tokens_to_grid
+from .base import LinearHead, ModelAdapter, SpatialFeatures, fold_post_pool_layernorm, tokens_to_grid
 from .registry import register_adapter
+from .timm_vit import TimmTokenViT, is_token_vision_transformer
 
 #: timm architectures whose tiny instances ``tests/test_timm.py`` decomposes exactly, and how F is read.
 VERIFIED_ARCHITECTURES = {
@@ -28,6 +29,11 @@ VERIFIED_ARCHITECTURES = {
     "convnext_atto (ConvNeXt)": "forward_features map, head.norm (LayerNorm2d after the pool) folded into F",
     "dla34 (DLA)": "forward_features map; global_pool='avg' then a 1x1 convolution, read as its (out, in) matrix",
     "swin_tiny_patch4_window7_224 (SwinTransformer)": "forward_features (B, H, W, C) map, permuted; ClassifierHead",
+    "vit_tiny_patch16_224 with global_pool='token' (VisionTransformer; also with reg_tokens, init_values, fc_norm)": (
+        "the CLS token split over the tokens per image by the held linearisation (LayerNorm scales, attention "
+        "weights, MLP gates held); F = the patch tokens' parts on the patch grid; the CLS's and register "
+        "tokens' own parts are the exact CLS term"
+    ),
     "vit_tiny_patch16_224 with global_pool='avg' (VisionTransformer)": (
         "patch tokens (num_prefix_tokens: class and register tokens dropped) on the patch grid; fc_norm "
         "folded into F, or nothing to fold with fc_norm=False (the per-token norm comes before the mean)"
@@ -46,8 +52,8 @@ CHECKED_ARCHITECTURES = (
 
 #: Heads that are refused, and why; the same reasons appear in the load-time error messages.
 REFUSED_HEADS = {
-    "ViT / DeiT with global_pool='token' (the timm default for most vit_*)": (
-        "the logits read the CLS token, not an average of patch tokens"),
+    "ViT with global_pool='token' and qk_norm, scale_norm, gated attention or another block class": (
+        "the held split reads timm's plain Block, Attention and Mlp only; the rest is refused by name"),
     "ViT with global_pool='map' (SigLIP-style attention pooling)": "the pooling weights depend on the input",
     "global_pool='max', 'avgmax', 'catavgmax'": "a maximum over space is not linear in F",
     "MobileNetV3, MobileNetV4, LCNet, FBNetV3, GhostNet": (
@@ -78,7 +84,8 @@ _POOL_REASONS = {
 
 _SUPPORTED = (
     "an average over space (global_pool='avg'), optionally followed by a LayerNorm, then one Linear; "
-    "tested for ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin and VisionTransformer with global_pool='avg'"
+    "tested for ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin and VisionTransformer with global_pool='avg'; "
+    "a VisionTransformer with global_pool='token' is split by the held linearisation"
 )
 
 
@@ -107,20 +114,27 @@ class TimmWrapperAdapter(ModelAdapter):
     """timm classifiers (``model_type='timm_wrapper'``) whose head is avg pool [+ LayerNorm] + Linear."""
 
     model_types = ("timm_wrapper",)
-    family = "timm via TimmWrapper: ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin, ViT (global_pool='avg')"
+    family = "timm via TimmWrapper: ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin, ViT (avg or token pool)"
     doc = (
         "`timm_model.forward_features(x)`: the (B, D, H, W) map (a channels-last map permuted), or for a "
         "ViT the patch tokens (num_prefix_tokens dropped) on the patch grid; a LayerNorm after the pool "
         "(ConvNeXt's `head.norm`, ViT's `fc_norm`) folded in as for ConvNeXt; head: the timm classifier "
         "(a Linear, or a 1x1 convolution read as its matrix). At load, forward hooks list every module "
         "timm's `forward_head` runs (anything but the pool, a LayerNorm, dropout and the classifier is "
-        "refused by name), and on random features its logits must equal the classifier of the mean of F. "
-        "CLS-token, max and attention pooling and layers after the pool (MobileNetV3's conv_head) are refused"
+        "refused by name), and on random features its logits must equal the classifier of the mean of F. A "
+        "VisionTransformer with global_pool='token' is split by the held linearisation (the CLS term); max and "
+        "attention pooling and layers after the pool (MobileNetV3's conv_head) are refused"
     )
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         architecture = str(getattr(model.config, "architecture", "?"))
+        self.token_vit: TimmTokenViT | None = None
+        if is_token_vision_transformer(model.base_model):  # the CLS token, split by the held linearisation
+            self.token_vit = TimmTokenViT(model.base_model, architecture)
+            self.timm_head = TimmHead(fc=self.token_vit.linear)
+            self.has_extra_logits = True
+            return
         self.timm_head = read_timm_head(model.base_model, architecture)
         check_head_is_pool_then_linear(model.base_model, self.timm_head, architecture)
 
@@ -133,7 +147,7 @@ class TimmWrapperAdapter(ModelAdapter):
             if name.startswith(prefixes):
                 raise refusal(architecture, class_name, _POST_POOL_LAYERS)
         pool = (getattr(config, "model_args", None) or {}).get("global_pool", getattr(config, "global_pool", None))
-        if isinstance(pool, str):
+        if isinstance(pool, str) and pool != "token":  # a token-pooled ViT is read by the held split
             _check_pool_type(pool, architecture, "")
 
     @classmethod
@@ -143,7 +157,14 @@ class TimmWrapperAdapter(ModelAdapter):
                      "the same readers: an average-pooled map, a channels-last map (Swin) or ViT patch tokens"))
         return rows + [(name, "refused", why) for name, why in REFUSED_HEADS.items()]
 
+    def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
+        if self.token_vit is not None:
+            return self.token_vit.features(self.model, pixel_values.to(self.model.dtype))
+        return SpatialFeatures(self.feature_map(pixel_values))
+
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.token_vit is not None:
+            return self.features(pixel_values).fmap
         timm_model = self.model.base_model
         features = timm_model.forward_features(pixel_values.to(self.model.dtype))
         grid = (0, 0)
@@ -185,7 +206,7 @@ def _check_pool_type(pool_type: str, architecture: str, class_name: str) -> None
         return
     what = _POOL_REASONS.get(pool_type, f"pools with global_pool={pool_type!r}: a maximum over space is "
                              "not linear in the feature map")
-    hint = "A ViT trained with global_pool='avg' is supported." if pool_type == "token" else ""
+    hint = "A plain VisionTransformer with global_pool='token' is supported." if pool_type == "token" else ""
     raise refusal(architecture, class_name, what, hint)
 
 

@@ -1,0 +1,105 @@
+"""timm's VisionTransformer with ``global_pool='token'``: its CLS token, split exactly by the held linearisation.
+
+timm is never imported (an optional extra): the blocks are recognised by their class names and
+read by their attributes. What the split holds exactly is what a timm ``Block`` computes with
+timm's ``Attention`` (one fused ``qkv`` projection) and ``Mlp``: pre-norm LayerNorms, layer scale
+(``init_values``), register tokens (``reg_tokens``, any ``num_prefix_tokens``), and the final
+``norm`` or an ``fc_norm`` on the CLS token. Anything else that would change the block's algebra
+(normalised queries and keys, a norm inside the attention or the MLP, gated attention, another
+block or MLP class such as Eva's rotary SwiGLU blocks) is refused by name at load time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from .base import LinearHead, SpatialFeatures, linear_head
+from .held import HeldBlock, HeldStack, held_linearisation
+from .vit import read_parts
+
+VISION_TRANSFORMER = "timm.models.vision_transformer.VisionTransformer"
+_BLOCK = "timm.models.vision_transformer.Block"
+_ATTENTION = "timm.layers.attention.Attention"
+_MLP = "timm.layers.mlp.Mlp"
+
+
+def _qualified(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def is_token_vision_transformer(timm_model: nn.Module) -> bool:
+    """A plain timm VisionTransformer that classifies from its CLS token (no attention pool)."""
+    return (_qualified(timm_model) == VISION_TRANSFORMER and getattr(timm_model, "global_pool", None) == "token"
+            and getattr(timm_model, "attn_pool", None) is None)
+
+
+def _layer_scale(module: nn.Module) -> torch.Tensor | None:
+    if isinstance(module, nn.Identity):
+        return None
+    gamma = getattr(module, "gamma", None)
+    if not isinstance(gamma, torch.Tensor):
+        raise UnsupportedModelError(f"a block scales its branch with a {type(module).__name__}, not timm's LayerScale")
+    return gamma.detach()
+
+
+def _block(block: nn.Module, where: str) -> HeldBlock:
+    """One timm Block as a HeldBlock, or the refusal that names what it holds that the split does not."""
+    attention, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+    problems = []
+    if _qualified(block) != _BLOCK:
+        problems.append(f"the block class {type(block).__name__}")
+    if _qualified(attention) != _ATTENTION:
+        problems.append(f"the attention class {type(attention).__name__}")
+    else:
+        for name in ("q_norm", "k_norm", "norm"):
+            if not isinstance(getattr(attention, name), nn.Identity):
+                problems.append(f"attn.{name} ({type(getattr(attention, name)).__name__})")
+        if getattr(attention, "gate", None) is not None:
+            problems.append("a gated attention (attn.gate)")
+    if _qualified(mlp) != _MLP:
+        problems.append(f"the MLP class {type(mlp).__name__}")
+    elif not isinstance(mlp.norm, nn.Identity):
+        problems.append(f"mlp.norm ({type(mlp.norm).__name__})")
+    for name in ("norm1", "norm2"):
+        if not isinstance(getattr(block, name, None), nn.LayerNorm):
+            problems.append(f"{name} ({type(getattr(block, name, None)).__name__}, not a LayerNorm)")
+    if problems:
+        raise UnsupportedModelError(f"{where} holds {', '.join(problems)}, which the held linearisation of a "
+                                    "CLS token does not split exactly")
+    qkv = attention.qkv
+    width = qkv.weight.shape[0] // 3
+    value_bias = qkv.bias.detach()[2 * width:] if qkv.bias is not None else torch.zeros(width)
+    return HeldBlock(
+        module=block, norm1=block.norm1, qkv={"qkv": qkv}, value=(qkv.weight.detach()[2 * width:], value_bias),
+        out=attention.proj, heads=int(attention.num_heads), scale=float(attention.scale), norm2=block.norm2,
+        fc1=mlp.fc1, act=mlp.act, fc2=mlp.fc2, scale1=_layer_scale(block.ls1), scale2=_layer_scale(block.ls2),
+    )
+
+
+class TimmTokenViT:
+    """The held split of a token-pooled timm VisionTransformer: its stack, its head, its patch grid."""
+
+    def __init__(self, timm_model: nn.Module, architecture: str) -> None:
+        where = f"timm architecture {architecture!r} (VisionTransformer, global_pool='token')"
+        self.timm_model = timm_model
+        blocks = [_block(block, f"{where}: block {index}") for index, block in enumerate(timm_model.blocks)]
+        final = timm_model.fc_norm if isinstance(timm_model.fc_norm, nn.LayerNorm) else timm_model.norm
+        if not isinstance(final, nn.LayerNorm):
+            raise UnsupportedModelError(f"{where} has no final LayerNorm (norm and fc_norm are "
+                                        f"{type(timm_model.norm).__name__} and {type(timm_model.fc_norm).__name__})")
+        if not isinstance(timm_model.head, nn.Linear):
+            raise UnsupportedModelError(f"{where} classifies with a {type(timm_model.head).__name__}, not one "
+                                        "Linear layer (was it loaded without a classification head?)")
+        self.stack = HeldStack(blocks, final, readouts=(0,))
+        self.linear = timm_model.head
+
+    def head(self) -> LinearHead:
+        return linear_head(self.linear)
+
+    def features(self, model: nn.Module, pixel_values: torch.Tensor) -> SpatialFeatures:
+        with held_linearisation(self.stack) as tokens:
+            model(pixel_values=pixel_values)
+        grid = tuple(self.timm_model.patch_embed.dynamic_feat_size(tuple(pixel_values.shape[-2:])))
+        return read_parts(tokens, [self.head().weight], (int(grid[0]), int(grid[1])))

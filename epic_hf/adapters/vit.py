@@ -1,0 +1,131 @@
+"""ViT, ViT-MSN and DeiT: logits read from the final CLS token, split exactly over the tokens per image.
+
+These classifiers compute ``Linear(LN_f(h_L)[cls])``: no spatial mean exists. The held
+linearisation (:mod:`.held`) writes the normed CLS token, for one image, as an exact sum of
+per-token parts; the patch tokens' parts on their grid are F (scaled by the number of patches, so
+that ``avg_hw(F)`` is their sum), and the CLS's own part with the constants is the extra logit term
+(``cls_contribution``). DeiT's teacher variant averages a CLS head and a distillation head: each
+read-out token gets its own split, F stacks the two (2D channels) and A is ``[W_cls / 2 | W_dist / 2]``,
+exactly the average the model takes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from ..errors import UnsupportedModelError
+from .base import LinearHead, ModelAdapter, SpatialFeatures, find_linear, linear_head, patch_grid, tokens_to_grid
+from .held import HeldBlock, HeldStack, TokenParts, held_linearisation
+from .registry import register_adapter
+
+
+def read_parts(parts: list[TokenParts], weights: list[torch.Tensor], grid: tuple[int, int]) -> SpatialFeatures:
+    """F and the extra logits from each read-out token's split and the head weights acting on it.
+
+    The last ``grid`` cells of the token axis are the patches; every token before them (CLS,
+    distillation, registers) is not spatial. ``weights[i]`` (K, D) is the head's map of read-out i,
+    already scaled by how the model combines its heads.
+    """
+    cells = grid[0] * grid[1]
+    maps, extra = [], None
+    for split, weight in zip(parts, weights):
+        prefix = split.parts.shape[1] - cells
+        if prefix < 0:
+            raise UnsupportedModelError(f"the model has {split.parts.shape[1]} tokens, fewer than its {cells} "
+                                        "patches, so its token layout is not the patch grid EPIC expects")
+        maps.append(tokens_to_grid(split.parts[:, prefix:] * cells, *grid))
+        rest = split.parts[:, :prefix].sum(dim=1) + split.const
+        term = rest @ weight.T.to(rest)
+        extra = term if extra is None else extra + term
+    return SpatialFeatures(fmap=torch.cat(maps, dim=1), extra_logits=extra)
+
+
+def _bias(linear: nn.Linear) -> torch.Tensor:
+    return linear.bias.detach() if linear.bias is not None else torch.zeros(linear.weight.shape[0])
+
+
+def hf_vit_blocks(layers: Any) -> list[HeldBlock]:
+    """transformers' ViT-style layers (``layernorm_before``, ``attention.{q,k,v,o}_proj``, ``mlp.fc1/fc2``)."""
+    blocks = []
+    for layer in layers:
+        attention, mlp = layer.attention, layer.mlp
+        blocks.append(HeldBlock(
+            module=layer, norm1=layer.layernorm_before,
+            qkv={"q": attention.q_proj, "k": attention.k_proj, "v": attention.v_proj},
+            value=(attention.v_proj.weight.detach(), _bias(attention.v_proj)), out=attention.o_proj,
+            heads=int(attention.num_attention_heads), scale=float(attention.scaling),
+            norm2=layer.layernorm_after, fc1=mlp.fc1, act=mlp.activation_fn, fc2=mlp.fc2,
+        ))
+    return blocks
+
+
+class HeldTokenAdapter(ModelAdapter):
+    """A classifier whose head reads the final CLS token (and DeiT's distillation token), split per image.
+
+    Subclasses give the :class:`HeldStack` (:meth:`build_stack`) and, where the patch grid is not
+    ``(H/patch, W/patch)``, a hook that records it (:meth:`grid_hook`). The model's own forward
+    runs once per batch, hooked: its token streams, keys and values are used as they are.
+    """
+
+    has_extra_logits = True
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.readouts = self._readout_heads()
+        self.stack = self.build_stack()
+
+    def build_stack(self) -> HeldStack:
+        raise NotImplementedError
+
+    def grid_hook(self, grid: list[tuple[int, int]]) -> RemovableHandle | None:
+        """Register a hook that appends the patch grid of each forward to ``grid``; None: the patch-size grid."""
+        return None
+
+    def _readout_heads(self) -> list[tuple[LinearHead, float]]:
+        """(head, weight in the model's combination) per read-out token: CLS, then distillation if read."""
+        model_type = self.model.config.model_type
+        if hasattr(self.model, "cls_classifier") and hasattr(self.model, "distillation_classifier"):
+            return [(linear_head(find_linear(self.model.cls_classifier, model_type)), 0.5),
+                    (linear_head(find_linear(self.model.distillation_classifier, model_type)), 0.5)]
+        return [(linear_head(find_linear(self.classifier(), model_type)), 1.0)]
+
+    def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
+        grids: list[tuple[int, int]] = []
+        handle = self.grid_hook(grids)
+        try:
+            with held_linearisation(self.stack) as tokens:
+                self.model(pixel_values=pixel_values)
+        finally:
+            if handle is not None:
+                handle.remove()
+        grid = grids[-1] if grids else patch_grid(pixel_values, self.model.config.patch_size)
+        return read_parts(tokens, [head.weight * share for head, share in self.readouts], grid)
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.features(pixel_values).fmap
+
+    def head(self) -> LinearHead:
+        weight = torch.cat([head.weight * share for head, share in self.readouts], dim=1)
+        bias = torch.stack([head.bias * share for head, share in self.readouts]).sum(dim=0)
+        return LinearHead(weight=weight, bias=bias)
+
+
+@register_adapter
+class ViTAdapter(HeldTokenAdapter):
+    model_types = ("vit", "vit_msn", "deit")
+    family = "ViT, ViT-MSN, DeiT (CLS token, held linearisation)"
+    doc = (
+        "held linearisation per image (LayerNorm scales, attention weights and MLP gates held): the normed CLS "
+        "token is an exact sum of per-token parts; F = the patch tokens' parts on `(H/patch, W/patch)` "
+        "(times the patch count); head: `model.classifier`; the CLS's (and DeiT's distillation token's) own "
+        "parts and the biases' share are the exact extra term (`cls_contribution`). DeiT with teacher: both "
+        "heads, each on its token's split, stacked (2D channels) and halved, as the model averages them"
+    )
+
+    def build_stack(self) -> HeldStack:
+        base = self.model.base_model
+        return HeldStack(hf_vit_blocks(base.layers), base.layernorm, readouts=tuple(range(len(self.readouts))))
