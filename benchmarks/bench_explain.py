@@ -23,6 +23,7 @@ Run::
     python benchmarks/bench_explain.py                  # ResNet-50 architecture, random weights, 8 x 224px
     python benchmarks/bench_explain.py --small          # tiny ResNet, 1 thread: seconds (the test suite)
     python benchmarks/bench_explain.py --model microsoft/resnet-50 --batch-size 16
+    python benchmarks/bench_explain.py --architecture vit    # ViT-B/16 shape: the held linearisation, goal 2x
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ from epic_hf.synthetic import CONCEPTS, planted_image  # noqa: E402
 logger = logging.getLogger("bench_explain")
 
 GOAL_RATIO = 1.3
+#: A CLS-token model's split runs the held linearisation, about 0.8 of a forward more (docs/how_epic_works.md).
+VIT_GOAL_RATIO = 2.0
 
 
-def build_explainer(model: str | None, small: bool, seed: int) -> tuple[EpicExplainer, str]:
+def build_explainer(model: str | None, small: bool, seed: int, architecture: str = "resnet") -> tuple[EpicExplainer, str]:
     """The explainer and a one-line description of its model."""
     if model is not None:
         explainer = EpicExplainer.from_pretrained(model)
@@ -60,6 +63,16 @@ def build_explainer(model: str | None, small: bool, seed: int) -> tuple[EpicExpl
     from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
 
     torch.manual_seed(seed)
+    if architecture == "vit":  # google/vit-base-patch16-224's shape: the CLS token, split by the held linearisation
+        from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+        vit = (ViTConfig(image_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=128, num_labels=10) if small else ViTConfig())
+        side = 64 if small else 224
+        name = (f"ViTConfig({'tiny' if small else ''}) = {'a tiny ViT' if small else 'ViT-B/16 shape'} (random weights, "
+                f"D={vit.hidden_size}, {side}px, held linearisation)")
+        return (EpicExplainer(ViTForImageClassification(vit).eval(),
+                              ViTImageProcessor(size={"height": side, "width": side})), name)
     if small:
         config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], num_labels=10)
         processor = ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=1.0)
@@ -146,10 +159,11 @@ def print_table(times: dict[str, list[float]], model_name: str, shape: tuple[int
     end_to_end = median["explain(images)"] / median["preprocess + forward"]
     core = median["explain core (pixel values in)"] / median["forward"]
     print()
-    print(f"goal: explain <= {GOAL_RATIO}x a plain forward on the same batch: "
+    goal = VIT_GOAL_RATIO if args.architecture == "vit" and args.model is None else GOAL_RATIO
+    print(f"goal: explain <= {goal}x a plain forward on the same batch: "
           f"explain(images) / (preprocess + forward) = {end_to_end:.3f}x "
-          f"({'met' if end_to_end <= GOAL_RATIO else 'NOT met'}); "
-          f"explain core / forward = {core:.3f}x ({'met' if core <= GOAL_RATIO else 'NOT met'})")
+          f"({'met' if end_to_end <= goal else 'NOT met'}); "
+          f"explain core / forward = {core:.3f}x ({'met' if core <= goal else 'NOT met'})")
 
 
 
@@ -157,6 +171,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a local classifier dir or Hub id (default: ResNetConfig())")
     parser.add_argument("--small", action="store_true", help="a tiny random ResNet at 64px: a quick run")
+    parser.add_argument("--architecture", choices=["resnet", "vit"], default="resnet",
+                        help="without --model: ResNetConfig() (default) or ViTConfig() (ViT-B/16, a CLS-token model "
+                             f"split by the held linearisation; goal {VIT_GOAL_RATIO}x)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=None,
                         help="generated image side (default 224, 64 with --small)")
@@ -179,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    explainer, model_name = build_explainer(args.model, args.small, args.seed)
+    explainer, model_name = build_explainer(args.model, args.small, args.seed, args.architecture)
     model, processor = explainer.model, explainer.image_processor
     images = make_images(args.batch_size, args.image_size, args.seed)
     pixel_values = explainer.preprocess(images)

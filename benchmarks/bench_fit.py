@@ -35,6 +35,7 @@ benchmarks/README.md)::
     python benchmarks/bench_fit.py --small  # tiny ResNet, 96 images at 64px, reference in full: 5-16 s
     python benchmarks/bench_fit.py --model tiny --image-size 64 --ref-steps 0 --ref-max-batches 0  # 34 s
     python benchmarks/bench_fit.py --model resnet18 --image-size 64   # full-width ResNet-18 (D=512): slower
+    python benchmarks/bench_fit.py --model vit-base --image-size 224 --num-images 64 --batch-size 16 --skip-reference
 
 Timings swing by 2x with the load other jobs put on the cores (the default run took 228 s once,
 beside a heavier job). The third line was documented as "~30 s" by an earlier release and took
@@ -100,6 +101,13 @@ def build_model(name: str, num_classes: int, image_size: int, seed: int):
         widths = "/".join(str(w) for w in RESNETS[name]["hidden_sizes"])
         return (ResNetForImageClassification(config), processor,
                 f"ResNet-18 shape ({widths}, D={RESNETS[name]['hidden_sizes'][-1]})")
+    if name == "vit-base":  # google/vit-base-patch16-224's architecture: a CLS-token model, split per image
+        from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+        torch.manual_seed(seed)
+        vit = ViTConfig(image_size=image_size, **labels)
+        return (ViTForImageClassification(vit), ViTImageProcessor(size={"height": image_size, "width": image_size}),
+                f"ViTConfig() = ViT-B/16 shape (random weights, D=768, {image_size}px, held linearisation)")
     model = AutoModelForImageClassification.from_pretrained(name, num_labels=num_classes, ignore_mismatched_sizes=True,
                                                             **labels)
     return model, AutoImageProcessor.from_pretrained(name), name

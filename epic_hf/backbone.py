@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .adapters import LinearHead, ModelAdapter, SpatialFeatures, adapter_for
+from .adapters import LinearHead, ModelAdapter, PooledFeatures, SpatialFeatures, adapter_for
 from .images import pixel_values_to_image, to_rgb
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,11 @@ class FrozenClassifier:
         return self.adapter.features(pixel_values)
 
     @torch.no_grad()
+    def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
+        """``avg_hw(F)``, the non-spatial term and the grid, without keeping F where that is cheaper."""
+        return self.adapter.pooled_features(pixel_values)
+
+    @torch.no_grad()
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """F (B, D, H, W) in float32, whose spatial mean feeds the linear head."""
         return self.adapter.feature_map(pixel_values).float()
@@ -148,7 +153,7 @@ class FrozenClassifier:
     @torch.no_grad()
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's own logits, for checks."""
-        return self.model(pixel_values=pixel_values).logits.float()
+        return self.adapter.model_logits(pixel_values).float()
 
     @contextlib.contextmanager
     def placed_on(self, device: torch.device | str) -> Iterator[FrozenClassifier]:

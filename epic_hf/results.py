@@ -127,6 +127,17 @@ class ExplanationData:
         """Whether the model's prediction is the true label; None when the true label is unknown."""
         return None if self.true_label is None else self.predicted_label == self.true_label
 
+    @property
+    def patch_share(self) -> float:
+        """The patches' share of the evidence: ``sum |contributions| / (sum |contributions| + |cls_contribution|)``.
+
+        1.0 for a model with no CLS term. For a CLS-token model (ViT, DeiT, ...) the rest is the CLS
+        token's own part, which no image region carries: a low share means the map explains little.
+        """
+        spatial = float(self.contributions.double().abs().sum())
+        total = spatial + abs(float(self.cls_contribution))
+        return spatial / total if total > 0 else 1.0
+
     def share(self, contribution: float) -> float:
         """A contribution as a fraction of the summed absolute contributions of all channels."""
         total = float(self.contributions.abs().sum())
@@ -145,6 +156,7 @@ class ExplanationData:
             "logit": self.target_logit,
             "bias": float(self.bias),
             "cls_contribution": float(self.cls_contribution),
+            "patch_share": self.patch_share,
             "logits": [float(v) for v in self.logits],
             "contributions": [float(v) for v in self.contributions],
             "image_size": list(self.image.size),

@@ -17,7 +17,15 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATIO
 
 from epic_hf import ADAPTERS, EpicExplainer, ModelAdapter, UnsupportedModelError, register_adapter
 from epic_hf.adapters import REFUSED, adapter_class_for, adapter_for
-from tiny_models import TINY_CONFIGS, TINY_MODELS, make_tiny_model, save_tiny_model, tiny_model_types, tiny_processor
+from tiny_models import (
+    TINY_CONFIGS,
+    TINY_MODELS,
+    make_tiny_model,
+    model_logits,
+    save_tiny_model,
+    tiny_model_types,
+    tiny_processor,
+)
 
 FAMILIES = sorted(set(ADAPTERS) - {"timm_wrapper"})  # timm models (an optional extra): tests/test_timm.py
 TINY = sorted(TINY_MODELS)
@@ -46,7 +54,7 @@ def adapted(request):
     size = TINY_MODELS[request.param].image_size
     pixel_values = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        logits = model(pixel_values=pixel_values).logits
+        logits = model_logits(model, pixel_values)
         adapter = adapter_for(model)
         features = adapter.features(pixel_values)
     return adapter, pixel_values, logits, features
@@ -112,7 +120,7 @@ def test_logits_match_the_model_and_decompose_exactly(explainer):
     images = _images(3)
     explanations = explainer.explain(images)
     with torch.no_grad():
-        expected = explainer.model(pixel_values=explainer.preprocess(images)).logits
+        expected = model_logits(explainer.model, explainer.preprocess(images))
     for explanation, logits in zip(explanations, expected):
         torch.testing.assert_close(explanation.logits, logits, rtol=1e-4, atol=1e-5)
         total = explanation.contributions.sum() + explanation.cls_contribution + explanation.bias
@@ -317,3 +325,24 @@ def test_register_adapter_refuses_a_silent_overwrite():
     finally:
         register_adapter(original, override=True)
     assert register_adapter(original) is original  # re-registering the same class is not an overwrite
+
+
+HELD = [name for name in TINY if adapter_class_for(TINY_CONFIGS[name]().model_type).pooled_is_cheaper]
+
+
+@pytest.mark.parametrize("name", HELD)
+def test_the_pooled_split_equals_the_mean_of_the_full_one(name):
+    """The index pass stores the cheap pooled split (prefix tokens tracked, patches summed): it must be F's mean."""
+    model = make_tiny_model(name)
+    size = TINY_MODELS[name].image_size
+    pixel_values = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(5))
+    adapter = adapter_for(model)
+    with torch.no_grad():
+        full, pooled = adapter.features(pixel_values), adapter.pooled_features(pixel_values)
+    assert pooled.grid == tuple(full.fmap.shape[-2:])
+    torch.testing.assert_close(pooled.pooled, full.fmap.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pooled.extra_logits, full.extra_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_held_families_are_the_cls_token_ones():
+    assert {TINY_CONFIGS[name]().model_type for name in HELD} == {"vit", "vit_msn", "deit", "cvt", "pvt"}

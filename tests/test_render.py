@@ -356,7 +356,10 @@ def test_sheet_states_the_decomposition_coverage_and_share(explanation: Explanat
 def test_cls_term_is_shown_when_nonzero(explanation: Explanation) -> None:
     with_cls = dataclasses.replace(explanation, cls_contribution=0.5, bias=explanation.bias - 0.5)
     terms = captions.decomposition_terms(with_cls)
-    assert [name for name, _ in terms][1] == "CLS token (non-spatial)"
+    assert [name for name, _ in terms][1] == f"CLS token's own part; patches carry {with_cls.patch_share:.0%}"
+    spatial = float(with_cls.contributions.abs().sum())
+    assert with_cls.patch_share == pytest.approx(spatial / (spatial + 0.5))
+    assert explanation.patch_share == 1.0 and explanation.to_dict()["patch_share"] == 1.0
     assert sum(value for _, value in terms) == pytest.approx(with_cls.target_logit, abs=1e-5)
     figure = with_cls.to_image()
     assert figure.size == explanation_layout(4, 0, CELL, cls_term=True).size

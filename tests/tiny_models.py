@@ -42,6 +42,7 @@ from transformers import (
     MobileViTConfig,
     MobileViTV2Config,
     PoolFormerConfig,
+    PPLCNetConfig,
     PretrainedConfig,
     PvtConfig,
     PvtV2Config,
@@ -158,6 +159,8 @@ TINY_MODELS: dict[str, TinySpec] = {
     "dinov2": TinySpec(lambda: Dinov2Config(**_vit(mlp_ratio=2), **_labels())),
     "dinov2_with_registers": TinySpec(lambda: Dinov2WithRegistersConfig(**_vit(mlp_ratio=2, num_register_tokens=2),
                                                                         **_labels())),
+    # a non-linear head after the pool (1x1 convolution, hard-swish), made exact per image by its held gates
+    "pp_lcnet": TinySpec(lambda: PPLCNetConfig(scale=0.25, class_expand=32, **_labels()), image_size=64),
     # CLS-token transformers, split by the held linearisation: two blocks, so that it is tested across layers
     "vit": TinySpec(lambda: ViTConfig(**_vit(intermediate_size=32, num_hidden_layers=2), **_labels())),
     "vit_msn": TinySpec(lambda: ViTMSNConfig(**_vit(intermediate_size=32, num_hidden_layers=2), **_labels())),
@@ -205,6 +208,12 @@ def make_tiny_model(name: str, seed: int = 0):
             elif buffer_name.endswith("running_var"):
                 buffer.mul_(torch.rand_like(buffer) + 0.5)
     return model.eval()
+
+
+def model_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """A classifier's own logits; PP-LCNet (transformers 5.25) returns them as ``last_hidden_state``."""
+    output = model(pixel_values=pixel_values)
+    return output.logits if getattr(output, "logits", None) is not None else output.last_hidden_state
 
 
 def save_tiny_model(name: str, directory: Path, seed: int = 0) -> Path:

@@ -44,6 +44,15 @@ class SpatialFeatures:
     extra_logits: torch.Tensor | None = None  # (B, num_classes)
 
 
+@dataclass
+class PooledFeatures:
+    """``avg_hw(F)`` (B, D), the exact non-spatial logit term, and F's grid: what the index pass stores."""
+
+    pooled: torch.Tensor
+    extra_logits: torch.Tensor | None
+    grid: tuple[int, int]
+
+
 class ModelAdapter:
     """Contract: :meth:`features` gives F (and any non-spatial logit term), :meth:`head` gives (A, b).
 
@@ -57,6 +66,9 @@ class ModelAdapter:
     family: ClassVar[str] = ""
     doc: ClassVar[str] = ""
     has_extra_logits: bool = False  # an instance may set it (a timm ViT with token pooling)
+    #: True where :meth:`pooled_features` is much cheaper than F itself (the held linearisation): the
+    #: index pass then stores pooled vectors only, and F is computed again for prototype images alone.
+    pooled_is_cheaper: bool = False
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -87,8 +99,18 @@ class ModelAdapter:
         """F plus the exact non-spatial logit term (None unless ``has_extra_logits``)."""
         return SpatialFeatures(self.feature_map(pixel_values))
 
+    def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
+        """``avg_hw(F)`` without keeping F; an adapter whose full map costs more than its mean overrides it."""
+        features = self.features(pixel_values)
+        grid = (int(features.fmap.shape[-2]), int(features.fmap.shape[-1]))
+        return PooledFeatures(features.fmap.mean(dim=(2, 3)), features.extra_logits, grid)
+
     def classifier(self) -> nn.Module:
         return self.model.classifier
+
+    def model_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The model's own logits: what every decomposition is checked against."""
+        return self.model(pixel_values=pixel_values).logits
 
     def head(self) -> LinearHead:
         """(A, b) acting on ``avg_hw(F)`` only."""
@@ -101,7 +123,7 @@ class ModelAdapter:
         Returns the relative error; raises :class:`UnsupportedModelError` above tolerance.
         """
         with torch.no_grad():
-            expected = self.model(pixel_values=pixel_values).logits.float()
+            expected = self.model_logits(pixel_values).float()
             features = self.features(pixel_values)
             head = self.head()
             got = features.fmap.float().mean(dim=(2, 3)) @ head.weight.float().T + head.bias.float()

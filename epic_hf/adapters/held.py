@@ -74,14 +74,22 @@ class HeldStack:
 
 @dataclass
 class TokenParts:
-    """One read-out token after the final norm, split exactly: ``LN_f(x)[token] = parts.sum(1) + const``.
+    """One read-out token after the final norm, split exactly: ``total = parts.sum(1) + rest + const``.
 
-    ``parts`` (B, T, D): token j's share ``gamma_f * s_f * centre(C[j])``; ``const`` (B, D): the
-    biases' share plus ``beta_f``.
+    ``parts`` (B, P, D): token j's share ``gamma_f * s_f * centre(C[j])`` for the P tracked tokens (all
+    of them, or the leading ``track`` ones); ``const`` (B, D): the biases' share plus ``beta_f``;
+    ``total`` (B, D): the normed token itself, so that the untracked tokens' summed share is
+    ``total - parts.sum(1) - const`` (zero when every token is tracked).
     """
 
     parts: torch.Tensor
     const: torch.Tensor
+    total: torch.Tensor
+
+    @property
+    def untracked(self) -> torch.Tensor:
+        """The summed share of the tokens that were not tracked one by one (B, D)."""
+        return self.total - self.parts.sum(dim=1) - self.const
 
 
 @dataclass
@@ -96,6 +104,7 @@ class _Stream:
 @dataclass
 class _Run:
     readouts: tuple[int, ...]
+    track: int | None
     streams: list[_Stream] = field(default_factory=list)
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
     block_input: torch.Tensor | None = None
@@ -123,7 +132,7 @@ def _weight(parameter: torch.Tensor | None, like: torch.Tensor, default: float, 
     return parameter.detach().to(dtype=like.dtype, device=like.device)
 
 
-def _gate(act: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+def activation_gate(act: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
     """``act(z) / z``, the activation as a held per-unit gain (``GATE_AT_ZERO`` where z is exactly 0)."""
     zero = z == 0
     return torch.where(zero, torch.full_like(z, GATE_AT_ZERO), act(z) / torch.where(zero, torch.ones_like(z), z))
@@ -145,7 +154,11 @@ def _queries_keys_values(block: HeldBlock, captured: dict[str, torch.Tensor],
 
 def _attention_step(block: HeldBlock, stream: _Stream, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                     v: torch.Tensor) -> torch.Tensor:
-    """Add the attention branch to ``stream``'s parts; returns the stream after it (B, D)."""
+    """Add the attention branch to ``stream``'s parts; returns the model's stream after it (B, D).
+
+    The returned value is computed from every token's value, not from the parts, so that it is
+    right when only some tokens are tracked one by one.
+    """
     t = stream.token
     weights = torch.softmax(q[:, :, t, :].unsqueeze(2) @ k.transpose(-1, -2) * block.scale, dim=-1)[:, :, 0, :]
     self_weight = weights[:, :, t]  # (B, H): the CLS row's weight on its own value
@@ -159,7 +172,8 @@ def _attention_step(block: HeldBlock, stream: _Stream, x: torch.Tensor, q: torch
         return (shaped * weight.unsqueeze(-1)).reshape(values.shape)
 
     own = per_head(linear(stream.parts) @ w_v.T, self_weight[:, None, :])  # the self-term, through every part
-    messages = v.transpose(1, 2) * weights.transpose(1, 2).unsqueeze(-1)  # (B, T, H, d): a_hj v_j
+    tracked = v[:, :, :tokens]  # every token's value, or the leading tracked ones'
+    messages = tracked.transpose(1, 2) * weights[:, :, :tokens].transpose(1, 2).unsqueeze(-1)  # (B, P, H, d): a_hj v_j
     messages[:, t] = 0.0  # the stream's own value is the self-term above, split over its parts
     parts_message = own + messages.reshape(batch, tokens, heads * width)
     const_message = per_head((linear(stream.const) + beta) @ w_v.T + b_v, self_weight)
@@ -167,7 +181,8 @@ def _attention_step(block: HeldBlock, stream: _Stream, x: torch.Tensor, q: torch
     b_o = _weight(block.out.bias, x, 0.0, size=w_o.shape[0])
     stream.parts = stream.parts + _layer_scale(block.scale1, parts_message @ w_o.T)
     stream.const = stream.const + _layer_scale(block.scale1, const_message @ w_o.T + b_o)
-    return stream.parts.sum(dim=1) + stream.const
+    attended = (weights.unsqueeze(-1) * v).sum(dim=2).reshape(batch, heads * width)  # the CLS row's own output
+    return x[:, t] + _layer_scale(block.scale1, attended @ w_o.T + b_o)  # where the MLP's gates are held
 
 
 def _mlp_step(block: HeldBlock, stream: _Stream, x: torch.Tensor) -> None:
@@ -175,7 +190,7 @@ def _mlp_step(block: HeldBlock, stream: _Stream, x: torch.Tensor) -> None:
     linear, beta = _held_norm(block.norm2, x)
     w1, w2 = _weight(block.fc1.weight, x, 0.0), _weight(block.fc2.weight, x, 0.0)
     b1, b2 = _weight(block.fc1.bias, x, 0.0, size=w1.shape[0]), _weight(block.fc2.bias, x, 0.0, size=w2.shape[0])
-    gate = _gate(block.act, (linear(x) + beta) @ w1.T + b1)  # (B, 4D)
+    gate = activation_gate(block.act, (linear(x) + beta) @ w1.T + b1)  # (B, 4D)
     stream.parts = stream.parts + _layer_scale(block.scale2, ((linear(stream.parts) @ w1.T) * gate[:, None]) @ w2.T)
     stream.const = stream.const + _layer_scale(
         block.scale2, ((linear(stream.const) + beta) @ w1.T + b1) * gate @ w2.T + b2)
@@ -187,6 +202,8 @@ def _update(block: HeldBlock, run: _Run) -> None:
     x = _computing(run.block_input)
     q, k, v = _queries_keys_values(block, run.captured, x.dtype)
     sources = k.shape[2]  # the tokens attended to: every token, or a coarser key/value grid (CvT)
+    if run.track is not None:
+        sources = min(sources, run.track)
     if not run.streams:  # the first block: each read-out token starts as its own embedding
         for token in run.readouts:
             parts = x.new_zeros(x.shape[0], sources, x.shape[-1])
@@ -215,13 +232,15 @@ def _input_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
 
 
 @contextmanager
-def held_linearisation(stack: HeldStack) -> Iterator[list[TokenParts]]:
+def held_linearisation(stack: HeldStack, track: int | None = None) -> Iterator[list[TokenParts]]:
     """Hook ``stack`` for one forward: yields a list that holds each read-out token's parts once it ran.
 
     Use as ``with held_linearisation(stack) as tokens: model(...)``; then ``tokens[i]`` is the split
-    of ``stack.readouts[i]``. The hooks are removed on exit, whatever happens.
+    of ``stack.readouts[i]``. With ``track=P`` only the first P tokens (the CLS and other prefix
+    tokens) are split one by one and the rest are summed (``TokenParts.untracked``): what a pooled
+    index needs, at almost no cost over the forward. The hooks are removed on exit, whatever happens.
     """
-    run = _Run(stack.readouts)
+    run = _Run(stack.readouts, track)
     handles: list[RemovableHandle] = []
 
     def remember_input(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -242,7 +261,7 @@ def held_linearisation(stack: HeldStack) -> Iterator[list[TokenParts]]:
         for stream in run.streams:  # the norm sees every token, or the read-out token alone (timm's fc_norm)
             token = x if x.ndim == 2 else x[:, stream.token if x.shape[1] > stream.token else 0]
             linear, beta = _held_norm(stack.final_norm, token)
-            run.final.append(TokenParts(linear(stream.parts), linear(stream.const) + beta))
+            run.final.append(TokenParts(linear(stream.parts), linear(stream.const) + beta, linear(token) + beta))
 
     try:
         for block in stack.blocks:

@@ -55,11 +55,6 @@ REFUSED: dict[str, Refusal] = {
         "its logits read a learned latent array that cross-attends to the image (latent queries), "
         "not an average of a spatial feature map",
     ),
-    "pp_lcnet": Refusal(
-        "nonlinear_head",
-        "after the average pool come a 1x1 convolution and an activation (hard-swish) before the "
-        "linear head, so the logits are not a linear function of avg_hw(F)",
-    ),
     "shieldgemma2": Refusal(
         "nonlinear_head",
         "it is a vision-language model whose logits are the language model's 'Yes'/'No' "

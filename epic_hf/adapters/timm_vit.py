@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import LinearHead, SpatialFeatures, linear_head
-from .held import HeldBlock, HeldStack, held_linearisation
-from .vit import read_parts
+from .base import LinearHead, PooledFeatures, SpatialFeatures, linear_head
+from .held import HeldBlock, HeldStack, TokenParts, held_linearisation
+from .vit import read_parts, read_pooled
 
 VISION_TRANSFORMER = "timm.models.vision_transformer.VisionTransformer"
 _BLOCK = "timm.models.vision_transformer.Block"
@@ -98,8 +98,18 @@ class TimmTokenViT:
     def head(self) -> LinearHead:
         return linear_head(self.linear)
 
-    def features(self, model: nn.Module, pixel_values: torch.Tensor) -> SpatialFeatures:
-        with held_linearisation(self.stack) as tokens:
+    def _split(self, model: nn.Module, pixel_values: torch.Tensor,
+               track: int | None) -> tuple[list[TokenParts], tuple[int, int]]:
+        with held_linearisation(self.stack, track=track) as tokens:
             model(pixel_values=pixel_values)
         grid = tuple(self.timm_model.patch_embed.dynamic_feat_size(tuple(pixel_values.shape[-2:])))
-        return read_parts(tokens, [self.head().weight], (int(grid[0]), int(grid[1])))
+        return tokens, (int(grid[0]), int(grid[1]))
+
+    def features(self, model: nn.Module, pixel_values: torch.Tensor) -> SpatialFeatures:
+        tokens, grid = self._split(model, pixel_values, track=None)
+        return read_parts(tokens, [self.head().weight], grid)
+
+    def pooled_features(self, model: nn.Module, pixel_values: torch.Tensor) -> PooledFeatures:
+        """The class and register tokens split one by one, the patches summed (the index pass's need)."""
+        tokens, grid = self._split(model, pixel_values, track=int(self.timm_model.num_prefix_tokens))
+        return read_pooled(tokens, [self.head().weight], grid)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import LinearHead, ModelAdapter, SpatialFeatures, fold_post_pool_layernorm, tokens_to_grid
+from .base import LinearHead, ModelAdapter, PooledFeatures, SpatialFeatures, fold_post_pool_layernorm, tokens_to_grid
 from .registry import register_adapter
 from .timm_vit import TimmTokenViT, is_token_vision_transformer
 
@@ -134,6 +134,7 @@ class TimmWrapperAdapter(ModelAdapter):
             self.token_vit = TimmTokenViT(model.base_model, architecture)
             self.timm_head = TimmHead(fc=self.token_vit.linear)
             self.has_extra_logits = True
+            self.pooled_is_cheaper = True
             return
         self.timm_head = read_timm_head(model.base_model, architecture)
         check_head_is_pool_then_linear(model.base_model, self.timm_head, architecture)
@@ -161,6 +162,11 @@ class TimmWrapperAdapter(ModelAdapter):
         if self.token_vit is not None:
             return self.token_vit.features(self.model, pixel_values.to(self.model.dtype))
         return SpatialFeatures(self.feature_map(pixel_values))
+
+    def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
+        if self.token_vit is not None:
+            return self.token_vit.pooled_features(self.model, pixel_values.to(self.model.dtype))
+        return super().pooled_features(pixel_values)
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.token_vit is not None:

@@ -18,7 +18,17 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import UnsupportedModelError
-from .base import LinearHead, ModelAdapter, SpatialFeatures, find_linear, linear_head, patch_grid, tokens_to_grid
+from .base import (
+    IDENTITY_TOLERANCE,
+    LinearHead,
+    ModelAdapter,
+    PooledFeatures,
+    SpatialFeatures,
+    find_linear,
+    linear_head,
+    patch_grid,
+    tokens_to_grid,
+)
 from .held import HeldBlock, HeldStack, TokenParts, held_linearisation
 from .registry import register_adapter
 
@@ -42,6 +52,21 @@ def read_parts(parts: list[TokenParts], weights: list[torch.Tensor], grid: tuple
         term = rest @ weight.T.to(rest)
         extra = term if extra is None else extra + term
     return SpatialFeatures(fmap=torch.cat(maps, dim=1), extra_logits=extra)
+
+
+def read_pooled(parts: list[TokenParts], weights: list[torch.Tensor], grid: tuple[int, int]) -> PooledFeatures:
+    """``avg_hw(F)`` and the extra logits from splits that tracked the prefix tokens only.
+
+    The untracked tokens are exactly the patches, so their summed share is the pooled F (F is the
+    parts times the patch count, its mean their sum); the prefix parts and the constants are the extra term.
+    """
+    pooled, extra = [], None
+    for split, weight in zip(parts, weights):
+        pooled.append(split.untracked)
+        rest = split.parts.sum(dim=1) + split.const
+        term = rest @ weight.T.to(rest)
+        extra = term if extra is None else extra + term
+    return PooledFeatures(torch.cat(pooled, dim=1), extra, grid)
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor:
@@ -72,6 +97,7 @@ class HeldTokenAdapter(ModelAdapter):
     """
 
     has_extra_logits = True
+    pooled_is_cheaper = True
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -93,17 +119,46 @@ class HeldTokenAdapter(ModelAdapter):
                     (linear_head(find_linear(self.model.distillation_classifier, model_type)), 0.5)]
         return [(linear_head(find_linear(self.classifier(), model_type)), 1.0)]
 
-    def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
+    def prefix_tokens(self) -> int:
+        """How many tokens come before the patches (CLS, distillation, registers): never spatial."""
+        return 1
+
+    def _split(self, pixel_values: torch.Tensor, track: int | None) -> tuple[list[TokenParts], tuple[int, int]]:
         grids: list[tuple[int, int]] = []
         handle = self.grid_hook(grids)
         try:
-            with held_linearisation(self.stack) as tokens:
+            with held_linearisation(self.stack, track=track) as tokens:
                 self.model(pixel_values=pixel_values)
         finally:
             if handle is not None:
                 handle.remove()
-        grid = grids[-1] if grids else patch_grid(pixel_values, self.model.config.patch_size)
-        return read_parts(tokens, [head.weight * share for head, share in self.readouts], grid)
+        return tokens, grids[-1] if grids else patch_grid(pixel_values, self.model.config.patch_size)
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [head.weight * share for head, share in self.readouts]
+
+    def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
+        tokens, grid = self._split(pixel_values, track=None)
+        return read_parts(tokens, self._weights(), grid)
+
+    def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
+        """The prefix tokens split one by one, the patches summed: about the cost of the forward alone."""
+        tokens, grid = self._split(pixel_values, track=self.prefix_tokens())
+        return read_pooled(tokens, self._weights(), grid)
+
+    def verify(self, pixel_values: torch.Tensor) -> float:
+        """The identity on the full split, and the pooled path against it (the index pass uses the latter)."""
+        error = super().verify(pixel_values)
+        with torch.no_grad():
+            full, pooled = self.features(pixel_values), self.pooled_features(pixel_values)
+        scale = full.fmap.abs().amax().clamp_min(1e-6)
+        gap = float((full.fmap.mean(dim=(2, 3)) - pooled.pooled).abs().max() / scale)
+        if not gap <= IDENTITY_TOLERANCE or full.extra_logits is None or pooled.extra_logits is None \
+                or not torch.allclose(full.extra_logits, pooled.extra_logits, rtol=1e-3, atol=1e-5):
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}: the pooled split of its CLS token differs from the full split "
+                f"(relative gap {gap:.2e}), so its token layout is not the one the adapter expects")
+        return error
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.features(pixel_values).fmap
@@ -125,6 +180,9 @@ class ViTAdapter(HeldTokenAdapter):
         "parts and the biases' share are the exact extra term (`cls_contribution`). DeiT with teacher: both "
         "heads, each on its token's split, stacked (2D channels) and halved, as the model averages them"
     )
+
+    def prefix_tokens(self) -> int:
+        return 2 if self.model.config.model_type == "deit" else 1  # DeiT's embeddings add a distillation token
 
     def build_stack(self) -> HeldStack:
         base = self.model.base_model

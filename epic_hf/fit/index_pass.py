@@ -30,8 +30,11 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
                 keep_maps: MapSink | None = None) -> PooledIndex:
     """Run the backbone over this process's share, then gather every share into one sorted index.
 
-    ``keep_maps(keys, fmap)`` is offered each batch's feature maps (float32, (B, D, H, W)).
+    ``keep_maps(keys, fmap)`` is offered each batch's feature maps (float32, (B, D, H, W)), except for
+    models whose pooled vector is much cheaper than F (``adapter.pooled_is_cheaper``: the held
+    linearisation of a CLS token), whose maps are computed again for the prototype images alone.
     """
+    cheap_pool = bool(classifier.adapter.pooled_is_cheaper)
     writer = IndexWriter(classifier.num_channels, budget_bytes, spill_dir)
     predictions: list[torch.Tensor] = []
     grid: list[int] = [0, 0]
@@ -43,15 +46,19 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
         if not keys:  # the last records were all unreadable
             continue
         pixel_values = classifier.preprocess(images)
-        with accelerator.autocast():
-            features = classifier.features(pixel_values)
-        fmap = features.fmap.float()
-        grid = list(fmap.shape[-2:])
-        pooled = fmap.mean(dim=(2, 3))
+        if cheap_pool:  # F costs more than its mean here: store the mean; F comes later, for prototypes only
+            with accelerator.autocast():
+                summary = classifier.pooled_features(pixel_values)
+            pooled, extra, grid = summary.pooled.float(), summary.extra_logits, list(summary.grid)
+        else:
+            with accelerator.autocast():
+                features = classifier.features(pixel_values)
+            fmap = features.fmap.float()
+            pooled, extra, grid = fmap.mean(dim=(2, 3)), features.extra_logits, list(fmap.shape[-2:])
+            if keep_maps is not None:
+                keep_maps(keys, fmap)
         writer.add(keys, pooled)
-        predictions.append(classifier.logits_from(pooled, features.extra_logits).argmax(dim=1).cpu())
-        if keep_maps is not None:
-            keep_maps(keys, fmap)
+        predictions.append(classifier.logits_from(pooled, extra).argmax(dim=1).cpu())
         progress.update(len(keys))
     progress.close()
     vectors, key_tensor = writer.finish()

@@ -49,7 +49,8 @@ def decomposition_terms(explanation: Explanation) -> list[tuple[str, float]]:
     count = explanation.contributions.numel()
     terms = [(f"all {plural(count, 'channel')}", channel_total(explanation))]
     if explanation.cls_contribution != 0.0:
-        terms.append(("CLS token (non-spatial)", float(explanation.cls_contribution)))
+        terms.append((f"CLS token's own part; patches carry {explanation.patch_share:.0%}",
+                      float(explanation.cls_contribution)))
     terms.append(("bias", float(explanation.bias)))
     return terms
 

@@ -284,7 +284,9 @@ def _exactness_note(explanation: Explanation) -> str:
     rebuilt = total + cls + bias
     logit = explanation.target_logit
     count = explanation.contributions.numel()
-    cls_text = f" plus the CLS token's term ({cls:.6f})" if cls != 0.0 else ""
+    cls_text = (f" plus the CLS token's own part ({cls:.6f}; the image patches carry "
+                f"{explanation.patch_share:.1%} of the summed |contributions|, the CLS token the rest)"
+                if cls != 0.0 else "")
     text = (
         f"Exact: the sum of all {count} channel contributions ({total:.6f}){cls_text} plus the bias "
         f"({bias:.6f}) is {rebuilt:.6f}; the model's logit is {logit:.6f} (difference {abs(rebuilt - logit):.1e})."

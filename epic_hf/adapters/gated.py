@@ -1,0 +1,105 @@
+"""Non-linear heads after the pool, made exact per image by holding their activation gates.
+
+PP-LCNet, and timm's MobileNetV3/V4, LCNet, FBNetV3 and GhostNet, classify with
+``Linear(act(norm(W . avg_hw(F) + c)))``: a 1x1 convolution and an activation between the pool and
+the classifier, so the logits are not linear in ``avg_hw(F)``. For ONE image, hold the gate
+``g = act(z) / z`` at the value the pooled input ``z`` gives it. Then ``act(z) = g * z``, and since the
+convolution and an eval-mode norm are affine per cell,
+
+    F'_hw = g * (scale * (W F_hw + c) + shift)   has   avg_hw(F') = g * z = act(z)
+
+exactly: F' (the head's hidden units, one map per unit) is the spatial map, the classifier is
+(A, b), and nothing is left over. The gate depends on the image, so the head that maps a region's
+features to the logit is this image's own; the channels EPIC disentangles are the hidden units,
+on which U acts as on any F.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from .base import ModelAdapter
+from .held import activation_gate
+from .registry import register_adapter
+
+
+@dataclass
+class GatedPointwise:
+    """``act(scale * (W x + c) + shift)`` on a pooled vector, evaluated cell by cell with the gate held."""
+
+    weight: torch.Tensor  # (out, in)
+    bias: torch.Tensor  # (out,): the convolution's bias (zeros without one)
+    scale: torch.Tensor  # (out,): an eval-mode norm's scale (ones without one)
+    shift: torch.Tensor  # (out,)
+    act: Callable[[torch.Tensor], torch.Tensor]
+    factor: float = 1.0  # a constant the model multiplies by after the activation (PP-LCNet's 1 - dropout)
+
+    def apply(self, fmap: torch.Tensor) -> torch.Tensor:
+        """F (B, in, H, W) -> F' (B, out, H, W) whose spatial mean is exactly the head's activation."""
+        like = fmap.to(torch.float64 if fmap.dtype == torch.float64 else torch.float32)
+        weight, bias, scale, shift = (t.to(like) for t in (self.weight, self.bias, self.scale, self.shift))
+        cells = torch.einsum("oc,bchw->bohw", weight, like) + bias[None, :, None, None]
+        cells = cells * scale[None, :, None, None] + shift[None, :, None, None]
+        gate = activation_gate(self.act, cells.mean(dim=(2, 3)))
+        return cells * (gate * self.factor)[:, :, None, None]
+
+
+def pointwise(conv: nn.Module, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1x1 convolution without groups as its (out, in) matrix and bias, or a refusal."""
+    if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1):
+        raise UnsupportedModelError(f"{where} has a {type(conv).__name__} after the pool, not a 1x1 convolution")
+    weight = conv.weight.detach().flatten(1)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0])
+    return weight, bias.to(weight)
+
+
+def eval_norm(norm: nn.Module | None, width: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of nothing or an eval-mode BatchNorm with running statistics."""
+    if norm is None or isinstance(norm, nn.Identity):
+        return torch.ones(width), torch.zeros(width)
+    if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or norm.training or norm.running_var is None \
+            or norm.running_mean is None:
+        raise UnsupportedModelError(f"{where} normalises its head with a {type(norm).__name__} that is not an "
+                                    "eval-mode BatchNorm with running statistics")
+    scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.detach()
+    shift = -norm.running_mean.detach() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.detach()
+    return scale, shift
+
+
+@register_adapter
+class PPLCNetAdapter(ModelAdapter):
+    model_types = ("pp_lcnet",)
+    family = "PP-LCNet (a 1x1 convolution and hard-swish after the pool, gates held)"
+    doc = (
+        "the encoder's map through `last_convolution` cell by cell, times the held hard-swish gate of the "
+        "pooled input and the model's `1 - hidden_dropout_prob` factor: F = the head's `class_expand` hidden "
+        "units, whose mean is exactly the activation the classifier reads; head: `model.head`. The gate is "
+        "the image's own, so the map from a region to the logit is per image"
+    )
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        where = "this PP-LCNet"
+        weight, bias = pointwise(model.last_convolution, where)
+        scale, shift = eval_norm(None, weight.shape[0], where)
+        self.gated = GatedPointwise(weight, bias, scale, shift, model.act_fn,
+                                    factor=1.0 - float(model.hidden_dropout_prob))
+
+    def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.gated.apply(self.model.encoder(pixel_values).last_hidden_state)
+
+    def classifier(self) -> nn.Module:
+        return self.model.head
+
+    def model_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """PP-LCNet returns its logits as ``last_hidden_state`` (transformers 5.25), not ``logits``."""
+        return self.model(pixel_values=pixel_values).last_hidden_state
