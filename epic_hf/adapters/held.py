@@ -133,9 +133,13 @@ def _weight(parameter: torch.Tensor | None, like: torch.Tensor, default: float, 
 
 
 def activation_gate(act: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """``act(z) / z``, the activation as a held per-unit gain (``GATE_AT_ZERO`` where z is exactly 0)."""
+    """``act(z) / z``, the activation as a held per-unit gain (``GATE_AT_ZERO`` where z is exactly 0).
+
+    The activation runs on a copy: timm builds its activations with ``inplace=True``.
+    """
     zero = z == 0
-    return torch.where(zero, torch.full_like(z, GATE_AT_ZERO), act(z) / torch.where(zero, torch.ones_like(z), z))
+    activated = act(z.clone())
+    return torch.where(zero, torch.full_like(z, GATE_AT_ZERO), activated / torch.where(zero, torch.ones_like(z), z))
 
 
 def _layer_scale(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

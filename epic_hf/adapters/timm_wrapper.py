@@ -3,9 +3,12 @@
 A timm classifier computes ``forward_head(forward_features(x))``. EPIC decomposes it exactly when
 the head is an average over space, optionally followed by a LayerNorm (folded into F exactly like
 ConvNeXt's post-pool LayerNorm), and then one Linear. The structure is read off the timm module
-itself, without importing timm (an optional extra that the core package must not need), and a
-head that pools with a maximum or attention, reads a CLS token, or applies a non-linear layer
-after the pool is refused at load time with the reason, before it could be explained wrongly.
+itself, without importing timm (an optional extra that the core package must not need). Two more
+heads are read exactly per image: a VisionTransformer's CLS token (``global_pool='token'``), split
+by the held linearisation (:mod:`.timm_vit`), and a 1x1 convolution with an activation after the
+pool (MobileNetV3/V4, LCNet, FBNetV3, GhostNet), its gate held (:mod:`.gated`). A head that pools
+with a maximum or attention is refused at load time with the reason, before it could be explained
+wrongly.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from .base import LinearHead, ModelAdapter, PooledFeatures, SpatialFeatures, fold_post_pool_layernorm, tokens_to_grid
+from .gated import GatedPointwise, eval_norm, pointwise
 from .registry import register_adapter
 from .timm_vit import TimmTokenViT, is_token_vision_transformer
 
@@ -34,6 +38,10 @@ VERIFIED_ARCHITECTURES = {
         "weights, MLP gates held); F = the patch tokens' parts on the patch grid; the CLS's and register "
         "tokens' own parts are the exact CLS term"
     ),
+    "mobilenetv3_small_050 (MobileNetV3; LCNet and FBNetV3 are the same class)": (
+        "forward_features map through conv_head cell by cell, times the held gate of its activation at the "
+        "pooled input: F = the head's hidden units, whose mean is exactly what the classifier reads"
+    ),
     "vit_tiny_patch16_224 with global_pool='avg' (VisionTransformer)": (
         "patch tokens (num_prefix_tokens: class and register tokens dropped) on the patch grid; fc_norm "
         "folded into F, or nothing to fold with fc_norm=False (the per-token norm comes before the mean)"
@@ -47,7 +55,9 @@ CHECKED_ARCHITECTURES = (
     "densenet121", "inception_v3", "cspresnet50", "edgenext_xx_small", "rexnet_100", "nfnet_l0",
     "hrnet_w18_small", "tresnet_m", "xception41", "repvgg_a0", "fastvit_t8", "coatnet_0_rw_224",
     "swin_tiny_patch4_window7_224", "swinv2_cr_tiny_224", "dla34", "vit_small_patch16_224 (global_pool='avg')",
-    "vit_medium_patch16_gap_256",
+    "vit_medium_patch16_gap_256", "mobilenetv3_large_100", "mobilenetv4_conv_small", "mobilenetv4_hybrid_medium",
+    "lcnet_050", "fbnetv3_b", "ghostnet_100", "vit_small_patch16_224", "vit_base_patch16_224",
+    "vit_base_patch16_clip_224", "deit_small_patch16_224",
 )
 
 #: Heads that are refused, and why; the same reasons appear in the load-time error messages.
@@ -56,25 +66,15 @@ REFUSED_HEADS = {
         "the held split reads timm's plain Block, Attention and Mlp only; the rest is refused by name"),
     "ViT with global_pool='map' (SigLIP-style attention pooling)": "the pooling weights depend on the input",
     "global_pool='max', 'avgmax', 'catavgmax'": "a maximum over space is not linear in F",
-    "MobileNetV3, MobileNetV4, LCNet, FBNetV3, GhostNet": (
-        "conv_head (1x1 convolution) and an activation after the pool: a non-linear head"),
     "MaxViT (maxvit_*)": "NormMlpClassifierHead with head_hidden_size: a hidden Linear and tanh after the pool",
     "EfficientViT MSRA (efficientvit_m*)": "a BatchNorm1d between the pool and the Linear (not folded)",
-    "DeiT distilled, LeViT, Eva, PVT v2, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
+    "DeiT distilled (VisionTransformerDistilled), LeViT, Eva (rotary SwiGLU blocks), PVT v2, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
         "a head this adapter does not read (two heads, or pooling inside a custom head); no adapter yet"),
 }
 
-#: timm classes (module.qualname, compared by name: timm is never imported here) that apply a
-#: convolution and an activation after the global pool, named so that the refusal says what breaks.
+#: timm classes (module.qualname, compared by name: timm is never imported here) that apply a 1x1
+#: convolution and an activation after the global pool: read with the activation's gate held.
 _POST_POOL_CLASSES = {"timm.models.mobilenetv3.MobileNetV3": "MobileNetV3", "timm.models.ghostnet.GhostNet": "GhostNet"}
-_POST_POOL_LAYERS = "applies conv_head (a 1x1 convolution) and an activation after the global pool"
-
-#: Architecture names built by those classes (every timm 1.0 model in timm.models.mobilenetv3 and
-#: .ghostnet has a conv_head after the pool), refused from config.json before weights are fetched.
-_POST_POOL_ARCHITECTURES = {
-    ("mobilenetv3_", "tf_mobilenetv3_", "mobilenetv4_", "lcnet_", "fbnetv3_"): "MobileNetV3",
-    ("ghostnet",): "GhostNet",
-}
 
 _POOL_REASONS = {
     "token": "classifies from its CLS token (global_pool='token'), which is not an average of the patch tokens",
@@ -97,6 +97,8 @@ class TimmHead:
     norm: nn.LayerNorm | None = None  # LayerNorm applied after the pool, folded into F
     channels_last: bool = False  # forward_features gives (B, H, W, C)
     prefix_tokens: int | None = None  # token models: class/register tokens dropped before the grid
+    gated: GatedPointwise | None = None  # conv_head [+ norm] + activation after the pool, gates held
+    head_modules: tuple[nn.Module, ...] = ()  # the modules of that gated head, allowed in forward_head
 
     def to_map(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """forward_features output to F (B, D, H, W), the post-pool norm folded in."""
@@ -106,7 +108,14 @@ class TimmHead:
             fmap = features.permute(0, 3, 1, 2)
         else:
             fmap = features
+        if self.gated is not None:
+            return self.gated.apply(fmap)
         return fold_post_pool_layernorm(fmap, self.norm) if self.norm is not None else fmap
+
+    @property
+    def input_width(self) -> int:
+        """Channels of forward_features' output (the gated head's input, else the classifier's)."""
+        return int(self.gated.weight.shape[1]) if self.gated is not None else int(self.fc.weight.shape[1])
 
 
 @register_adapter
@@ -123,7 +132,8 @@ class TimmWrapperAdapter(ModelAdapter):
         "timm's `forward_head` runs (anything but the pool, a LayerNorm, dropout and the classifier is "
         "refused by name), and on random features its logits must equal the classifier of the mean of F. A "
         "VisionTransformer with global_pool='token' is split by the held linearisation (the CLS term); max and "
-        "attention pooling and layers after the pool (MobileNetV3's conv_head) are refused"
+        "attention pooling are refused; MobileNetV3's conv_head and activation after the pool are read with "
+        "the activation's gate held per image (F = its hidden units)"
     )
 
     def __init__(self, model: nn.Module) -> None:
@@ -141,12 +151,8 @@ class TimmWrapperAdapter(ModelAdapter):
 
     @classmethod
     def check_config(cls, config: Any) -> None:
-        """Refuse from config.json alone what it already tells: the pool type and MobileNetV3-style heads."""
+        """Refuse from config.json alone what it already tells: a pool that is not an average or the CLS token."""
         architecture = str(getattr(config, "architecture", "?"))
-        name = architecture.split(".")[0]
-        for prefixes, class_name in _POST_POOL_ARCHITECTURES.items():
-            if name.startswith(prefixes):
-                raise refusal(architecture, class_name, _POST_POOL_LAYERS)
         pool = (getattr(config, "model_args", None) or {}).get("global_pool", getattr(config, "global_pool", None))
         if isinstance(pool, str) and pool != "token":  # a token-pooled ViT is read by the held split
             _check_pool_type(pool, architecture, "")
@@ -155,7 +161,8 @@ class TimmWrapperAdapter(ModelAdapter):
     def doc_rows(cls) -> list[tuple[str, str, str]]:
         rows = [(name, "exact (tested)", how) for name, how in VERIFIED_ARCHITECTURES.items()]
         rows.append((", ".join(CHECKED_ARCHITECTURES), "exact (checked once at full size, timm 1.0.31)",
-                     "the same readers: an average-pooled map, a channels-last map (Swin) or ViT patch tokens"))
+                     "the same readers: an average-pooled map, a channels-last map (Swin), ViT patch tokens, the "
+                     "held split of a ViT's CLS token, or a gated conv_head (MobileNetV3/V4, LCNet, FBNetV3, GhostNet)"))
         return rows + [(name, "refused", why) for name, why in REFUSED_HEADS.items()]
 
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
@@ -220,7 +227,7 @@ def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
     """Read the pool, post-pool norm and classifier of a timm model, or refuse it with the reason."""
     name = _qualified(timm_model)
     if name in _POST_POOL_CLASSES:
-        raise _refuse(architecture, timm_model, _POST_POOL_LAYERS)
+        return _gated_head(timm_model, architecture)
     if name == "timm.models.vision_transformer.VisionTransformer":
         return _vit_head(timm_model, architecture)
     head = getattr(timm_model, "head", None)
@@ -241,6 +248,27 @@ def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
         raise _refuse(architecture, timm_model, "has a head EPIC does not know how to read (none of timm's "
                       "ClassifierHead, NormMlpClassifierHead, or a global_pool and a classifier)") from None
     return TimmHead(fc=_linear(fc, architecture, timm_model), norm=norm, channels_last=pool_dims == (1, 2))
+
+
+def _gated_head(timm_model: nn.Module, architecture: str) -> TimmHead:
+    """MobileNetV3/V4, LCNet, FBNetV3, GhostNet: avg pool, conv_head, [norm_head], activation, classifier.
+
+    The activation's gate is held per image (:mod:`.gated`): F is the conv_head's hidden units cell by
+    cell, gated, whose mean is exactly what the classifier reads.
+    """
+    where = f"timm architecture {architecture!r} ({type(timm_model).__name__})"
+    _average_pool_dims(timm_model.global_pool, architecture, timm_model)
+    weight, bias = pointwise(timm_model.conv_head, where)
+    norm_head = getattr(timm_model, "norm_head", nn.Identity())
+    act = timm_model.act2
+    if not isinstance(norm_head, nn.Identity):  # MobileNetV4: a BatchNormAct2d holds the norm and the activation
+        if not isinstance(act, nn.Identity) or not isinstance(getattr(norm_head, "drop", nn.Identity()), nn.Identity):
+            raise _refuse(architecture, timm_model, "has a head norm and a second activation after the pool")
+        act = getattr(norm_head, "act", nn.Identity())
+    scale, shift = eval_norm(norm_head, weight.shape[0], where)
+    return TimmHead(fc=_linear(timm_model.classifier, architecture, timm_model),
+                    gated=GatedPointwise(weight, bias, scale, shift, act),
+                    head_modules=(timm_model.conv_head, norm_head, timm_model.act2, *norm_head.modules()))
 
 
 def _qualified(obj: object) -> str:
@@ -298,7 +326,7 @@ def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, archit
     random features the logits must equal ``fc(avg_hw(F))``, which also catches functional
     activations that no hook sees.
     """
-    width = head.fc.weight.shape[1]
+    width = head.input_width
     if getattr(timm_model, "num_features", width) != width:
         raise _refuse(architecture, timm_model, f"changes the width after the pool ({timm_model.num_features} "
                       f"features, {width} at the classifier), so a layer sits between the pool and the Linear")
@@ -338,7 +366,7 @@ def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple
 
 def _allowed_head_modules(timm_model: nn.Module, head: TimmHead) -> set[nn.Module]:
     """The modules a decomposable head may run: its pool, dropouts, flattens, identities, norm and fc."""
-    allowed = {head.fc}
+    allowed = {head.fc, *head.head_modules}
     if head.norm is not None:
         allowed.add(head.norm)
     for module in timm_model.modules():
