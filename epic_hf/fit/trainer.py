@@ -24,6 +24,7 @@ from ..disentangle import Disentangler, purity_of_features
 from ..progress import progress_bar
 from .checkpoint import FitCheckpoint
 from .distributed import local_share
+from .estimate import TrainingEstimate
 from .features import FeatureMaps, mean_purity, pairs
 from .index import PooledIndex
 from .report import FitReport, StepRecord
@@ -93,8 +94,7 @@ class Trainer:
                     self.plan, total, self.disentangler.dim, self.disentangler.dim)
         progress = progress_bar(total=total, initial=done, desc="EPIC training", unit="step",
                                 disable=not self.accelerator.is_local_main_process)
-        self._started, self._first_steps = time.perf_counter(), 0
-        self._remaining = total - done
+        self.estimate = TrainingEstimate(total - done)
         for step in range(first, len(self.plan)):
             record = self._schedule_step(step, progress)
             report.steps.append(record)
@@ -157,8 +157,9 @@ class Trainer:
             self._epoch(order, pair_keys, pair_channels, progress)
         self.disentangler.orthonormalize_base()
         after, _ = mean_purity(self.store, keys, self._current_U(), orthogonal, self.chunk)
-        return StepRecord(prototypes=count, purity_before=before, purity_after=after,
-                          seconds=time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.estimate.schedule_step_done(seconds, len(self.plan) - step - 1)
+        return StepRecord(prototypes=count, purity_before=before, purity_after=after, seconds=seconds)
 
     def _epoch(self, order: torch.Tensor, pair_keys: torch.Tensor, pair_channels: torch.Tensor,
                progress: Any) -> None:
@@ -166,9 +167,10 @@ class Trainer:
         batch_size = self.config.train_batch_size
         for start in range(0, order.numel(), batch_size):
             batch = order[start: start + batch_size]
+            started = time.perf_counter()
             self.train_step(pair_keys[batch[rank::world]], pair_channels[batch[rank::world]], batch.numel())
+            self.estimate.record(time.perf_counter() - started)
             progress.update(1)
-            self._log_estimate()
 
     def train_step(self, keys: torch.Tensor, channels: torch.Tensor, global_size: int) -> float:
         """One Adam step on ``-mean purity`` of a minibatch (this process's share of it)."""
@@ -217,11 +219,3 @@ class Trainer:
             disentangler.move_base(disentangler.S - disentangler.S.T)
             disentangler.S.zero_()
         return float(-loss.detach()) * global_size
-
-    def _log_estimate(self) -> None:
-        """After the first few optimizer steps, say how long training will take, measured."""
-        self._first_steps += 1
-        if self._first_steps == 3 and self._remaining > 3:
-            per_step = (time.perf_counter() - self._started) / 3
-            logger.info("training: %.2f s per optimizer step, about %.0f s for the remaining %d steps",
-                        per_step, per_step * (self._remaining - 3), self._remaining - 3)
