@@ -46,14 +46,14 @@ from epic_hf.synthetic import CONCEPTS, planted_dataset, tiny_resnet, train_clas
 logger = logging.getLogger("bench_vit_quality")
 
 
-def tiny_vit(num_classes: int, seed: int, layers: int) -> tuple[Any, Any]:
+def tiny_vit(num_classes: int, seed: int, layers: int, width: int = 64) -> tuple[Any, Any]:
     """A small ViT (8 px patches on 64 px: an 8 x 8 grid) and its processor."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     names = list(CONCEPTS[:num_classes])
     torch.manual_seed(seed)
-    config = ViTConfig(image_size=64, patch_size=8, hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                       intermediate_size=128, id2label=dict(enumerate(names)),
+    config = ViTConfig(image_size=64, patch_size=8, hidden_size=width, num_hidden_layers=layers, num_attention_heads=4,
+                       intermediate_size=2 * width, id2label=dict(enumerate(names)),
                        label2id={n: i for i, n in enumerate(names)})
     return ViTForImageClassification(config), ViTImageProcessor(size={"height": 64, "width": 64})
 
@@ -96,7 +96,7 @@ def measure(name: str, model: Any, processor: Any, train: Any, held_out: Any, ar
         "deletion drop, random": evaluation["deletion_drop_random"],
         "concept hits": concept_hits(explanations, list(train["label"])),
         "patch share": statistics.mean(e.patch_share for e in explanations),
-        "mean |CLS own part|": statistics.mean(abs(e.cls_contribution) for e in explanations),
+        "mean abs(CLS own part)": statistics.mean(abs(e.cls_contribution) for e in explanations),
         "seconds (train + fit + evaluate)": time.perf_counter() - started, "seconds training": trained,
     }
 
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classifier-epochs", type=int, default=12)
     parser.add_argument("--classifier-lr", type=float, default=3e-3)
     parser.add_argument("--vit-layers", type=int, default=4)
+    parser.add_argument("--vit-width", type=int, default=64, help="the ViT's hidden size D (the CNN's D is 32)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.small:
@@ -136,9 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     train = planted_dataset(args.num_images, num_classes=args.num_classes, size=64, seed=args.seed)
     held_out = planted_dataset(args.num_held_out, num_classes=args.num_classes, size=64, seed=args.seed + 1)
     cnn, cnn_processor = tiny_resnet(args.num_classes, seed=args.seed)
-    vit, vit_processor = tiny_vit(args.num_classes, args.seed, args.vit_layers)
+    vit, vit_processor = tiny_vit(args.num_classes, args.seed, args.vit_layers, args.vit_width)
     rows = [measure("tiny ResNet (D=32)", cnn, cnn_processor, train, held_out, args),
-            measure(f"tiny ViT ({args.vit_layers} layers, D=64, CLS token)", vit, vit_processor, train, held_out,
+            measure(f"tiny ViT ({args.vit_layers} layers, D={args.vit_width}, CLS token)", vit, vit_processor, train, held_out,
                     args)]
     print_table(rows, args)
 
