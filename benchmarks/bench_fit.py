@@ -427,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("epic_hf", "accelerate", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("epic_hf.fit.trainer").setLevel(logging.INFO)
+    logging.getLogger("epic_hf.fit.estimate").setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     wall_started, load_before = time.perf_counter(), os.getloadavg()[0]

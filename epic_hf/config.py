@@ -294,6 +294,7 @@ def _check_bank_facts(config: EpicConfig) -> None:
     for name in ("purity_before", "purity_after"):
         _number(name, getattr(config, name), -PURITY_BOUND, PURITY_BOUND)
     _number("condition_number", config.condition_number, 1.0, 1e300)
+    _number("patch_share", config.patch_share, 0.0, 1.0)
     for name in ("num_samples", "num_skipped"):
         _number(name, getattr(config, name), 0, 2**62, whole=True)
     for name in ("base_model_name_or_path", "base_model_revision", "base_model_fingerprint", "library_version"):
@@ -340,6 +341,7 @@ class EpicConfig:
     num_samples: int | None = None
     num_skipped: int | None = None
     condition_number: float | None = None
+    patch_share: float | None = None  # CLS-token models: the patches' mean share of |evidence| over the data
     steps: list[dict[str, Any]] = field(default_factory=list)
     evaluation: dict[str, Any] = field(default_factory=dict)
     library_version: str | None = None

@@ -25,6 +25,14 @@ def _hub_id(value: Any) -> str | None:
     return None
 
 
+def _patch_share_row(config: EpicConfig) -> str:
+    """CLS-token models: how much of the evidence the image patches carry, against the CLS token's own part."""
+    if config.patch_share is None:
+        return ""
+    return (f"| image patches' share of the evidence (mean over the data; the rest is the CLS token's own part) | "
+            f"{config.patch_share:.1%} |\n")
+
+
 def _metric(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
@@ -95,7 +103,7 @@ without changing any of its predictions: every explanation decomposes the model'
 | samples indexed | {config.num_samples if config.num_samples is not None else 'n/a'} |
 | purity before (U = I) | {_metric(config.purity_before)} |
 | purity after | {_metric(config.purity_after)} |
-
+{_patch_share_row(config)}
 {_curve(config)}{_evaluation(config)}
 ## Usage
 

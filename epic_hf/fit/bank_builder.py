@@ -37,6 +37,24 @@ def class_evidence(index: PooledIndex, U: torch.Tensor, weight: torch.Tensor,
     return (means * weight.double()).float(), counts.to(torch.int64)
 
 
+def mean_patch_share(index: PooledIndex, U: torch.Tensor, weight: torch.Tensor) -> float | None:
+    """The patches' mean share of |evidence| over the indexed samples, as ``Explanation.patch_share`` defines it.
+
+    For sample v predicted as k: ``sum_j |A'_{k,j} (U v)_j| / (that + |CLS term_k|)``; None for a model
+    with no CLS term (every share is 1) or an index that did not record it.
+    """
+    if index.cls_terms is None or index.predictions is None or len(index) == 0:
+        return None
+    total = 0.0
+    for start in range(0, len(index), EVIDENCE_CHUNK_ROWS):
+        transformed = torch.as_tensor(index.vectors[start: start + EVIDENCE_CHUNK_ROWS]).double() @ U.double().T
+        rows = weight.double()[index.predictions[start: start + EVIDENCE_CHUNK_ROWS]]
+        spatial = (rows * transformed).abs().sum(dim=1)
+        whole = spatial + index.cls_terms[start: start + EVIDENCE_CHUNK_ROWS].double()
+        total += float(torch.where(whole > 0, spatial / whole.clamp_min(1e-300), torch.ones_like(whole)).sum())
+    return total / len(index)
+
+
 def build_bank(classifier: FrozenClassifier, disentangler: Disentangler, source: ImageSource, index: PooledIndex,
                store: FeatureStore, config: FitConfig) -> PrototypeBank:
     """Top-``prototypes_per_channel`` prototypes per channel under the trained U, with boxes and thumbnails."""
@@ -65,12 +83,13 @@ def build_bank(classifier: FrozenClassifier, disentangler: Disentangler, source:
     ).reshape(*rows.shape, 4)
     weight = classifier.head().weight.detach().cpu().double() @ inverse.cpu().double()
     evidence, counts = class_evidence(index, U.cpu(), weight, weight.shape[0])
+    patch_share = mean_patch_share(index, U.cpu(), weight)
     epic_config = EpicConfig(
         model_type=classifier.model_type, num_channels=disentangler.dim,
         prototypes_per_channel=int(sample_keys.shape[1]), matrix=disentangler.kind, grid_size=grid,
         input_size=input_size, base_model_name_or_path=classifier.reference.name_or_path,
         base_model_revision=classifier.reference.revision, base_model_fingerprint=classifier.fingerprint,
-        fit=config, purity_after=purity_after,
+        fit=config, purity_after=purity_after, patch_share=patch_share,
         condition_number=1.0 if disentangler.orthogonal else float(torch.linalg.cond(U.double().cpu())),
     )
     return PrototypeBank.from_disentangler(

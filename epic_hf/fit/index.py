@@ -39,6 +39,7 @@ class PooledIndex:
     keys: torch.Tensor
     grid_size: tuple[int, int]
     predictions: torch.Tensor | None = None
+    cls_terms: torch.Tensor | None = None  # (n,) |CLS term| of the predicted class; None without a CLS term
 
     def __len__(self) -> int:
         return self.keys.shape[0]

@@ -37,6 +37,7 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
     cheap_pool = bool(classifier.adapter.pooled_is_cheaper)
     writer = IndexWriter(classifier.num_channels, budget_bytes, spill_dir)
     predictions: list[torch.Tensor] = []
+    cls_terms: list[torch.Tensor] = []
     grid: list[int] = [0, 0]
     rank, world = accelerator.process_index, accelerator.num_processes
     total = None if source.streaming else (len(source) + world - 1) // world
@@ -58,13 +59,19 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
             if keep_maps is not None:
                 keep_maps(keys, fmap)
         writer.add(keys, pooled)
-        predictions.append(classifier.logits_from(pooled, extra).argmax(dim=1).cpu())
+        predicted = classifier.logits_from(pooled, extra).argmax(dim=1)
+        predictions.append(predicted.cpu())
+        if extra is not None:  # the CLS term of the predicted class, for the patches' share of the evidence
+            cls_terms.append(extra.float().gather(1, predicted[:, None])[:, 0].abs().cpu())
         progress.update(len(keys))
     progress.close()
     vectors, key_tensor = writer.finish()
     grid = max_over_processes(accelerator, grid)  # every process needs the grid, even with an empty share
     local_predictions = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64)
-    vectors, key_tensor, merged_predictions = gather_index(accelerator, vectors, key_tensor, local_predictions)
+    has_cls = bool(classifier.adapter.has_extra_logits)
+    local_cls = torch.cat(cls_terms) if cls_terms else torch.zeros(0)
+    columns = (local_predictions, local_cls) if has_cls else (local_predictions,)
+    vectors, key_tensor, merged_predictions, *merged_cls = gather_index(accelerator, vectors, key_tensor, *columns)
     if writer.spill_path is not None:
         writer.spill_path.unlink()  # the mapping stays valid; the space is freed when it is dropped
     if key_tensor.numel() == 0:
@@ -73,4 +80,4 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
             "to mine prototypes from"
         )
     return PooledIndex(vectors=vectors, keys=key_tensor, grid_size=(grid[0], grid[1]),
-                       predictions=merged_predictions)
+                       predictions=merged_predictions, cls_terms=merged_cls[0] if merged_cls else None)

@@ -39,6 +39,7 @@ class FitReport:
     num_processes: int = 1
     backbone_images: int = 0
     condition_number: float | None = None
+    patch_share: float | None = None  # CLS-token models: the patches' mean share of |evidence| over the data
 
     @property
     def step_prototypes(self) -> list[int]:
