@@ -41,21 +41,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from epic_hf import EpicExplainer  # noqa: E402
-from epic_hf.synthetic import CONCEPTS, planted_dataset, tiny_resnet, train_classifier  # noqa: E402
+from epic_hf.synthetic import planted_dataset, tiny_resnet, tiny_vit, train_classifier  # noqa: E402
 
 logger = logging.getLogger("bench_vit_quality")
-
-
-def tiny_vit(num_classes: int, seed: int, layers: int, width: int = 64) -> tuple[Any, Any]:
-    """A small ViT (8 px patches on 64 px: an 8 x 8 grid) and its processor."""
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    names = list(CONCEPTS[:num_classes])
-    torch.manual_seed(seed)
-    config = ViTConfig(image_size=64, patch_size=8, hidden_size=width, num_hidden_layers=layers, num_attention_heads=4,
-                       intermediate_size=2 * width, id2label=dict(enumerate(names)),
-                       label2id={n: i for i, n in enumerate(names)})
-    return ViTForImageClassification(config), ViTImageProcessor(size={"height": 64, "width": 64})
 
 
 def concept_hits(explanations: list, train_labels: list[int]) -> float | None:
@@ -137,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     train = planted_dataset(args.num_images, num_classes=args.num_classes, size=64, seed=args.seed)
     held_out = planted_dataset(args.num_held_out, num_classes=args.num_classes, size=64, seed=args.seed + 1)
     cnn, cnn_processor = tiny_resnet(args.num_classes, seed=args.seed)
-    vit, vit_processor = tiny_vit(args.num_classes, args.seed, args.vit_layers, args.vit_width)
+    vit, vit_processor = tiny_vit(args.num_classes, layers=args.vit_layers, width=args.vit_width, seed=args.seed)
     rows = [measure("tiny ResNet (D=32)", cnn, cnn_processor, train, held_out, args),
             measure(f"tiny ViT ({args.vit_layers} layers, D={args.vit_width}, CLS token)", vit, vit_processor, train, held_out,
                     args)]

@@ -70,6 +70,18 @@ def tiny_resnet(num_classes: int = 3, hidden_sizes: tuple[int, ...] = (16, 32), 
     return ResNetForImageClassification(config), processor
 
 
+def tiny_vit(num_classes: int = 3, layers: int = 4, width: int = 64, seed: int = 0):
+    """A small ViT classifier (8 px patches on 64 px: an 8 x 8 grid) that reads its CLS token, and its processor."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    names = list(CONCEPTS[:num_classes])
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=64, patch_size=8, hidden_size=width, num_hidden_layers=layers, num_attention_heads=4,
+                       intermediate_size=2 * width, id2label=dict(enumerate(names)),
+                       label2id={n: i for i, n in enumerate(names)})
+    return ViTForImageClassification(config), ViTImageProcessor(size={"height": 64, "width": 64})
+
+
 def train_classifier(model, processor, dataset, epochs: int = 4, batch_size: int = 32, lr: float = 3e-3,
                      seed: int = 0) -> float:
     """Train ``model`` in place on ``dataset`` (image, label); returns the final training accuracy."""

@@ -246,3 +246,19 @@ def test_run_demo_small(tmp_path: Path):
 
     explainer = EpicExplainer.from_pretrained(summary["bank_dir"])
     assert explainer.matrix == "invertible" and explainer.bank is not None
+
+
+@pytest.mark.slow
+def test_run_demo_with_a_vit(tmp_path: Path):
+    """The demo's ViT: a CLS-token classifier whose bank explains with a CLS term and the patches' share."""
+    from epic_hf import EpicExplainer
+    from epic_hf.demo import run_demo
+
+    summary = run_demo(tmp_path / "demo", num_images=24, num_explained=2, classifier_epochs=1, num_held_out=4,
+                       architecture="vit")
+    records = json.loads(Path(summary["explanations_json"]).read_text())
+    assert all(record["cls_contribution"] != 0.0 and 0.0 < record["patch_share"] <= 1.0 for record in records)
+    explainer = EpicExplainer.from_pretrained(summary["bank_dir"])
+    assert explainer.model.config.model_type == "vit" and explainer.bank.config.patch_share is not None
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        run_demo(tmp_path / "other", architecture="mlp")

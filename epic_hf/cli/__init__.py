@@ -38,7 +38,7 @@ __all__ = ["build_parser", "main"]
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    summary = run_demo(args.output_dir, num_images=args.num_images, seed=args.seed)
+    summary = run_demo(args.output_dir, num_images=args.num_images, seed=args.seed, architecture=args.architecture)
     emit(json.dumps({k: v for k, v in summary.items() if k != "explanations"}, indent=2, default=json_default))
     emit(f"open {summary['report_html']} to see the explanations")
     return 0
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "./epic-demo)")
     demo.add_argument("--num-images", type=int, default=240, help="training images (default: 240)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--architecture", choices=["resnet", "vit"], default="resnet",
+                      help="the tiny classifier: a CNN, or a ViT that reads its CLS token (default: resnet)")
     demo.set_defaults(handler=_run_demo)
     return parser
 
