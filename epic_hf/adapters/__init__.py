@@ -26,6 +26,7 @@ from .base import (
     ModelAdapter,
     SpatialFeatures,
     fold_post_pool_layernorm,
+    model_config,
     tokens_to_grid,
 )
 from .registry import (
@@ -50,6 +51,7 @@ __all__ = [
     "adapter_class_for",
     "adapter_for",
     "fold_post_pool_layernorm",
+    "model_config",
     "register_adapter",
     "supported_families_text",
     "supported_model_types",

@@ -136,8 +136,9 @@ def register_adapter(cls: AdapterClass | None = None, *, override: bool = False)
         for model_type in adapter.model_types:
             current = ADAPTERS.get(model_type)
             if current is not None and current is not adapter and not override:
+                served_by = f"{current.__module__}.{_name(current, qualified=True)}"
                 raise ValueError(
-                    f"model_type {model_type!r} is already served by {current.__module__}.{_name(current, qualified=True)}; "
+                    f"model_type {model_type!r} is already served by {served_by}; "
                     f"pass override=True to replace it with {_name(adapter, qualified=True)}."
                 )
         for model_type in adapter.model_types:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import LinearHead, ModelAdapter, fold_post_pool_layernorm, tokens_to_grid
+from .base import LinearHead, ModelAdapter, attribute, fold_post_pool_layernorm, method, submodule, tokens_to_grid
 from .registry import register_adapter
 
 #: timm architectures whose tiny instances ``tests/test_timm.py`` decomposes exactly, and how F is read.
@@ -120,9 +120,9 @@ class TimmWrapperAdapter(ModelAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        architecture = str(getattr(model.config, "architecture", "?"))
-        self.timm_head = read_timm_head(model.base_model, architecture)
-        check_head_is_pool_then_linear(model.base_model, self.timm_head, architecture)
+        architecture = str(getattr(self.config, "architecture", "?"))
+        self.timm_head = read_timm_head(self.base_model(), architecture)
+        check_head_is_pool_then_linear(self.base_model(), self.timm_head, architecture)
 
     @classmethod
     def check_config(cls, config: Any) -> None:
@@ -144,11 +144,13 @@ class TimmWrapperAdapter(ModelAdapter):
         return rows + [(name, "refused", why) for name, why in REFUSED_HEADS.items()]
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        timm_model = self.model.base_model
-        features = timm_model.forward_features(pixel_values.to(self.model.dtype))
+        timm_model = self.base_model()
+        features = method(timm_model, "forward_features")(pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
         grid = (0, 0)
         if self.timm_head.prefix_tokens is not None:
-            grid = tuple(timm_model.patch_embed.dynamic_feat_size(tuple(pixel_values.shape[-2:])))
+            feat_size = method(submodule(timm_model, "patch_embed", nn.Module), "dynamic_feat_size")
+            height, width = feat_size(tuple(pixel_values.shape[-2:]))
+            grid = (height, width)
         return self.timm_head.to_map(features, grid)
 
     def classifier(self) -> nn.Module:
@@ -197,16 +199,18 @@ def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
     if name == "timm.models.vision_transformer.VisionTransformer":
         return _vit_head(timm_model, architecture)
     head = getattr(timm_model, "head", None)
-    try:
-        if _qualified(head) == "timm.layers.classifier.ClassifierHead":
-            pool, norm, fc = head.global_pool, None, head.fc
-        elif _qualified(head) == "timm.layers.classifier.NormMlpClassifierHead":
-            if not isinstance(head.pre_logits, nn.Identity):
+    norm: nn.LayerNorm | None = None
+    try:  # get_submodule raises AttributeError, as a missing attribute does: "no known head"
+        if isinstance(head, nn.Module) and _qualified(head) == "timm.layers.classifier.ClassifierHead":
+            pool, fc = head.get_submodule("global_pool"), head.get_submodule("fc")
+        elif isinstance(head, nn.Module) and _qualified(head) == "timm.layers.classifier.NormMlpClassifierHead":
+            if not isinstance(head.get_submodule("pre_logits"), nn.Identity):
                 raise _refuse(architecture, timm_model, "applies a hidden Linear and tanh after the pool "
                               "(NormMlpClassifierHead with head_hidden_size)")
-            pool, norm, fc = head.global_pool, _post_pool_norm(head.norm, architecture, timm_model), head.fc
+            pool, fc = head.get_submodule("global_pool"), head.get_submodule("fc")
+            norm = _post_pool_norm(head.get_submodule("norm"), architecture, timm_model)
         elif _qualified(getattr(timm_model, "global_pool", None)) == _SELECT_POOL:
-            pool, norm, fc = timm_model.global_pool, None, timm_model.get_classifier()
+            pool, fc = timm_model.get_submodule("global_pool"), method(timm_model, "get_classifier")()
         else:
             raise AttributeError("no known head")
         pool_dims = _average_pool_dims(pool, architecture, timm_model)
@@ -231,9 +235,9 @@ def _vit_head(timm_model: nn.Module, architecture: str) -> TimmHead:
     if getattr(timm_model, "pool_include_prefix", False):
         raise _refuse(architecture, timm_model, "averages its class/register tokens together with the "
                       "patch tokens (pool_include_prefix=True), and those have no place on the image grid")
-    norm = _post_pool_norm(timm_model.fc_norm, architecture, timm_model)
-    fc = _linear(timm_model.head, architecture, timm_model)
-    return TimmHead(fc=fc, norm=norm, prefix_tokens=int(timm_model.num_prefix_tokens))
+    norm = _post_pool_norm(submodule(timm_model, "fc_norm", nn.Module), architecture, timm_model)
+    fc = _linear(submodule(timm_model, "head", nn.Module), architecture, timm_model)
+    return TimmHead(fc=fc, norm=norm, prefix_tokens=attribute(timm_model, "num_prefix_tokens", int))
 
 
 def _average_pool_dims(pool: nn.Module, architecture: str, timm_model: nn.Module) -> tuple[int, int]:
@@ -275,6 +279,7 @@ def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, archit
     if getattr(timm_model, "num_features", width) != width:
         raise _refuse(architecture, timm_model, f"changes the width after the pool ({timm_model.num_features} "
                       f"features, {width} at the classifier), so a layer sits between the pool and the Linear")
+    shape: tuple[int, ...]
     if head.prefix_tokens is not None:
         shape = (2, head.prefix_tokens + 9, width)
     else:
@@ -302,7 +307,7 @@ def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple
     hooks = [module.register_forward_hook(lambda mod, _args, _out: ran.append((names[mod], mod))) for module in names]
     try:
         with torch.no_grad():
-            logits = timm_model.forward_head(features).float().flatten(1)
+            logits = method(timm_model, "forward_head")(features).float().flatten(1)
     finally:
         for hook in hooks:
             hook.remove()
@@ -311,7 +316,7 @@ def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple
 
 def _allowed_head_modules(timm_model: nn.Module, head: TimmHead) -> set[nn.Module]:
     """The modules a decomposable head may run: its pool, dropouts, flattens, identities, norm and fc."""
-    allowed = {head.fc}
+    allowed: set[nn.Module] = {head.fc}
     if head.norm is not None:
         allowed.add(head.norm)
     for module in timm_model.modules():
