@@ -246,7 +246,7 @@ def submodule(model: nn.Module, path: str, kind: type[ModuleT]) -> ModuleT:
         ) from None
     if not isinstance(module, kind):
         raise UnsupportedModelError(
-            f"{type(model).__name__}.{path} is a {type(module).__name__}, not the {kind.__name__} "
+            f"{type(model).__name__}.{path} has type {type(module).__name__}, not the {kind.__name__} "
             "that EPIC reads there to decompose this model exactly."
         )
     return module
