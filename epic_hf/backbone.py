@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .adapters import LinearHead, ModelAdapter, PooledFeatures, SpatialFeatures, adapter_for
+from .adapters import LinearHead, ModelAdapter, PooledFeatures, SpatialFeatures, adapter_for, model_config
 from .images import pixel_values_to_image, to_rgb
 
 logger = logging.getLogger(__name__)
@@ -80,11 +80,11 @@ class FrozenClassifier:
 
     @property
     def model_type(self) -> str:
-        return str(self.model.config.model_type)
+        return str(model_config(self.model).model_type)
 
     @property
     def id2label(self) -> dict[int, str]:
-        return {int(k): str(v) for k, v in (self.model.config.id2label or {}).items()}
+        return {int(k): str(v) for k, v in (model_config(self.model).id2label or {}).items()}
 
     @property
     def fingerprint(self) -> str:

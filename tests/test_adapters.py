@@ -308,6 +308,16 @@ def test_a_model_that_breaks_the_identity_is_refused():
         EpicExplainer(model, tiny_processor())
 
 
+def test_a_model_whose_parts_are_not_what_the_adapter_reads_is_refused_by_name():
+    model = make_tiny_model("convnext")
+    model.convnext.layernorm = torch.nn.Identity()  # the post-pool norm the adapter folds into F
+    with pytest.raises(UnsupportedModelError, match=r"ConvNextModel\.layernorm has type Identity, not the LayerNorm"):
+        adapter_for(model).feature_map(torch.zeros(1, 3, 32, 32))
+    del model.classifier
+    with pytest.raises(UnsupportedModelError, match="has no module 'classifier'"):
+        adapter_for(model).head()
+
+
 # -- the registry ----------------------------------------------------------------------------------
 def test_register_adapter_refuses_a_silent_overwrite():
     original = ADAPTERS["resnet"]

@@ -30,6 +30,7 @@ from .base import (
     PooledFeatures,
     SpatialFeatures,
     fold_post_pool_layernorm,
+    model_config,
     tokens_to_grid,
 )
 from .registry import (
@@ -55,6 +56,7 @@ __all__ = [
     "adapter_class_for",
     "adapter_for",
     "fold_post_pool_layernorm",
+    "model_config",
     "register_adapter",
     "supported_families_text",
     "supported_model_types",

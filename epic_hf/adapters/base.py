@@ -11,8 +11,9 @@ here turn a norm or a second head into that one linear form *exactly*, never app
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from .registry import supported_families_text
 
 #: Relative error (of the largest |logit|) above which the linear-head identity is considered broken.
 IDENTITY_TOLERANCE = 1e-4
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,7 +76,20 @@ class ModelAdapter:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.check_config(model.config)
+        self.check_config(model_config(model))
+
+    @property
+    def config(self) -> Any:
+        """The model's transformers config (see :func:`model_config`)."""
+        return model_config(self.model)
+
+    @property
+    def model_type(self) -> str:
+        return attribute(self.config, "model_type", str)
+
+    def base_model(self) -> nn.Module:
+        """transformers' ``model.base_model``: the backbone under the head (the model itself when it has none)."""
+        return submodule(self.model, "base_model", nn.Module)
 
     # -- to override -------------------------------------------------------------------
     @classmethod
@@ -93,7 +110,7 @@ class ModelAdapter:
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The spatial map F (B, D, H, W) whose spatial mean feeds the linear head."""
-        return self.model.base_model(pixel_values=pixel_values).last_hidden_state
+        return self.base_model()(pixel_values=pixel_values).last_hidden_state
 
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
         """F plus the exact non-spatial logit term (None unless ``has_extra_logits``)."""
@@ -106,7 +123,7 @@ class ModelAdapter:
         return PooledFeatures(features.fmap.mean(dim=(2, 3)), features.extra_logits, grid)
 
     def classifier(self) -> nn.Module:
-        return self.model.classifier
+        return submodule(self.model, "classifier", nn.Module)
 
     def model_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's own logits: what every decomposition is checked against."""
@@ -114,7 +131,7 @@ class ModelAdapter:
 
     def head(self) -> LinearHead:
         """(A, b) acting on ``avg_hw(F)`` only."""
-        return linear_head(find_linear(self.classifier(), self.model.config.model_type))
+        return linear_head(find_linear(self.classifier(), self.model_type))
 
     # -- shared ------------------------------------------------------------------------
     def verify(self, pixel_values: torch.Tensor) -> float:
@@ -129,7 +146,7 @@ class ModelAdapter:
             got = features.fmap.float().mean(dim=(2, 3)) @ head.weight.float().T + head.bias.float()
             if features.extra_logits is not None:
                 got = got + features.extra_logits.float()
-        model_type = self.model.config.model_type
+        model_type = self.model_type
         if (features.extra_logits is not None) != self.has_extra_logits:
             raise UnsupportedModelError(
                 f"the {type(self).__name__} adapter for model_type={model_type!r} declares "
@@ -228,7 +245,68 @@ def tokens_to_grid(tokens: torch.Tensor, height: int, width: int) -> torch.Tenso
     return tokens.transpose(1, 2).reshape(batch, dim, height, width)
 
 
-def patch_grid(pixel_values: torch.Tensor, patch_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+def patch_grid(pixel_values: torch.Tensor, patch: int | Sequence[int]) -> tuple[int, int]:
     """The (H, W) grid of a non-overlapping patch embedding (a convolution with stride = kernel)."""
-    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
     return pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw
+
+
+# -- typed reads of a model's parts ------------------------------------------------------------
+# torch types ``nn.Module.__getattr__`` as ``Tensor | Module`` and configs are untyped bags, so every
+# step of a walk such as ``model.base_model.pooler.layernorm`` goes through one of these: each
+# checks what it reads and refuses a model that does not have the expected shape, by name.
+
+
+def submodule(model: nn.Module, path: str, kind: type[ModuleT]) -> ModuleT:
+    """``model.get_submodule(path)`` (dotted; properties such as ``base_model`` count), checked to be a ``kind``."""
+    try:
+        module = model.get_submodule(path)
+    except AttributeError as error:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no module {path!r} ({error}), which EPIC reads to decompose it; "
+            "was it loaded with AutoModelForImageClassification, with its classification head?"
+        ) from None
+    if not isinstance(module, kind):
+        raise UnsupportedModelError(
+            f"{type(model).__name__}.{path} has type {type(module).__name__}, not the {kind.__name__} "
+            "that EPIC reads there to decompose this model exactly."
+        )
+    return module
+
+
+def method(module: nn.Module, name: str) -> Callable[..., Any]:
+    """A module's own method that torch's types cannot see (Hiera's ``reroll``, timm's ``forward_features``)."""
+    found = getattr(module, name, None)
+    if not callable(found):
+        raise UnsupportedModelError(f"{type(module).__name__} has no method {name!r}, which EPIC calls to read it.")
+    return found
+
+
+def model_config(model: nn.Module) -> Any:
+    """A model's transformers config. ``Any``: its fields depend on the family (read them with :func:`attribute`)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no config; EPIC explains transformers image classifiers "
+            "(load one with AutoModelForImageClassification)."
+        )
+    return config
+
+
+def attribute(owner: object, name: str, kind: type[T] | tuple[type[T], ...]) -> T:
+    """``owner.name`` (a config field, or a plain attribute of a module), checked to be a ``kind``."""
+    value = getattr(owner, name, None)
+    if not isinstance(value, kind):
+        kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise UnsupportedModelError(
+            f"{type(owner).__name__}.{name} is {value!r}, not the {kinds} that EPIC reads to decompose this model."
+        )
+    return value
+
+
+def patch_size(config: object) -> int | Sequence[int]:
+    """``config.patch_size``: one side, or (height, width)."""
+    size = getattr(config, "patch_size", None)
+    if isinstance(size, int) or (isinstance(size, (list, tuple)) and len(size) == 2):
+        return size
+    raise UnsupportedModelError(f"{type(config).__name__}.patch_size is {size!r}, not a side or a (height, width).")

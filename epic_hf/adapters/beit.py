@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import ModelAdapter, fold_post_pool_layernorm, patch_grid, tokens_to_grid
+from .base import ModelAdapter, fold_post_pool_layernorm, patch_grid, patch_size, submodule, tokens_to_grid
 from .registry import refusal_message, register_adapter
 
 
@@ -32,7 +33,7 @@ class MeanPooledViTAdapter(ModelAdapter):
             ))
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        base = self.model.base_model
+        base = self.base_model()
         tokens = base(pixel_values=pixel_values).last_hidden_state[:, 1:, :]
-        grid = tokens_to_grid(tokens, *patch_grid(pixel_values, self.model.config.patch_size))
-        return fold_post_pool_layernorm(grid, base.pooler.layernorm)
+        grid = tokens_to_grid(tokens, *patch_grid(pixel_values, patch_size(self.config)))
+        return fold_post_pool_layernorm(grid, submodule(base, "pooler.layernorm", nn.LayerNorm))

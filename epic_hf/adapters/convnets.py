@@ -7,8 +7,9 @@ with every norm already applied per location, so F needs no folding at all.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from .base import ModelAdapter
+from .base import ModelAdapter, submodule
 from .registry import register_adapter
 
 
@@ -38,9 +39,11 @@ class FcHeadConvNetAdapter(ModelAdapter):
     )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self.model.config.model_type == "hgnet_v2":  # no base model: embedder and encoder sit on the classifier
-            return self.model.encoder(self.model.embedder(pixel_values)).last_hidden_state
-        return self.model.base_model(pixel_values=pixel_values).last_hidden_state
+        if self.model_type == "hgnet_v2":  # no base model: embedder and encoder sit on the classifier
+            embedder = submodule(self.model, "embedder", nn.Module)
+            encoder = submodule(self.model, "encoder", nn.Module)
+            return encoder(embedder(pixel_values)).last_hidden_state
+        return self.base_model()(pixel_values=pixel_values).last_hidden_state
 
-    def classifier(self) -> torch.nn.Module:
-        return self.model.fc
+    def classifier(self) -> nn.Module:
+        return submodule(self.model, "fc", nn.Module)

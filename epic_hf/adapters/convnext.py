@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from .base import ModelAdapter, fold_post_pool_layernorm
+from .base import ModelAdapter, fold_post_pool_layernorm, submodule
 from .registry import register_adapter
 
 
@@ -21,6 +22,6 @@ class ConvNextAdapter(ModelAdapter):
     )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        base = self.model.base_model
+        base = self.base_model()
         hidden = base(pixel_values=pixel_values).last_hidden_state
-        return fold_post_pool_layernorm(hidden, base.layernorm)
+        return fold_post_pool_layernorm(hidden, submodule(base, "layernorm", nn.LayerNorm))

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import torch
 
-from .base import LinearHead, ModelAdapter, SpatialFeatures, find_linear, linear_head, patch_grid, tokens_to_grid
+from .base import (
+    LinearHead,
+    ModelAdapter,
+    SpatialFeatures,
+    find_linear,
+    linear_head,
+    patch_grid,
+    patch_size,
+    tokens_to_grid,
+)
 from .registry import register_adapter
 
 
@@ -26,13 +35,13 @@ class Dinov2Adapter(ModelAdapter):
     has_extra_logits = True
 
     def _full_head(self) -> LinearHead:
-        return linear_head(find_linear(self.classifier(), self.model.config.model_type))
+        return linear_head(find_linear(self.classifier(), self.model_type))
 
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
-        config = self.model.config
-        tokens = self.model.base_model(pixel_values=pixel_values).last_hidden_state
+        config = self.config
+        tokens = self.base_model()(pixel_values=pixel_values).last_hidden_state
         prefix = 1 + getattr(config, "num_register_tokens", 0)
-        fmap = tokens_to_grid(tokens[:, prefix:, :], *patch_grid(pixel_values, config.patch_size))
+        fmap = tokens_to_grid(tokens[:, prefix:, :], *patch_grid(pixel_values, patch_size(config)))
         cls_weight = self._full_head().weight[:, : tokens.shape[-1]]
         return SpatialFeatures(fmap=fmap, extra_logits=tokens[:, 0, :] @ cls_weight.T.to(tokens))
 

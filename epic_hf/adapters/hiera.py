@@ -10,9 +10,10 @@ into F as for ConvNeXt.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import ModelAdapter, fold_post_pool_layernorm
+from .base import ModelAdapter, attribute, fold_post_pool_layernorm, method, submodule
 from .registry import refusal_message, register_adapter
 
 
@@ -26,18 +27,20 @@ class HieraAdapter(ModelAdapter):
     )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return fold_post_pool_layernorm(self.token_grid(pixel_values), self.model.base_model.pooler.layernorm)
+        norm = submodule(self.base_model(), "pooler.layernorm", nn.LayerNorm)
+        return fold_post_pool_layernorm(self.token_grid(pixel_values), norm)
 
     def token_grid(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The last stage's tokens in their true spatial layout, (B, D, H, W), before the norm fold."""
-        expected = tuple(self.model.config.image_size)
+        expected = tuple(attribute(self.config, "image_size", (list, tuple)))
         if tuple(pixel_values.shape[-2:]) != expected:
             raise UnsupportedModelError(refusal_message(
                 "hiera",
                 f"its token layout is fixed by config.image_size {expected}, and the input is "
                 f"{tuple(pixel_values.shape[-2:])}; resize inputs to the configured size",
             ))
-        hiera = self.model.base_model
+        hiera = self.base_model()
         tokens = hiera(pixel_values=pixel_values).last_hidden_state
-        grid = hiera.encoder.reroll(tokens, stage_idx=len(self.model.config.depths) - 1)  # (B, H, W, D)
+        reroll = method(submodule(hiera, "encoder", nn.Module), "reroll")
+        grid = reroll(tokens, stage_idx=len(attribute(self.config, "depths", (list, tuple))) - 1)  # (B, H, W, D)
         return grid.permute(0, 3, 1, 2)

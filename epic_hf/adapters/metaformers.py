@@ -9,8 +9,9 @@ two heads (classification and distillation) are averaged, which is one linear he
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from .base import LinearHead, ModelAdapter, average_heads, find_linear, linear_head
+from .base import LinearHead, ModelAdapter, average_heads, find_linear, linear_head, submodule
 from .registry import register_adapter
 
 
@@ -24,7 +25,8 @@ class PoolFormerAdapter(ModelAdapter):
     )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.norm(self.model.base_model(pixel_values=pixel_values).last_hidden_state)
+        norm = submodule(self.model, "norm", nn.Module)
+        return norm(self.base_model()(pixel_values=pixel_values).last_hidden_state)
 
 
 @register_adapter
@@ -39,5 +41,6 @@ class SwiftFormerAdapter(PoolFormerAdapter):
     )
 
     def head(self) -> LinearHead:
-        model_type = self.model.config.model_type
-        return average_heads([linear_head(find_linear(m, model_type)) for m in (self.model.head, self.model.dist_head)])
+        model_type = self.model_type
+        heads = [submodule(self.model, name, nn.Module) for name in ("head", "dist_head")]
+        return average_heads([linear_head(find_linear(m, model_type)) for m in heads])

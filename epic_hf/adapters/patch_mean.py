@@ -8,11 +8,13 @@ attention, but the logits are a linear map of the patch mean, which is all exact
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
+from torch import nn
 
-from .base import ModelAdapter, patch_grid, tokens_to_grid
+from .base import ModelAdapter, patch_grid, patch_size, submodule, tokens_to_grid
 from .registry import register_adapter
 
 
@@ -21,12 +23,13 @@ class PatchMeanAdapter(ModelAdapter):
 
     num_prefix_tokens: ClassVar[int] = 0
 
-    def backbone(self) -> torch.nn.Module:
-        return getattr(self.model, "vision_model", None) or self.model.base_model
+    def backbone(self) -> nn.Module:
+        has_vision_model = getattr(self.model, "vision_model", None) is not None
+        return submodule(self.model, "vision_model" if has_vision_model else "base_model", nn.Module)
 
-    def patch_size(self) -> int:
-        config = self.model.config
-        return getattr(config, "vision_config", config).patch_size
+    def patch_size(self) -> int | Sequence[int]:
+        config = self.config
+        return patch_size(getattr(config, "vision_config", config))
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         tokens = self.backbone()(pixel_values=pixel_values).last_hidden_state[:, self.num_prefix_tokens:, :]

@@ -8,7 +8,7 @@ every family module can import it without a cycle. Importing :mod:`epic_hf.adapt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from torch import nn
 
@@ -18,16 +18,25 @@ from ..errors import UnsupportedModelError
 class AdapterClass(Protocol):
     """A ``ModelAdapter`` subclass, as the registry uses it: what it serves, how it checks a config, and
     how it is built. A Protocol because ``base`` imports this module for its error messages, and
-    importing ``base`` back would make a cycle."""
+    importing ``base`` back would make a cycle.
 
-    __name__: str
-    __qualname__: str
-    model_types: ClassVar[tuple[str, ...]]
+    The members describe the class object, read-only: a ``ClassVar`` member can never match a class
+    object, and a subclass's ``model_types = ("a", "b")`` is a narrower tuple. ``__name__`` is not
+    declared (mypy would then match the Protocol against ``type``, not the class): see :func:`_name`."""
 
-    @classmethod
-    def check_config(cls, config: Any) -> None: ...
+    @property
+    def model_types(self) -> tuple[str, ...]: ...
+
+    def check_config(self, config: Any) -> None: ...
 
     def __call__(self, model: nn.Module) -> Any: ...
+
+
+def _name(adapter: AdapterClass, qualified: bool = False) -> str:
+    """An adapter class's ``__name__`` (or ``__qualname__``), for error messages."""
+    if not isinstance(adapter, type):
+        return repr(adapter)
+    return adapter.__qualname__ if qualified else adapter.__name__
 
 #: ``config.model_type`` -> the adapter class that serves it.
 ADAPTERS: dict[str, AdapterClass] = {}
@@ -104,13 +113,14 @@ def register_adapter(cls: AdapterClass | None = None, *, override: bool = False)
 
     def add(adapter: AdapterClass) -> AdapterClass:
         if not adapter.model_types:
-            raise ValueError(f"{adapter.__name__} sets no model_types; nothing to register.")
+            raise ValueError(f"{_name(adapter)} sets no model_types; nothing to register.")
         for model_type in adapter.model_types:
             current = ADAPTERS.get(model_type)
             if current is not None and current is not adapter and not override:
+                served_by = f"{current.__module__}.{_name(current, qualified=True)}"
                 raise ValueError(
-                    f"model_type {model_type!r} is already served by {current.__module__}.{current.__qualname__}; "
-                    f"pass override=True to replace it with {adapter.__qualname__}."
+                    f"model_type {model_type!r} is already served by {served_by}; "
+                    f"pass override=True to replace it with {_name(adapter, qualified=True)}."
                 )
         for model_type in adapter.model_types:
             ADAPTERS[model_type] = adapter
@@ -141,12 +151,12 @@ def adapter_class_for(model_type: str | None, config: Any = None) -> AdapterClas
     With ``config``, the family's configuration check runs too (e.g. BEiT without mean pooling is
     refused), so a model can be refused before its weights are downloaded.
     """
-    cls = ADAPTERS.get(model_type)
+    cls = ADAPTERS.get(model_type) if model_type is not None else None
     if cls is not None:
         if config is not None:
             cls.check_config(config)
         return cls
-    refusal = REFUSED.get(model_type)
+    refusal = REFUSED.get(model_type) if model_type is not None else None
     why = refusal.reason if refusal is not None else (
         "no adapter knows how to read its spatial feature map and linear head yet (a family whose "
         "logits are a linear map of an average-pooled feature map can be added with register_adapter)"

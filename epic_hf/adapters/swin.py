@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .base import ModelAdapter, tokens_to_grid
+from .base import ModelAdapter, attribute, tokens_to_grid
 from .registry import register_adapter
 
 
@@ -26,14 +26,15 @@ class SwinAdapter(ModelAdapter):
     )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        tokens = self.model.base_model(pixel_values=pixel_values).last_hidden_state
+        tokens = self.base_model()(pixel_values=pixel_values).last_hidden_state
         height, width = self.grid_size(pixel_values.shape[-2:], tokens.shape[1])
         return tokens_to_grid(tokens, height, width)
 
     def grid_size(self, input_hw: torch.Size, length: int) -> tuple[int, int]:
-        config = self.model.config
-        height = math.ceil(input_hw[0] / config.patch_size)
-        width = math.ceil(input_hw[1] / config.patch_size)
-        for _ in range(len(config.depths) - 1):  # each patch merging halves, padding odd sides
+        patch = attribute(self.config, "patch_size", int)
+        height = math.ceil(input_hw[0] / patch)
+        width = math.ceil(input_hw[1] / patch)
+        merges = len(attribute(self.config, "depths", (list, tuple))) - 1
+        for _ in range(merges):  # each patch merging halves, padding odd sides
             height, width = math.ceil(height / 2), math.ceil(width / 2)
         return height, width

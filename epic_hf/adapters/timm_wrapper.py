@@ -20,7 +20,17 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import LinearHead, ModelAdapter, PooledFeatures, SpatialFeatures, fold_post_pool_layernorm, tokens_to_grid
+from .base import (
+    LinearHead,
+    ModelAdapter,
+    PooledFeatures,
+    SpatialFeatures,
+    attribute,
+    fold_post_pool_layernorm,
+    method,
+    submodule,
+    tokens_to_grid,
+)
 from .gated import GatedPointwise, eval_norm, pointwise
 from .registry import register_adapter
 from .timm_vit import TimmTokenViT, is_token_vision_transformer
@@ -138,16 +148,16 @@ class TimmWrapperAdapter(ModelAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        architecture = str(getattr(model.config, "architecture", "?"))
+        architecture = str(getattr(self.config, "architecture", "?"))
         self.token_vit: TimmTokenViT | None = None
-        if is_token_vision_transformer(model.base_model):  # the CLS token, split by the held linearisation
-            self.token_vit = TimmTokenViT(model.base_model, architecture)
+        if is_token_vision_transformer(self.base_model()):  # the CLS token, split by the held linearisation
+            self.token_vit = TimmTokenViT(self.base_model(), architecture)
             self.timm_head = TimmHead(fc=self.token_vit.linear)
             self.has_extra_logits = True
             self.pooled_is_cheaper = True
             return
-        self.timm_head = read_timm_head(model.base_model, architecture)
-        check_head_is_pool_then_linear(model.base_model, self.timm_head, architecture)
+        self.timm_head = read_timm_head(self.base_model(), architecture)
+        check_head_is_pool_then_linear(self.base_model(), self.timm_head, architecture)
 
     @classmethod
     def check_config(cls, config: Any) -> None:
@@ -167,22 +177,24 @@ class TimmWrapperAdapter(ModelAdapter):
 
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
         if self.token_vit is not None:
-            return self.token_vit.features(self.model, pixel_values.to(self.model.dtype))
+            return self.token_vit.features(self.model, pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
         return SpatialFeatures(self.feature_map(pixel_values))
 
     def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
         if self.token_vit is not None:
-            return self.token_vit.pooled_features(self.model, pixel_values.to(self.model.dtype))
+            return self.token_vit.pooled_features(self.model, pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
         return super().pooled_features(pixel_values)
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.token_vit is not None:
             return self.features(pixel_values).fmap
-        timm_model = self.model.base_model
-        features = timm_model.forward_features(pixel_values.to(self.model.dtype))
+        timm_model = self.base_model()
+        features = method(timm_model, "forward_features")(pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
         grid = (0, 0)
         if self.timm_head.prefix_tokens is not None:
-            grid = tuple(timm_model.patch_embed.dynamic_feat_size(tuple(pixel_values.shape[-2:])))
+            feat_size = method(submodule(timm_model, "patch_embed", nn.Module), "dynamic_feat_size")
+            height, width = feat_size(tuple(pixel_values.shape[-2:]))
+            grid = (height, width)
         return self.timm_head.to_map(features, grid)
 
     def classifier(self) -> nn.Module:
@@ -231,16 +243,18 @@ def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
     if name == "timm.models.vision_transformer.VisionTransformer":
         return _vit_head(timm_model, architecture)
     head = getattr(timm_model, "head", None)
-    try:
-        if _qualified(head) == "timm.layers.classifier.ClassifierHead":
-            pool, norm, fc = head.global_pool, None, head.fc
-        elif _qualified(head) == "timm.layers.classifier.NormMlpClassifierHead":
-            if not isinstance(head.pre_logits, nn.Identity):
+    norm: nn.LayerNorm | None = None
+    try:  # get_submodule raises AttributeError, as a missing attribute does: "no known head"
+        if isinstance(head, nn.Module) and _qualified(head) == "timm.layers.classifier.ClassifierHead":
+            pool, fc = head.get_submodule("global_pool"), head.get_submodule("fc")
+        elif isinstance(head, nn.Module) and _qualified(head) == "timm.layers.classifier.NormMlpClassifierHead":
+            if not isinstance(head.get_submodule("pre_logits"), nn.Identity):
                 raise _refuse(architecture, timm_model, "applies a hidden Linear and tanh after the pool "
                               "(NormMlpClassifierHead with head_hidden_size)")
-            pool, norm, fc = head.global_pool, _post_pool_norm(head.norm, architecture, timm_model), head.fc
+            pool, fc = head.get_submodule("global_pool"), head.get_submodule("fc")
+            norm = _post_pool_norm(head.get_submodule("norm"), architecture, timm_model)
         elif _qualified(getattr(timm_model, "global_pool", None)) == _SELECT_POOL:
-            pool, norm, fc = timm_model.global_pool, None, timm_model.get_classifier()
+            pool, fc = timm_model.get_submodule("global_pool"), method(timm_model, "get_classifier")()
         else:
             raise AttributeError("no known head")
         pool_dims = _average_pool_dims(pool, architecture, timm_model)
@@ -257,18 +271,19 @@ def _gated_head(timm_model: nn.Module, architecture: str) -> TimmHead:
     cell, gated, whose mean is exactly what the classifier reads.
     """
     where = f"timm architecture {architecture!r} ({type(timm_model).__name__})"
-    _average_pool_dims(timm_model.global_pool, architecture, timm_model)
-    weight, bias = pointwise(timm_model.conv_head, where)
+    conv_head, act2 = submodule(timm_model, "conv_head", nn.Module), submodule(timm_model, "act2", nn.Module)
+    _average_pool_dims(submodule(timm_model, "global_pool", nn.Module), architecture, timm_model)
+    weight, bias = pointwise(conv_head, where)
     norm_head = getattr(timm_model, "norm_head", nn.Identity())
-    act = timm_model.act2
+    act: nn.Module = act2
     if not isinstance(norm_head, nn.Identity):  # MobileNetV4: a BatchNormAct2d holds the norm and the activation
         if not isinstance(act, nn.Identity) or not isinstance(getattr(norm_head, "drop", nn.Identity()), nn.Identity):
             raise _refuse(architecture, timm_model, "has a head norm and a second activation after the pool")
         act = getattr(norm_head, "act", nn.Identity())
     scale, shift = eval_norm(norm_head, weight.shape[0], where)
-    return TimmHead(fc=_linear(timm_model.classifier, architecture, timm_model),
+    return TimmHead(fc=_linear(submodule(timm_model, "classifier", nn.Module), architecture, timm_model),
                     gated=GatedPointwise(weight, bias, scale, shift, act),
-                    head_modules=(timm_model.conv_head, norm_head, timm_model.act2, *norm_head.modules()))
+                    head_modules=(conv_head, norm_head, act2, *norm_head.modules()))
 
 
 def _qualified(obj: object) -> str:
@@ -286,9 +301,9 @@ def _vit_head(timm_model: nn.Module, architecture: str) -> TimmHead:
     if getattr(timm_model, "pool_include_prefix", False):
         raise _refuse(architecture, timm_model, "averages its class/register tokens together with the "
                       "patch tokens (pool_include_prefix=True), and those have no place on the image grid")
-    norm = _post_pool_norm(timm_model.fc_norm, architecture, timm_model)
-    fc = _linear(timm_model.head, architecture, timm_model)
-    return TimmHead(fc=fc, norm=norm, prefix_tokens=int(timm_model.num_prefix_tokens))
+    norm = _post_pool_norm(submodule(timm_model, "fc_norm", nn.Module), architecture, timm_model)
+    fc = _linear(submodule(timm_model, "head", nn.Module), architecture, timm_model)
+    return TimmHead(fc=fc, norm=norm, prefix_tokens=attribute(timm_model, "num_prefix_tokens", int))
 
 
 def _average_pool_dims(pool: nn.Module, architecture: str, timm_model: nn.Module) -> tuple[int, int]:
@@ -330,6 +345,7 @@ def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, archit
     if getattr(timm_model, "num_features", width) != width:
         raise _refuse(architecture, timm_model, f"changes the width after the pool ({timm_model.num_features} "
                       f"features, {width} at the classifier), so a layer sits between the pool and the Linear")
+    shape: tuple[int, ...]
     if head.prefix_tokens is not None:
         shape = (2, head.prefix_tokens + 9, width)
     else:
@@ -357,7 +373,7 @@ def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple
     hooks = [module.register_forward_hook(lambda mod, _args, _out: ran.append((names[mod], mod))) for module in names]
     try:
         with torch.no_grad():
-            logits = timm_model.forward_head(features).float().flatten(1)
+            logits = method(timm_model, "forward_head")(features).float().flatten(1)
     finally:
         for hook in hooks:
             hook.remove()
@@ -366,7 +382,7 @@ def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple
 
 def _allowed_head_modules(timm_model: nn.Module, head: TimmHead) -> set[nn.Module]:
     """The modules a decomposable head may run: its pool, dropouts, flattens, identities, norm and fc."""
-    allowed = {head.fc, *head.head_modules}
+    allowed: set[nn.Module] = {head.fc, *head.head_modules}
     if head.norm is not None:
         allowed.add(head.norm)
     for module in timm_model.modules():
