@@ -185,6 +185,19 @@ def linear_head(linear: nn.Linear) -> LinearHead:
     return LinearHead(weight=weight, bias=bias.to(weight))
 
 
+def batchnorm_affine(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode BatchNorm as ``x * scale + shift`` per channel (its running statistics must exist)."""
+    if norm.running_mean is None or norm.running_var is None:
+        raise UnsupportedModelError(f"a {type(norm).__name__} without running statistics cannot be folded")
+    scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.detach()
+    shift = -norm.running_mean.detach() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.detach()
+    return scale, shift
+
+
 def fold_batchnorm1d(norm: nn.BatchNorm1d, linear: nn.Linear, model_type: str) -> LinearHead:
     """``linear(norm(x))`` as one affine map, exact for a BatchNorm in eval mode.
 
@@ -197,12 +210,7 @@ def fold_batchnorm1d(norm: nn.BatchNorm1d, linear: nn.Linear, model_type: str) -
             "training mode or without running statistics), which depend on the other images in the "
             "batch; call model.eval() and use a model with tracked running statistics."
         )
-    scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight.detach()
-    shift = -norm.running_mean.detach() * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.detach()
+    scale, shift = batchnorm_affine(norm)
     head = linear_head(linear)
     return LinearHead(weight=head.weight * scale[None, :], bias=head.weight @ shift + head.bias)
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import ModelAdapter
+from .base import ModelAdapter, batchnorm_affine
 from .held import activation_gate
 from .registry import register_adapter
 
@@ -66,13 +66,7 @@ def eval_norm(norm: nn.Module | None, width: int, where: str) -> tuple[torch.Ten
             or norm.running_mean is None:
         raise UnsupportedModelError(f"{where} normalises its head with a {type(norm).__name__} that is not an "
                                     "eval-mode BatchNorm with running statistics")
-    scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight.detach()
-    shift = -norm.running_mean.detach() * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.detach()
-    return scale, shift
+    return batchnorm_affine(norm)
 
 
 @register_adapter
