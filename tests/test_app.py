@@ -7,6 +7,7 @@ page's own file input (tests/cdp.py).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import sys
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-gradio = pytest.importorskip("gradio")
+if os.environ.get("CI"):  # CI installs the app extra: there a missing gradio fails
+    import gradio
+else:
+    gradio = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from epic_hf import EpicExplainer  # noqa: E402
@@ -105,7 +109,6 @@ def test_the_app_is_set_up_to_work_offline(explainer):
     theme = offline_theme(gradio)
     assert all(not isinstance(font, gradio.themes.GoogleFont) for font in theme._font + theme._font_mono)
     assert "googleapis" not in theme._get_theme_css()
-    import os
     for name, value in OFFLINE_ENVIRONMENT.items():
         assert os.environ[name] == value
 
@@ -162,7 +165,7 @@ def test_the_channel_and_class_views(explainer, client):
     top = [c for c, v in bank.class_channels(index, 4) if v > 0]
     assert [item["caption"] for item in gallery] == [f"channel {c}" for c in top]
     from gradio_client.exceptions import AppError
-    with pytest.raises(AppError, match="no channel"):
+    with pytest.raises(AppError, match="greater than maximum"):  # gradio checks the number against the bank
         client.predict(10_000, api_name="/channel")
 
 

@@ -30,6 +30,7 @@ from .views import (
     example_files,
     md_text,
     parse_target,
+    picture_file,
     prediction,
     read_upload,
     target_choices,
@@ -60,17 +61,18 @@ def build_app(explainer: Any, title: str | None = None) -> Any:
         raise ValueError("the app explains with a prototype bank: fit one (explainer.fit) or load one first")
     model = explainer.base_model_name_or_path or "the classifier"
     title = title or f"EPIC explanations of {model}"
-    examples = example_files(bank, Path(tempfile.mkdtemp(prefix="epic_hf_examples_")))
+    work = Path(tempfile.mkdtemp(prefix="epic_hf_app_"))  # the examples, and the pictures the page serves
+    examples = example_files(bank, work / "examples")
     with gr.Blocks(title=title, analytics_enabled=False) as blocks:
         gr.Markdown(f"# {md_text(title)}\n\n{INTRO}")
         with gr.Tab("Explain"):
-            _explain_tab(gr, explainer, examples)
+            _explain_tab(gr, explainer, examples, work / "pictures")
         with gr.Tab("Channel"):
             number = gr.Number(label="channel", value=0, precision=0, minimum=0, maximum=bank.num_channels - 1)
             show = gr.Button("Show the channel")
-            sheet = gr.Image(label="prototypes", type="pil", elem_id="channel-sheet", interactive=False)
+            sheet = gr.Image(label="prototypes", type="filepath", elem_id="channel-sheet", interactive=False)
             about = gr.Markdown(elem_id="channel-classes")
-            show.click(_channel_handler(gr, explainer), [number], [sheet, about], api_name=CHANNEL_API.strip("/"))
+            show.click(_channel_handler(gr, explainer, work / "pictures"), [number], [sheet, about], api_name=CHANNEL_API.strip("/"))
         with gr.Tab("Class"):
             labels = target_choices(explainer.id2label)[1:]
             picked = gr.Dropdown(labels, value=labels[0] if labels else None, label="class")
@@ -78,11 +80,11 @@ def build_app(explainer: Any, title: str | None = None) -> Any:
             text = gr.Markdown(elem_id="class-channels")
             gallery = gr.Gallery(label="its channels' prototypes", columns=1, elem_id="class-gallery")
             look.click(_class_handler(gr, explainer), [picked], [text, gallery], api_name=CLASS_API.strip("/"))
-    blocks.epic_examples_dir = str(Path(examples[0]).parent) if examples else None
+    blocks.epic_examples_dir = str(work)
     return blocks
 
 
-def _explain_tab(gr: Any, explainer: Any, examples: list[str]) -> None:
+def _explain_tab(gr: Any, explainer: Any, examples: list[str], pictures: Path) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], elem_id="upload")
@@ -95,18 +97,18 @@ def _explain_tab(gr: Any, explainer: Any, examples: list[str]) -> None:
         with gr.Column(scale=1):
             label = gr.Label(label="prediction", num_top_classes=5, elem_id="prediction")
             decomposition = gr.Markdown(elem_id="decomposition")
-    sheet = gr.Image(label="explanation sheet", show_label=False, type="pil", format="png", elem_id="sheet",
+    sheet = gr.Image(label="explanation sheet", show_label=False, type="filepath", elem_id="sheet",
                      interactive=False)
     with gr.Row():
         channel = gr.Radio([], label="see all prototypes of a shown channel", elem_id="channels")
-    channel_sheet = gr.Image(label="the channel's prototypes", type="pil", interactive=False)
+    channel_sheet = gr.Image(label="the channel's prototypes", type="filepath", interactive=False)
     channel_text = gr.Markdown()
-    run.click(_explain_handler(gr, explainer), [image, target, top_k], [label, decomposition, sheet, channel],
+    run.click(_explain_handler(gr, explainer, pictures), [image, target, top_k], [label, decomposition, sheet, channel],
               api_name=EXPLAIN_API.strip("/"), preprocess=False)
-    channel.change(_channel_handler(gr, explainer), [channel], [channel_sheet, channel_text], api_name=False)
+    channel.change(_channel_handler(gr, explainer, pictures), [channel], [channel_sheet, channel_text], api_name=False)
 
 
-def _explain_handler(gr: Any, explainer: Any):
+def _explain_handler(gr: Any, explainer: Any, pictures: Path):
     tracker = gr.Progress()  # gradio finds a Progress default in the signature and reports through it
 
     def explain(upload: Any, target: Any, top_k: Any, progress: Any = tracker) -> tuple[Any, str, Any, Any]:
@@ -118,7 +120,7 @@ def _explain_handler(gr: Any, explainer: Any):
             explanation = explainer.explain(image, target=parse_target(target),
                                             top_k=int(min(max(int(top_k or 4), 1), MAX_CHANNELS_SHOWN)))
             progress(0.6, desc="drawing the explanation sheet")
-            sheet = explanation.to_image()
+            sheet = picture_file(explanation.to_image(), pictures)
         except USER_ERRORS as error:
             logger.info("explain refused: %s", error)
             raise _user_error(gr, error) from None
@@ -129,13 +131,14 @@ def _explain_handler(gr: Any, explainer: Any):
     return explain
 
 
-def _channel_handler(gr: Any, explainer: Any):
+def _channel_handler(gr: Any, explainer: Any, pictures: Path):
     def channel(number: Any) -> tuple[Any, str]:
         """One channel's prototype sheet and the classes it drives most."""
         if number is None or number == "":
             return None, ""
         try:
-            return channel_view(explainer.bank, int(number))
+            image, text = channel_view(explainer.bank, int(number))
+            return picture_file(image, pictures), text
         except USER_ERRORS as error:
             raise _user_error(gr, error) from None
 
