@@ -290,6 +290,35 @@ class EpicExplainer(HubMixin):
             self.bank.config.evaluation = report.headline()
         return report
 
+    # -- the app and its Space (epic_hf.app; gradio is imported only there) ------------------
+    def launch(self, *, host: str | None = None, port: int | None = None, share: bool = False,
+               title: str | None = None, block: bool = True, **launch_kwargs: Any) -> Any:
+        """Serve a local Gradio page that explains any uploaded image with this bank (docs/app.md).
+
+        Offline: no analytics, system fonts, no share link unless ``share=True``. ``block=False``
+        returns the running ``gradio.Blocks`` at once (``.local_url``, ``.close()``). Needs the
+        ``app`` extra (``pip install "epic_hf[app]"``).
+        """
+        from .app import launch_app
+
+        self._require_bank()
+        return launch_app(self, host=host, port=port, share=share, title=title, block=block, **launch_kwargs)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload EPIC prototype bank", revision: str | None = None,
+                    space: str | None = None, space_title: str | None = None) -> str:
+        """Upload the bank to ``repo_id``; with ``space="user/name"`` also create or update its Gradio Space.
+
+        The Space's ``app.py`` loads the bank at the commit just pushed, so later pushes of the bank
+        do not change what the Space explains until the Space is pushed again. Returns the bank's commit URL.
+        """
+        info = self._push(repo_id, private=private, token=token, commit_message=commit_message, revision=revision)
+        if space is not None:
+            from .app import push_space
+
+            push_space(space, repo_id, info.oid, title=space_title, private=private, token=token)
+        return str(getattr(info, "commit_url", info))
+
     # -- persistence (orchestrated by epic_hf.hub.HubMixin) -----------------------------------
     def _require_bank(self) -> PrototypeBank:
         if self.bank is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
+from huggingface_hub import HfApi, ModelCard, RepoCard, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HFValidationError,
@@ -32,6 +32,7 @@ from .errors import HubUnreachableError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound="HubMixin")
+C = TypeVar("C", bound=RepoCard)
 HUB_DOWNLOAD_KWARGS = ("token", "cache_dir", "local_files_only", "force_download", "proxies", "repo_type")
 #: Markers around the section of a model card that epic_hf writes; text outside them is the user's.
 CARD_START, CARD_END = "<!-- epic_hf:start -->", "<!-- epic_hf:end -->"
@@ -115,21 +116,36 @@ def has_file(name_or_path: str | Path, filename: str, revision: str | None = Non
     return True
 
 
-def merge_cards(existing: ModelCard | None, ours: ModelCard) -> ModelCard:
-    """Our card, or the existing one with its metadata merged and EPIC's marked section replaced."""
+def replace_section(text: str, section: str, start: str = CARD_START, end: str = CARD_END) -> str:
+    """``text`` with its part between the ``start`` and ``end`` markers replaced by ``section`` (markers included).
+
+    Why markers: files epic_hf writes into a repo (a model card, a Space's ``app.py``) may be edited
+    by hand on the Hub. Pushing again rewrites only EPIC's marked part and keeps everything else;
+    a file without the markers gets the section appended.
+    """
+    if start in text and end in text and text.index(start) < text.index(end):
+        return text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    return text.rstrip() + "\n\n" + section + "\n" if text.strip() else section + "\n"
+
+
+def marked_section(text: str, start: str = CARD_START, end: str = CARD_END) -> str:
+    """The part of ``text`` from the ``start`` marker to the ``end`` marker, both included."""
+    return text[text.index(start):text.index(end) + len(end)]
+
+
+def merge_cards(existing: C | None, ours: C) -> C:
+    """Our card, or the existing one with its metadata merged and EPIC's marked section replaced.
+
+    Works for any ``RepoCard`` (a model card, a Space's README): the result is of ``ours``'s type.
+    """
     if existing is None:
         return ours
     data = existing.data.to_dict()
     new = ours.data.to_dict()
     data["tags"] = sorted(set(data.get("tags") or []) | set(new.pop("tags", []) or []))
     data.update(new)
-    text = existing.text
-    section = ours.text[ours.text.index(CARD_START):ours.text.index(CARD_END) + len(CARD_END)]
-    if CARD_START in text and CARD_END in text:
-        text = text[:text.index(CARD_START)] + section + text[text.index(CARD_END) + len(CARD_END):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    card = ModelCard(text)
+    text = replace_section(existing.text, marked_section(ours.text))
+    card = type(ours)(text)
     card.data = type(ours.data)(**data)
     return card
 
@@ -167,6 +183,13 @@ class HubMixin:
     def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
                     commit_message: str = "Upload EPIC prototype bank", revision: str | None = None) -> str:
         """Create (or reuse) ``repo_id`` and upload the files; returns the commit URL."""
+        info = self._push(repo_id, private=private, token=token, commit_message=commit_message, revision=revision)
+        return str(getattr(info, "commit_url", info))
+
+    def _push(self, repo_id: str, *, private: bool, token: str | None, commit_message: str,
+              revision: str | None) -> Any:
+        """The upload behind :meth:`push_to_hub`; returns ``huggingface_hub``'s ``CommitInfo`` (its ``oid``
+        is the commit a Space pins)."""
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         published = self._publishable()
@@ -175,9 +198,8 @@ class HubMixin:
             published._save_pretrained(directory)
             existing = _hub_card(api, repo_id, revision)
             merge_cards(existing, published._model_card(repo_id)).save(directory / "README.md")
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
                                      revision=revision)
-        return str(getattr(info, "commit_url", info))
 
     @classmethod
     def from_pretrained(cls: type[T], name_or_path: str | Path, revision: str | None = None, **hub_kwargs: Any) -> T:

@@ -270,12 +270,24 @@ def test_the_atlas_renders_in_chromium(bank, atlas, tmp_path):
     page = render(atlas, f"#/class/{TRICKY}", tmp_path)
     assert page.find("h1").text() == LABELS[TRICKY] and not page.find_all("b")  # text, not markup
     rows = page.find(id="channels").find_all("div", class_="row")
-    top = torch.topk(evidence[TRICKY], 8).indices.tolist()
-    assert [int(r.attrs["data-channel"]) for r in rows] == top
+    top = [c for v, c in zip(*torch.topk(evidence[TRICKY], 8)) if float(f"{float(v):.4g}") > 0]  # evidence, not 0
+    assert [int(r.attrs["data-channel"]) for r in rows] == [int(c) for c in top]
     for row, c in zip(rows, top):
         assert image_keys(row, site) == bank.sample_keys[c].tolist()
+    assert f"{int(bank.class_counts[TRICKY])} samples predicted" in page.text()
 
     results = render(atlas, "#/search/" + quote("日本"), tmp_path).find(id="results")
     assert [a.attrs["href"] for a in results.find_all("a")] == ["#/class/2"]
     page = render(atlas, "#/search/" + quote("channel 65"), tmp_path)
     assert [c.attrs["data-channel"] for c in page.find_all("a", class_="card")] == ["65"]
+
+
+@pytest.mark.slow  # one Chromium run
+def test_a_class_no_sample_was_predicted_as_has_no_evidence_not_a_ranking(tmp_path):
+    bank = make_bank(num_channels=6)
+    bank.class_counts = torch.tensor([0, 1, 2, 3, 4, 5])
+    bank.class_evidence[0] = 0.0  # the mean over no samples
+    index = write_atlas(bank, tmp_path / "site")
+    page = render(index, "#/class/0", tmp_path)
+    assert "No evidence" in page.find(id="no-evidence").text() and not page.find_all(id="channels")
+    assert "1 sample predicted" in render(index, "#/class/1", tmp_path).text()

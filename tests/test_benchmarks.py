@@ -23,6 +23,7 @@ BENCHMARKS = ROOT / "benchmarks"
 
 #: The header line of the table each script must print (the start of the line is enough).
 HEADERS = {
+    "bench_app.py": "| case | s/request (median) | s/request (min) | ratio vs explain | ratio vs explain + sheet |",
     "bench_explain.py": "| case | s/batch (median) | s/batch (min) | images/s | baseline | ratio vs baseline |",
     "bench_fit.py": "| case | seconds (median) | images/s | ratio vs (a) |",
     "bench_real_width.py": "| D | index pass s | training s | other s | total s | total / index pass |",
@@ -36,6 +37,7 @@ MORE_HEADERS = {
 }
 #: Other lines a script's small mode must print.
 EXPECTED = {
+    "bench_app.py": ["launch to ready:", "goal: an app request < 1.2x"],
     # the small mode is the one where the library fit (c) and the reference-style fit (d) run in full
     "bench_fit.py": ["| (d) reference-style fit |", "measured in full", "speedup (d)/(c) ="],
     "bench_explain.py": ["goal: explain <= 1.3x a plain forward"],

@@ -156,7 +156,7 @@ def test_layout_is_deterministic_arithmetic() -> None:
     small, more_rows = explanation_layout(2, 5, 100), explanation_layout(3, 5, 100)
     assert more_rows.size[0] == small.size[0]
     assert more_rows.size[1] - small.size[1] == m.row_height + m.margin
-    assert explanation_layout(2, 7, 100).size[0] - small.size[0] == 2 * (m.cell + m.gap)
+    assert explanation_layout(2, 7, 100).size[0] - small.size[0] == 2 * m.prototype_stride  # image, gap, zoom, gap
     assert explanation_layout(2, 0, 100).size == explanation_layout(2, 2, 100).size  # notice needs two cells
     main = small.main_cell
     assert (main[2] - main[0], main[3] - main[1]) == (100, 100)
@@ -339,13 +339,15 @@ def test_sheet_states_the_decomposition_coverage_and_share(explanation: Explanat
         assert line.endswith(f"{captions.percent(shown / explanation.target_logit)} of the logit")
     meaning = captions.share_meaning(explanation)
     assert meaning.startswith("share = contribution ÷ Σ|contribution|")
-    # both lines are drawn, uncut, where the layout puts them
+    # the three lines are drawn, uncut, where the layout puts them
     figure = explanation.to_image()
     layout = explanation_layout(4, 0, CELL)
     m = layout.metrics
     box = layout.decomposition_box
     y = box[1] + m.line_height("small") + 3 * m.line_height("body") + m.gap
-    for text, role in ((line, "body"), (meaning, "small")):
+    others = captions.others_line(explanation, explanation.channels)  # why the two percentages agree
+    assert others.startswith(f"the other {explanation.contributions.numel() - 4} channels add ")
+    for text, role in ((line, "body"), (others, "body"), (meaning, "small")):
         band = (box[0], y, box[2], y + m.line_height(role))
         extent = ink_extent(figure, band, threshold=160)
         width = m.font(role).getlength(text)

@@ -1,4 +1,4 @@
-"""The ``epic-hf`` command: fit a prototype bank, explain images, inspect a bank, run the demo.
+"""The ``epic-hf`` command: fit a prototype bank, explain images, inspect a bank, serve its app, run the demo.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     accelerate launch --num_processes 4 -m epic_hf fit microsoft/resnet-50 imagenet-1k --streaming ...
     epic-hf explain runs/resnet50/bank cat.jpg dog.jpg --output explanations/
     epic-hf info runs/resnet50/bank
+    epic-hf app runs/resnet50/bank
+    epic-hf space me/resnet-50-epic --repo me/resnet-50-epic-space
     epic-hf demo --output-dir ./epic-demo
 
 Errors the user can fix (a missing file, an unsupported model, a corrupt bank...) end the
@@ -31,7 +33,7 @@ from .._version import __version__
 from ..demo import run_demo
 from ..errors import EpicError
 from ..progress import disable_progress_bars
-from . import atlas, evaluate, explain, fit, info
+from . import app, atlas, evaluate, explain, fit, info
 from .common import PROG, CliError, configure_logging, emit, json_default
 
 __all__ = ["build_parser", "main"]
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_parser(commands, common, formatter)
     evaluate.add_parser(commands, common, formatter)
     atlas.add_parser(commands, common, formatter)
+    app.add_parser(commands, common, formatter)
     demo = commands.add_parser(
         "demo", parents=[common], formatter_class=formatter,
         help="offline demo: train a tiny classifier on planted shapes, fit EPIC, explain",

@@ -68,7 +68,8 @@ def coverage_line(explanation: Explanation, shown: Sequence[ChannelExplanation])
     """How much of the logit the shown channels carry together, as a number and a percentage.
 
     The percentage is of the logit itself, so it is given only where the logit is positive
-    (a fraction of a negative or zero logit reads backwards).
+    (a fraction of a negative or zero logit reads backwards). It can pass 100% while each
+    channel's share is small: :func:`others_line` says why (the other channels' sum).
     """
     total = sum(float(c.contribution) for c in shown)
     head = f"{'this' if len(shown) == 1 else 'these'} {plural(len(shown), 'channel')}: {signed(total)}"
@@ -76,6 +77,19 @@ def coverage_line(explanation: Explanation, shown: Sequence[ChannelExplanation])
     if logit > 0:
         return f"{head} = {percent(total / logit)} of the logit"
     return f"{head} of the logit {signed(logit)}"
+
+
+def others_line(explanation: Explanation, shown: Sequence[ChannelExplanation]) -> str:
+    """What the channels not shown add together: why the shown ones can carry over 100% of the logit.
+
+    Beside "share" (a channel's part of Σ|contribution|, small when many channels fire), the two
+    percentages read as a contradiction unless the reader sees that the rest sum to a negative amount.
+    """
+    rest = channel_total(explanation) - sum(float(c.contribution) for c in shown)
+    count = explanation.contributions.numel() - len(shown)
+    if count <= 0:
+        return "no other channels"
+    return f"the other {plural(count, 'channel')} add {signed(rest)} together"
 
 
 def share_meaning(explanation: Explanation) -> str:

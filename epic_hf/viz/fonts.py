@@ -225,8 +225,11 @@ class ChainFont:
         """Width of ``text`` in pixels, each run measured with its own font."""
         return sum(self._faces[index].getlength(run) for run, index in _runs(text))
 
-    def fit(self, text: str, max_width: float, middle: bool = False) -> str:
-        """``text`` cut with an ellipsis to fit ``max_width`` (in the middle for file names)."""
+    def fit(self, text: str, max_width: float, middle: bool = False, tail: bool = False) -> str:
+        """``text`` cut with an ellipsis to fit ``max_width``: its end cut, or its middle, or (``tail``) its start.
+
+        ``tail`` keeps the end of a name, where a file name's useful part is (``…animals_0042.jpg``).
+        """
         if max_width <= 0:
             return ""
         if self.getlength(text) <= max_width:
@@ -234,11 +237,11 @@ class ChainFont:
         low, high = 0, len(text)
         while low < high:  # the most characters kept that still fit with the ellipsis
             keep = (low + high + 1) // 2
-            if self.getlength(_elide(text, keep, middle)) <= max_width:
+            if self.getlength(_elide(text, keep, middle, tail)) <= max_width:
                 low = keep
             else:
                 high = keep - 1
-        return _elide(text, low, middle) if low else ""
+        return _elide(text, low, middle, tail) if low else ""
 
     def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill,
              max_width: float | None = None, middle: bool = False) -> int:
@@ -255,16 +258,19 @@ class ChainFont:
             x += face.getlength(run)
         return round(x - xy[0])
 
-    def draw_centered(self, draw: ImageDraw.ImageDraw, rect: Rect, text: str, fill, middle: bool = False) -> None:
+    def draw_centered(self, draw: ImageDraw.ImageDraw, rect: Rect, text: str, fill, middle: bool = False,
+                      tail: bool = False) -> None:
         """``text`` centred both ways in ``rect``, cut to its width."""
-        shown = self.fit(text, rect[2] - rect[0] - 4, middle)
+        shown = self.fit(text, rect[2] - rect[0] - 4, middle, tail)
         x = rect[0] + (rect[2] - rect[0] - self.getlength(shown)) / 2
         y = rect[1] + (rect[3] - rect[1] - self.ascent - self.descent) / 2
         self.draw(draw, (round(x), round(y)), shown, fill)
 
 
-def _elide(text: str, keep: int, middle: bool) -> str:
-    """``keep`` characters of ``text`` and an ellipsis: at the end, or in the middle."""
+def _elide(text: str, keep: int, middle: bool, tail: bool = False) -> str:
+    """``keep`` characters of ``text`` and an ellipsis: at the end, in the middle, or (``tail``) at the start."""
+    if tail:
+        return "…" + text[len(text) - keep:].lstrip() if keep else "…"
     if not middle:
         return text[:keep].rstrip() + "…"
     head = (keep + 1) // 2

@@ -87,6 +87,16 @@ class Metrics:
         return 3 * self.gap
 
     @property
+    def zoom(self) -> int:
+        """Side of a prototype's zoomed patch, drawn beside its image: half a cell."""
+        return self.cell // 2
+
+    @property
+    def prototype_stride(self) -> int:
+        """From one prototype to the next: its image, its zoomed patch, and the gaps after each."""
+        return self.cell + self.gap + self.zoom + self.gap
+
+    @property
     def row_height(self) -> int:
         return self.cell + self.caption_height
 
@@ -101,10 +111,10 @@ class Metrics:
         return 19 * self.font_size("body")
 
     def decomposition_height(self, cls_term: bool) -> int:
-        """Header, the terms (channels, CLS if any, bias), the logit, coverage, share's meaning."""
+        """Header, the terms (channels, CLS if any, bias), the logit, coverage, the other channels, share's meaning."""
         body, small = self.line_height("body"), self.line_height("small")
         terms = 3 if cls_term else 2
-        return small + (terms + 1) * body + self.gap + body + small
+        return small + (terms + 1) * body + self.gap + 2 * body + small
 
 
 @dataclass(frozen=True)
@@ -186,16 +196,23 @@ class ExplanationLayout:
         return (x0, top, x0 + _prototype_span(self.num_prototypes, m), top + m.row_height)
 
     def prototype_cell(self, row: int, index: int) -> Rect:
+        """The square of a prototype's whole image (its zoomed patch is :func:`zoom_cell` of this)."""
         m = self.metrics
-        x0 = self.prototype_area(row)[0] + index * (m.cell + m.gap)
+        x0 = self.prototype_area(row)[0] + index * m.prototype_stride
         top = self.row_top(row)
         return (x0, top, x0 + m.cell, top + m.cell)
 
 
 def _prototype_span(num_prototypes: int, m: Metrics) -> int:
-    """Width of a row's prototype area; with none, room for the notice (two cells)."""
+    """Width of a row's prototype area (each prototype: image, gap, zoomed patch); with none, room for two."""
     count = max(num_prototypes, 2)
-    return count * m.cell + (count - 1) * m.gap
+    return count * m.prototype_stride - m.gap
+
+
+def zoom_cell(cell: Rect, m: Metrics) -> Rect:
+    """Where a prototype's zoomed patch goes: beside its image ``cell``, top-aligned, half a cell square."""
+    x0 = cell[2] + m.gap
+    return (x0, cell[1], x0 + m.zoom, cell[1] + m.zoom)
 
 
 def _check(cell_size: int, *counts: int) -> None:
@@ -213,7 +230,7 @@ def explanation_layout(
     Rules (``c`` = ``cell_size``, ``M`` = :class:`Metrics`):
 
     * rows width = margin + label column (c) + gap + patch (c) + gap + heatmap (c) + section gap
-      + max(num_prototypes, 2) cells (with gaps between them) + margin;
+      + max(num_prototypes, 2) prototypes, each a cell and its zoomed patch (c / 2) with gaps, + margin;
     * top width = margin + input (c) + section gap + the panel (decomposition block and at least
       one legend column, padded) + margin; the figure is as wide as the wider of the two;
     * the legend fills as many columns as the panel's width holds, then the rows they need;
@@ -262,7 +279,7 @@ class SheetLayout:
 
     def prototype_cell(self, index: int) -> Rect:
         m = Metrics(self.cell_size)
-        x0 = m.margin + index * (m.cell + m.gap)
+        x0 = m.margin + index * m.prototype_stride
         top = m.margin + m.title_height
         return (x0, top, x0 + m.cell, top + m.cell)
 
@@ -270,8 +287,8 @@ class SheetLayout:
 def prototype_sheet_layout(num_prototypes: int, cell_size: int = 160) -> SheetLayout:
     """Size of a prototype sheet: a title band over one row of ``num_prototypes`` captioned cells.
 
-    width = 2 margins + max(num_prototypes, 2) cells with gaps (room for the title even with
-    one prototype); height = margin + title band + cell + caption band + margin.
+    width = 2 margins + max(num_prototypes, 2) prototypes, each a cell and its zoomed patch, with
+    gaps (room for the title even with one prototype); height = margin + title band + cell + caption band + margin.
     """
     _check(cell_size, num_prototypes)
     m = Metrics(cell_size)

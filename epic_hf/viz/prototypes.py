@@ -1,7 +1,8 @@
 """Prototype cells (shared by the explanation sheet) and a bank's per-channel prototype sheet.
 
-A prototype cell is the prototype's image with its box in the channel's colour and a caption
-naming it (``PrototypeMatch.name``, else ``#<key>``) with its score. When the explained image is
+A prototype cell is the prototype's image with its box in the channel's colour, the patch under
+the box zoomed beside it, and a caption naming it (the end of a long name, where a file name's
+useful part is) (``PrototypeMatch.name``, else ``#<key>``) with its score. When the explained image is
 itself a prototype (``is_query``) its cell says so, in a dark banner and the caption, so the
 reader does not take the image as outside evidence for itself.
 """
@@ -16,8 +17,8 @@ from PIL import Image, ImageDraw
 from ..results import PrototypeMatch
 from .captions import THIS_IMAGE, plural, prototype_caption
 from .colors import INK, MUTED, PANEL, RGB, channel_color
-from .draw import draw_box, draw_tag, frame, new_canvas, paste_fitted
-from .layout import Metrics, Rect, prototype_sheet_layout, scale_box
+from .draw import crop_box, draw_box, draw_tag, frame, new_canvas, paste_fitted
+from .layout import Metrics, Rect, prototype_sheet_layout, scale_box, zoom_cell
 
 if TYPE_CHECKING:  # annotations only: the bank is drawn here, never built
     from ..bank import PrototypeBank
@@ -28,21 +29,28 @@ logger = logging.getLogger(__name__)
 def draw_prototype(
     canvas: Image.Image, draw: ImageDraw.ImageDraw, prototype: PrototypeMatch, cell: Rect, color: RGB, m: Metrics
 ) -> None:
-    """A prototype image with its box, and ``name · score`` in the caption band below."""
+    """A prototype image with its box, the patch under the box zoomed beside it, and ``name · score`` below.
+
+    Why the zoom: at thumbnail size the box is small and what it holds unreadable; the zoomed
+    patch is what the channel responds to, as prototype papers show it.
+    """
     image = prototype.image
     target = paste_fitted(canvas, image, cell)
     box = scale_box(prototype.box, image.size, target)
     draw_box(draw, box, color, m.line_width)
+    zoom = zoom_cell(cell, m)
+    paste_fitted(canvas, crop_box(image, prototype.box), zoom)
+    draw_box(draw, zoom, color, max(2, m.line_width // 2))
     small = m.font("small")
     if prototype.is_query:
         _mark_this_image(draw, cell, box, m)
     else:
         frame(draw, cell)
     name, score = prototype_caption(prototype)
-    caption = (cell[0], cell[3], cell[2], cell[3] + m.caption_height)
+    caption = (cell[0], cell[3], zoom[2], cell[3] + m.caption_height)
     score_text = f"  ·  {score}"
     name_room = caption[2] - caption[0] - 4 - small.getlength(score_text)
-    small.draw_centered(draw, caption, small.fit(name, name_room, middle=True) + score_text,
+    small.draw_centered(draw, caption, small.fit(name, name_room, tail=True) + score_text,
                         INK if prototype.is_query else MUTED)
 
 

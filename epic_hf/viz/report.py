@@ -27,6 +27,7 @@ from .captions import (
     channel_total,
     coverage_line,
     decomposition_equation,
+    others_line,
     percent,
     plural,
     prototype_caption,
@@ -246,7 +247,8 @@ def _section(index: int, explanation: Explanation, png: str | None, json: str | 
         f"<img class=\"figure\" src=\"{png_data_uri(render_explanation(explanation))}\" "
         f"alt=\"{html.escape(_alt(explanation), quote=True)}\">\n"
         f"{_channel_table(explanation)}\n"
-        f"<p class=\"coverage\">{html.escape(coverage_line(explanation, shown))}</p>\n"
+        f"<p class=\"coverage\">{html.escape(coverage_line(explanation, shown))}; "
+        f"{html.escape(others_line(explanation, shown))}</p>\n"
         f"<p class=\"meaning\">{html.escape(share_meaning(explanation))}</p>\n"
         f"{_exactness_note(explanation)}\n</section>"
     )

@@ -23,6 +23,7 @@ from .captions import (
     coverage_line,
     decomposition_terms,
     legend_fields,
+    others_line,
     percent,
     ranking_note,
     share_meaning,
@@ -145,6 +146,8 @@ def _draw_decomposition(
     _draw_term(draw, (x, y + 2), number_w, signed(explanation.target_logit), "logit", bold, INK, width)
     y += m.line_height("body") + m.gap
     body.draw(draw, (x, y), coverage_line(explanation, channels), INK, width)
+    y += m.line_height("body")
+    body.draw(draw, (x, y), others_line(explanation, channels), MUTED, width)
     y += m.line_height("body")
     small.draw(draw, (x, y), share_meaning(explanation), MUTED, width)
 

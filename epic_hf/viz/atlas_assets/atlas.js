@@ -69,6 +69,7 @@
   const px = (v) => v.toFixed(2) + "px";
   const pct = (v) => (100 * v).toFixed(3) + "%";
   const label = (k) => (meta.labels[k] !== undefined ? meta.labels[k] : "class " + k);
+  const samples = (n) => n + (n === 1 ? " sample" : " samples");
   const sampleName = (names, key) => (names && names[key] !== undefined ? names[key] : "#" + key);
 
   function fmt(v) {
@@ -211,13 +212,19 @@
     if (!(k >= 0 && k < meta.numClasses)) {
       return missingView("There is no class " + k + ": this bank knows classes 0 to " + (meta.numClasses - 1) + ".");
     }
-    const head = [h("h1", {}, label(k)), h("p", { class: "muted" }, "class " + k +
-      (meta.counts ? " \u00b7 " + meta.counts[k] + " samples predicted as this class" : ""))];
+    const head = [h("h1", { class: "label" }, label(k)), h("p", { class: "muted" }, "class " + k +
+      (meta.counts ? " \u00b7 " + samples(meta.counts[k]) + " predicted as this class" : ""))];
     if (!meta.hasEvidence) {
       return { title: label(k), body: head.concat(h("p", { class: "muted" }, "This bank has no class evidence.")) };
     }
     const chunk = await load("classes", Math.floor(k / meta.classesPerChunk));
-    const top = chunk.items[k - chunk.start];
+    const top = chunk.items[k - chunk.start].filter(([, v]) => v > 0);
+    if ((meta.counts && meta.counts[k] === 0) || !top.length) {
+      // mean evidence over no samples is 0 for every channel: listing channels would claim a reliance
+      return { title: label(k), body: head.concat(h("h2", {}, "Channels it relies on most"),
+        h("p", { class: "muted", id: "no-evidence" }, "No evidence: no sample of the fit was predicted as this " +
+          "class, so the bank cannot say which channels it relies on.")) };
+    }
     const needed = [...new Set(top.map(([c]) => Math.floor(c / meta.channelsPerChunk)))];
     const loaded = await Promise.all(needed.map((i) => load("channels", i)));
     const byIndex = Object.fromEntries(needed.map((i, j) => [i, loaded[j]]));
@@ -264,7 +271,7 @@
       if (byIndex || label(k).toLowerCase().includes(needle)) matches.push(k);
     }
     body.push(h("h2", {}, matches.length + (matches.length === 1 ? " class" : " classes")));
-    const about = (k) => " \u00b7 class " + k + (meta.counts ? " \u00b7 " + meta.counts[k] + " samples" : "");
+    const about = (k) => " \u00b7 class " + k + (meta.counts ? " \u00b7 " + samples(meta.counts[k]) : "");
     body.push(h("ul", { class: "results", id: "results" },
       matches.slice(0, 500).map((k) => h("li", {}, classLink(k), h("span", { class: "muted" }, about(k))))));
     if (matches.length > 500) body.push(h("p", { class: "muted" }, "and " + (matches.length - 500) + " more"));

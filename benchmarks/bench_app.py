@@ -1,0 +1,149 @@
+"""What does the Gradio app add to an explanation? Launch-to-ready time and per-request latency.
+
+Goal (issue 18): a request to the app costs under 1.2x the explanation it shows. One run
+measures, on the same image and the same explainer:
+
+* ``explain``: ``explainer.explain(image)``, the numbers only;
+* ``explain + sheet``: the same, then ``explanation.to_image()``: what the app shows, computed in-process;
+* ``app request``: ``gradio_client`` uploading the image file to the running app, which reads it,
+  explains it, draws the sheet and the decomposition table, encodes the sheet as PNG, and the
+  client downloading it: the whole round trip over loopback.
+
+and, once, ``launch to ready``: from ``explainer.launch(block=False)`` to the first answered
+page, then the first client connection. The bank has real prototype thumbnails (the sheet draws
+them) and U != I. Cases are timed round-robin (warmup, then ``--repeats`` rounds), medians reported.
+
+Run::
+
+    python benchmarks/bench_app.py            # ResNet-50 architecture, random weights, 224px
+    python benchmarks/bench_app.py --small    # tiny ResNet, 64px: seconds (the test suite)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_explain import build_explainer, make_images, time_round_robin  # noqa: E402
+
+from epic_hf import EpicConfig, PrototypeBank  # noqa: E402
+from epic_hf.images import encode_jpeg  # noqa: E402
+
+logger = logging.getLogger("bench_app")
+GOAL_RATIO = 1.2
+
+
+def attach_bank_with_thumbnails(explainer, input_size: tuple[int, int], seed: int, per_channel: int = 5) -> None:
+    """A bank with a small random S and real JPEG thumbnails, so the sheet draws every prototype."""
+    dim = explainer.num_channels
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randint(0, 64, (dim, per_channel), generator=generator)
+    side = input_size[0]
+    thumbnails = {key: encode_jpeg(image, max_side=side, quality=90)
+                  for key, image in enumerate(make_images(64, side, seed + 1))}
+    x0 = torch.randint(0, side // 2, (dim, per_channel, 1), generator=generator)
+    y0 = torch.randint(0, side // 2, (dim, per_channel, 1), generator=generator)
+    boxes = torch.cat([x0, y0, x0 + side // 4, y0 + side // 4], dim=-1)
+    bank = PrototypeBank(
+        sample_keys=keys, scores=torch.rand(dim, per_channel, generator=generator).sort(dim=1, descending=True).values,
+        boxes=boxes.to(torch.int64), S=torch.randn(dim, dim, generator=generator) * 0.01, matrix=explainer.matrix,
+        thumbnails=thumbnails, input_size=input_size, grid_size=(1, 1),
+        config=EpicConfig(model_type=explainer.classifier.model_type, num_channels=dim,
+                          prototypes_per_channel=per_channel, matrix=explainer.matrix, grid_size=(1, 1),
+                          input_size=input_size),
+    )
+    explainer.set_bank(bank, check_base_model=False)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_and_connect(explainer):
+    """(blocks, client, seconds to the first answered page, seconds to a connected client)."""
+    from gradio_client import Client
+
+    started = time.perf_counter()
+    blocks = explainer.launch(host="127.0.0.1", port=free_port(), block=False)
+    with urllib.request.urlopen(blocks.local_url, timeout=60) as response:
+        assert response.status == 200
+    ready = time.perf_counter() - started
+    client = Client(blocks.local_url, verbose=False)
+    return blocks, client, ready, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="tiny model, few repeats (seconds)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    torch.set_num_threads(1 if args.small else torch.get_num_threads())
+    repeats = args.repeats or (3 if args.small else 10)
+    explainer, model_name = build_explainer(None, args.small, args.seed)
+    size = 64 if args.small else 224
+    attach_bank_with_thumbnails(explainer, (size, size), args.seed)
+    image = make_images(1, 256 if not args.small else 64, args.seed + 7)[0]
+    from gradio_client import handle_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "query.png"
+        image.save(path)
+        blocks, client, ready, connected = launch_and_connect(explainer)
+        try:
+            cases = {
+                "explain": lambda: explainer.explain(image, top_k=args.top_k),
+                "explain + sheet": lambda: explainer.explain(image, top_k=args.top_k).to_image(),
+                "app request": lambda: client.predict(handle_file(str(path)), "the predicted class", args.top_k,
+                                                      api_name="/explain"),
+            }
+            times = time_round_robin(cases, warmup=1, repeats=repeats)
+        finally:
+            with contextlib.redirect_stdout(sys.stderr):  # gradio prints "Closing server ..." on stdout
+                blocks.close()
+    print_table(times, model_name, ready, connected, repeats)
+    return 0
+
+
+def print_table(times: dict[str, list[float]], model_name: str, ready: float, connected: float, repeats: int) -> None:
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"## bench_app: {model_name}; {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} torch threads, median of {repeats} rounds\n")
+    print(f"launch to ready: {ready:.2f} s to the first answered page, {connected:.2f} s to a connected client\n")
+    print("| case | s/request (median) | s/request (min) | ratio vs explain | ratio vs explain + sheet |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, values in times.items():
+        print(f"| {name} | {median[name]:.4f} | {min(values):.4f} | {median[name] / median['explain']:.2f}x | "
+              f"{median[name] / median['explain + sheet']:.2f}x |")
+    ratio = median["app request"] / median["explain + sheet"]
+    verdict = "met" if ratio < GOAL_RATIO else "not met"
+    print(f"\ngoal: an app request < {GOAL_RATIO}x the explanation it shows (explain + sheet): "
+          f"{ratio:.2f}x ({verdict}); the app adds {1000 * (median['app request'] - median['explain + sheet']):.0f} ms")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The page: gradio components wired to :mod:`epic_hf.app.views`.
+
+Three tabs. **Explain**: drop, paste or upload an image (or pick one of the bank's own prototype
+images), choose the class to explain and how many channels; see the prediction, the exact
+decomposition, the explanation sheet, and pick any shown channel to see all its prototypes.
+**Channel**: any channel's prototypes and the classes it drives most. **Class**: what the model
+looks for in a class (``class_channels``).
+
+Every handler turns an error a user can cause (a bad upload, an unknown class) into ``gr.Error``:
+the message appears in the page and the app keeps serving. The upload reaches the handler as the
+raw file (``preprocess=False``), so it is read by :func:`~epic_hf.app.read_upload`, which
+refuses bad files with a clear message, instead of by gradio, which would fail with a bare error.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import EpicError
+from ..viz import MAX_CHANNELS_SHOWN
+from .offline import import_gradio
+from .views import (
+    PREDICTED,
+    channel_view,
+    class_view,
+    decomposition_markdown,
+    example_files,
+    md_text,
+    parse_target,
+    picture_file,
+    prediction,
+    read_upload,
+    target_choices,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The API names of the page's events (``gradio_client``'s ``api_name``).
+EXPLAIN_API, CHANNEL_API, CLASS_API = "/explain", "/channel", "/class"
+INTRO = ("Every explanation decomposes the model's own logit **exactly**: the contributions of all "
+         "channels, plus the bias (and the CLS term of models that read one), sum to the logit.")
+
+
+def _user_error(gr: Any, error: Exception) -> Exception:
+    """A ``gr.Error`` with the one-line message of an error the user can fix."""
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return gr.Error(" ".join(message.split()) or type(error).__name__)
+
+
+USER_ERRORS = (EpicError, ValueError, KeyError, IndexError)
+
+
+def build_app(explainer: Any, title: str | None = None) -> Any:
+    """The ``gradio.Blocks`` of ``explainer`` (an :class:`~epic_hf.EpicExplainer` with a bank); not launched."""
+    gr = import_gradio()
+    bank = explainer.bank
+    if bank is None:
+        raise ValueError("the app explains with a prototype bank: fit one (explainer.fit) or load one first")
+    model = explainer.base_model_name_or_path or "the classifier"
+    title = title or f"EPIC explanations of {model}"
+    work = Path(tempfile.mkdtemp(prefix="epic_hf_app_"))  # the examples, and the pictures the page serves
+    examples = example_files(bank, work / "examples")
+    with gr.Blocks(title=title, analytics_enabled=False) as blocks:
+        gr.Markdown(f"# {md_text(title)}\n\n{INTRO}")
+        with gr.Tab("Explain"):
+            _explain_tab(gr, explainer, examples, work / "pictures")
+        with gr.Tab("Channel"):
+            number = gr.Number(label="channel", value=0, precision=0, minimum=0, maximum=bank.num_channels - 1)
+            show = gr.Button("Show the channel")
+            sheet = gr.Image(label="prototypes", type="filepath", elem_id="channel-sheet", interactive=False)
+            about = gr.Markdown(elem_id="channel-classes")
+            show.click(_channel_handler(gr, explainer, work / "pictures"), [number], [sheet, about], api_name=CHANNEL_API.strip("/"))
+        with gr.Tab("Class"):
+            labels = target_choices(explainer.id2label)[1:]
+            picked = gr.Dropdown(labels, value=labels[0] if labels else None, label="class")
+            look = gr.Button("What does the model look for?")
+            text = gr.Markdown(elem_id="class-channels")
+            gallery = gr.Gallery(label="its channels' prototypes", columns=1, elem_id="class-gallery")
+            look.click(_class_handler(gr, explainer), [picked], [text, gallery], api_name=CLASS_API.strip("/"))
+    blocks.epic_examples_dir = str(work)
+    return blocks
+
+
+def _explain_tab(gr: Any, explainer: Any, examples: list[str], pictures: Path) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], elem_id="upload")
+            target = gr.Dropdown(target_choices(explainer.id2label), value=PREDICTED,
+                                 label="class to explain (why this class, or why not another?)")
+            top_k = gr.Slider(1, MAX_CHANNELS_SHOWN, value=4, step=1, label="channels to show")
+            run = gr.Button("Explain", variant="primary", elem_id="explain")
+            if examples:
+                gr.Examples(examples, inputs=[image], label="the bank's own prototype images")
+        with gr.Column(scale=1):
+            label = gr.Label(label="prediction", num_top_classes=5, elem_id="prediction")
+            decomposition = gr.Markdown(elem_id="decomposition")
+    sheet = gr.Image(label="explanation sheet", show_label=False, type="filepath", elem_id="sheet",
+                     interactive=False)
+    with gr.Row():
+        channel = gr.Radio([], label="see all prototypes of a shown channel", elem_id="channels")
+    channel_sheet = gr.Image(label="the channel's prototypes", type="filepath", interactive=False)
+    channel_text = gr.Markdown()
+    run.click(_explain_handler(gr, explainer, pictures), [image, target, top_k], [label, decomposition, sheet, channel],
+              api_name=EXPLAIN_API.strip("/"), preprocess=False)
+    channel.change(_channel_handler(gr, explainer, pictures), [channel], [channel_sheet, channel_text], api_name=False)
+
+
+def _explain_handler(gr: Any, explainer: Any, pictures: Path):
+    tracker = gr.Progress()  # gradio finds a Progress default in the signature and reports through it
+
+    def explain(upload: Any, target: Any, top_k: Any, progress: Any = tracker) -> tuple[Any, str, Any, Any]:
+        """Read the upload, explain it, draw the sheet; raw inputs (``preprocess=False``) are checked here."""
+        try:
+            progress(0.05, desc="reading the image")
+            image = read_upload(upload)
+            progress(0.2, desc="running the model and decomposing its logit")
+            explanation = explainer.explain(image, target=parse_target(target),
+                                            top_k=int(min(max(int(top_k or 4), 1), MAX_CHANNELS_SHOWN)))
+            progress(0.6, desc="drawing the explanation sheet")
+            sheet = picture_file(explanation.to_image(), pictures)
+        except USER_ERRORS as error:
+            logger.info("explain refused: %s", error)
+            raise _user_error(gr, error) from None
+        choices = [(f"channel {c.channel}", c.channel) for c in explanation.channels]
+        return (prediction(explanation), decomposition_markdown(explanation), sheet,
+                gr.update(choices=choices, value=None))
+
+    return explain
+
+
+def _channel_handler(gr: Any, explainer: Any, pictures: Path):
+    def channel(number: Any) -> tuple[Any, str]:
+        """One channel's prototype sheet and the classes it drives most."""
+        if number is None or number == "":
+            return None, ""
+        try:
+            image, text = channel_view(explainer.bank, int(number))
+            return picture_file(image, pictures), text
+        except USER_ERRORS as error:
+            raise _user_error(gr, error) from None
+
+    return channel
+
+
+def _class_handler(gr: Any, explainer: Any):
+    def look(choice: Any) -> tuple[str, list[Any]]:
+        """A class's channels from the bank's class evidence, each with its prototypes."""
+        try:
+            index = parse_target(choice)
+            if index is None:
+                raise ValueError("pick a class")
+            return class_view(explainer.bank, index)
+        except USER_ERRORS as error:
+            raise _user_error(gr, error) from None
+
+    return look
