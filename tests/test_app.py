@@ -16,14 +16,17 @@ from pathlib import Path
 
 import pytest
 
-if os.environ.get("CI"):  # CI installs the app extra: there a missing gradio fails
-    import gradio
-else:
-    gradio = pytest.importorskip("gradio")
+from epic_hf.app import OFFLINE_ENVIRONMENT, AppUnavailableError, import_gradio, offline_theme
+
+try:  # as the app imports it: the offline environment is in place before gradio reads it
+    gradio = import_gradio()
+except AppUnavailableError:
+    if os.environ.get("CI"):  # CI installs the app extra: there a missing gradio fails
+        raise
+    pytest.skip("gradio is not installed (the app extra)", allow_module_level=True)
 from gradio_client import Client, handle_file  # noqa: E402
 
 from epic_hf import EpicExplainer  # noqa: E402
-from epic_hf.app import OFFLINE_ENVIRONMENT, offline_theme  # noqa: E402
 from epic_hf.app.views import PREDICTED, BadUploadError, decomposition_markdown, read_upload  # noqa: E402
 from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier  # noqa: E402
 from epic_hf.viz.captions import signed  # noqa: E402
@@ -111,6 +114,15 @@ def test_the_app_is_set_up_to_work_offline(explainer):
     assert "googleapis" not in theme._get_theme_css()
     for name, value in OFFLINE_ENVIRONMENT.items():
         assert os.environ[name] == value
+    assert gradio.analytics.analytics_enabled() is False  # gradio itself reads the setting as off
+
+
+def test_import_gradio_keeps_what_the_user_set(monkeypatch):
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "0")
+    import_gradio()
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # unset: the offline value
+    assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "0"  # set by the user: left alone
 
 
 def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys, tmp_path):
