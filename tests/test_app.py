@@ -108,13 +108,29 @@ def test_the_decomposition_table_adds_up_to_the_logit(explainer, images):
     assert "the other" in text  # the coverage line says what the channels not shown add
 
 
+def test_the_app_keeps_only_its_newest_pictures_and_removes_its_folder(explainer, tmp_path):
+    from PIL import Image
+
+    from epic_hf.app import build_app
+    from epic_hf.app.views import picture_file
+
+    written = [picture_file(Image.new("RGB", (8, 8), (i, 0, 0)), tmp_path, keep=5) for i in range(12)]
+    assert sorted(str(p) for p in tmp_path.glob("*.jpg")) == written[-5:]  # the newest five, the last one too
+    blocks = build_app(explainer)
+    work = Path(blocks.epic_examples_dir)
+    assert any(work.rglob("*.jpg"))  # the bank's prototype images, as examples
+    blocks.epic_remove_files()
+    assert not work.exists()  # the process's exit does the same (test_the_command_serves_a_demo_bank_offline)
+
+
 def test_the_app_is_set_up_to_work_offline(explainer):
     theme = offline_theme(gradio)
     assert all(not isinstance(font, gradio.themes.GoogleFont) for font in theme._font + theme._font_mono)
     assert "googleapis" not in theme._get_theme_css()
-    for name, value in OFFLINE_ENVIRONMENT.items():
-        assert os.environ[name] == value
+    assert set(OFFLINE_ENVIRONMENT) == {"GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY"}
     assert gradio.analytics.analytics_enabled() is False  # gradio itself reads the setting as off
+    # huggingface_hub's own truth values; gradio writes "True" here itself once analytics are off
+    assert os.environ["HF_HUB_DISABLE_TELEMETRY"].upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def test_import_gradio_keeps_what_the_user_set(monkeypatch):
@@ -221,3 +237,47 @@ def test_the_page_explains_an_upload_in_chromium_and_loads_nothing_from_outside(
         browser.close()
     outside = [u for u in urls if not u.startswith((served.local_url.rstrip("/"), "data:", "blob:"))]
     assert urls and not outside, outside  # offline: no CDN font, script or analytics request
+
+
+# -- the command, as a user runs it --------------------------------------------------------------
+@pytest.mark.slow  # a small demo, then a fresh Python that imports torch and gradio: about 20 s
+def test_the_command_serves_a_demo_bank_offline(tmp_path):
+    """``epic-hf app <demo bank>`` in its own process, with the Hub marked offline: the page answers and explains."""
+    import signal
+    import subprocess
+    import time
+
+    from epic_hf.demo import run_demo
+
+    summary = run_demo(tmp_path / "demo", num_images=24, num_explained=1, classifier_epochs=1, num_held_out=4)
+    port = free_port()
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1",
+           "TMPDIR": str(temporary), "GRADIO_TEMP_DIR": str(temporary / "gradio")}
+    env.pop("GRADIO_ANALYTICS_ENABLED", None)  # the command sets it itself
+    script = Path(sys.executable).with_name("epic-hf")  # the console script pip installed beside this Python
+    launcher = [str(script)] if script.is_file() else [sys.executable, "-m", "epic_hf"]
+    command = [*launcher, "app", summary["bank_dir"], "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the app never answered"
+                time.sleep(0.5)
+        image = tmp_path / "query.png"
+        planted_dataset(1, num_classes=4, size=64, seed=13)["image"][0].save(image)
+        label, text, sheet, _ = client.predict(handle_file(str(image)), PREDICTED, 3, api_name="/explain")
+        expected = EpicExplainer.from_pretrained(summary["bank_dir"]).explain(str(image), top_k=3)
+        assert label["label"] == expected.target_label and f"**{signed(expected.target_logit)}**" in text
+        assert Path(sheet).is_file()
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops it
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 0 and "Traceback" not in output, output
+    assert not list(temporary.glob("epic_hf_app_*")), "the app left its folder behind"

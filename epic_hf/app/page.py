@@ -15,7 +15,9 @@ refuses bad files with a clear message, instead of by gradio, which would fail w
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,8 @@ def build_app(explainer: Any, title: str | None = None) -> Any:
     title = title or f"EPIC explanations of {model}"
     work = Path(tempfile.mkdtemp(prefix="epic_hf_app_"))  # the examples, and the pictures the page serves
     examples = example_files(bank, work / "examples")
-    with gr.Blocks(title=title, analytics_enabled=False) as blocks:
+    # gradio copies what the page shows into its own cache: files older than an hour go, hourly
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(f"# {md_text(title)}\n\n{INTRO}")
         with gr.Tab("Explain"):
             _explain_tab(gr, explainer, examples, work / "pictures")
@@ -81,6 +84,9 @@ def build_app(explainer: Any, title: str | None = None) -> Any:
             gallery = gr.Gallery(label="its channels' prototypes", columns=1, elem_id="class-gallery")
             look.click(_class_handler(gr, explainer), [picked], [text, gallery], api_name=CLASS_API.strip("/"))
     blocks.epic_examples_dir = str(work)
+    # the folder goes when the app object does, at the latest when the process exits (Ctrl-C too);
+    # ``blocks.epic_remove_files()`` removes it now
+    blocks.epic_remove_files = weakref.finalize(blocks, shutil.rmtree, work, ignore_errors=True)
     return blocks
 
 

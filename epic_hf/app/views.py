@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -192,17 +193,29 @@ def class_view(bank: PrototypeBank, label: int | str, top: int = 4) -> tuple[str
     return text, [(render_prototype_sheet(bank, c), f"channel {c}") for c, v in channels if v > 0]
 
 
-def picture_file(image: Image.Image, directory: Path) -> str:
+#: How many of its own pictures the app keeps on disk: gradio copies each one into its cache as it
+#: answers, so older ones are only kept to let a slow page finish loading them.
+KEEP_PICTURES = 64
+
+
+def picture_file(image: Image.Image, directory: Path, keep: int = KEEP_PICTURES) -> str:
     """``image`` written as a high-quality JPEG in ``directory``; returns its path, for the page to serve.
+
+    The oldest pictures beyond the newest ``keep`` are removed, so an app that serves for days
+    does not fill its disk.
 
     Why not hand gradio the PIL image: gradio would encode it as PNG at the default level, which
     for a sheet of 1800 x 1000 pixels costs 0.2 s, as much as the explanation itself on a small
     model. JPEG at quality 92 without chroma subsampling keeps the text sharp and takes 10 ms.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(suffix=".jpg", dir=directory)
+    # the name starts with the time, so sorting names sorts by age (two handlers may write at once)
+    handle, name = tempfile.mkstemp(prefix=f"{time.time_ns():020d}_", suffix=".jpg", dir=directory)
     with os.fdopen(handle, "wb") as file:
         image.convert("RGB").save(file, format="JPEG", quality=92, subsampling=0)
+    for old in sorted(directory.glob("*.jpg"))[:-keep] if keep > 0 else []:
+        if str(old) != name:
+            old.unlink(missing_ok=True)
     return name
 
 
