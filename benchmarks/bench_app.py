@@ -5,9 +5,12 @@ measures, on the same image and the same explainer:
 
 * ``explain``: ``explainer.explain(image)``, the numbers only;
 * ``explain + sheet``: the same, then ``explanation.to_image()``: what the app shows, computed in-process;
-* ``app request``: ``gradio_client`` uploading the image file to the running app, which reads it,
-  explains it, draws the sheet and the decomposition table, encodes the sheet as PNG, and the
-  client downloading it: the whole round trip over loopback.
+* ``app request (page)``: the requests the page itself makes, over loopback: the upload, the
+  call, its event stream read as it arrives (as a browser's EventSource does), and the download
+  of the sheet; the app reads the image, explains it, draws the sheet and the decomposition table
+  and writes the sheet as JPEG in between;
+* ``app request (gradio_client)``: the same through ``gradio_client``'s ``predict``, which waits
+  for each event-stream message in 50 ms sleeps: what a script calling the app pays.
 
 and, once, ``launch to ready``: from ``explainer.launch(block=False)`` to the first answered
 page, then the first client connection. The bank has real prototype thumbnails (the sheet draws
@@ -93,6 +96,46 @@ def launch_and_connect(explainer):
     return blocks, client, ready, time.perf_counter() - started
 
 
+PAGE_CASE = "app request (page)"
+
+
+class PageRequests:
+    """The HTTP requests the app's page makes to explain an upload, made with httpx (gradio's own HTTP client)."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.base = url.rstrip("/") + "/gradio_api"
+        self.http = httpx.Client(timeout=120)
+
+    def explain(self, path: Path, top_k: int) -> list:
+        with path.open("rb") as file:
+            uploaded = self.http.post(f"{self.base}/upload", files={"files": (path.name, file, "image/png")})
+        upload = {"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}
+        call = self.http.post(f"{self.base}/call/explain", json={"data": [upload, "the predicted class", top_k]})
+        outputs = self.read_events(f"{self.base}/call/explain/{call.json()['event_id']}")
+        self.http.get(outputs[2]["url"]).raise_for_status()  # the page loads the sheet it is handed
+        return outputs
+
+    def read_events(self, url: str) -> list:
+        """The outputs of the ``complete`` event, reading the stream as it arrives."""
+        import json
+
+        event = None
+        with self.http.stream("GET", url) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.removeprefix("event:").strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    if event == "error":
+                        raise RuntimeError(f"the app answered with an error: {line}")
+                    return json.loads(line.removeprefix("data:"))
+        raise RuntimeError("the app's event stream ended without a result")
+
+    def close(self) -> None:
+        self.http.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny model, few repeats (seconds)")
@@ -114,13 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         image.save(path)
         blocks, client, ready, connected = launch_and_connect(explainer)
         try:
+            page = PageRequests(blocks.local_url)
             cases = {
                 "explain": lambda: explainer.explain(image, top_k=args.top_k),
                 "explain + sheet": lambda: explainer.explain(image, top_k=args.top_k).to_image(),
-                "app request": lambda: client.predict(handle_file(str(path)), "the predicted class", args.top_k,
-                                                      api_name="/explain"),
+                PAGE_CASE: lambda: page.explain(path, args.top_k),
+                "app request (gradio_client)": lambda: client.predict(handle_file(str(path)), "the predicted class",
+                                                                      args.top_k, api_name="/explain"),
             }
             times = time_round_robin(cases, warmup=1, repeats=repeats)
+            page.close()
         finally:
             with contextlib.redirect_stdout(sys.stderr):  # gradio prints "Closing server ..." on stdout
                 blocks.close()
@@ -138,10 +184,10 @@ def print_table(times: dict[str, list[float]], model_name: str, ready: float, co
     for name, values in times.items():
         print(f"| {name} | {median[name]:.4f} | {min(values):.4f} | {median[name] / median['explain']:.2f}x | "
               f"{median[name] / median['explain + sheet']:.2f}x |")
-    ratio = median["app request"] / median["explain + sheet"]
+    ratio = median[PAGE_CASE] / median["explain + sheet"]
     verdict = "met" if ratio < GOAL_RATIO else "not met"
-    print(f"\ngoal: an app request < {GOAL_RATIO}x the explanation it shows (explain + sheet): "
-          f"{ratio:.2f}x ({verdict}); the app adds {1000 * (median['app request'] - median['explain + sheet']):.0f} ms")
+    print(f"\ngoal: a request from the page < {GOAL_RATIO}x the explanation it shows (explain + sheet): "
+          f"{ratio:.2f}x ({verdict}); the app adds {1000 * (median[PAGE_CASE] - median['explain + sheet']):.0f} ms")
 
 
 if __name__ == "__main__":

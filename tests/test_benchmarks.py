@@ -37,7 +37,7 @@ MORE_HEADERS = {
 }
 #: Other lines a script's small mode must print.
 EXPECTED = {
-    "bench_app.py": ["launch to ready:", "goal: an app request < 1.2x"],
+    "bench_app.py": ["launch to ready:", "goal: a request from the page < 1.2x", "| app request (page) |"],
     # the small mode is the one where the library fit (c) and the reference-style fit (d) run in full
     "bench_fit.py": ["| (d) reference-style fit |", "measured in full", "speedup (d)/(c) ="],
     "bench_explain.py": ["goal: explain <= 1.3x a plain forward"],
