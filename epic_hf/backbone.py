@@ -66,6 +66,7 @@ class FrozenClassifier:
         self.model = model.eval()
         self.image_processor = image_processor
         self.adapter: ModelAdapter = adapter_for(model)
+        self.adapter.bind_processor(image_processor)
         self.reference = reference or ModelReference(getattr(model, "name_or_path", None) or None)
         self._fingerprint: str | None = None
         self._probe: torch.Tensor | None = None
@@ -100,7 +101,7 @@ class FrozenClassifier:
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
         """Decode and RGB-coerce ``images``, run the image processor: (B, C, H, W) on the model's device."""
         rgb = [to_rgb(image, position) for position, image in enumerate(images)]
-        pixel_values = self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+        pixel_values = self.image_processor(images=rgb, return_tensors="pt", **self.adapter.processor_kwargs)["pixel_values"]
         parameter = next(self.model.parameters())
         return pixel_values.to(device=parameter.device, dtype=parameter.dtype)
 

@@ -94,11 +94,14 @@ def transformers_section() -> list[str]:
     statuses = [status_row(t)[0] for t in types]
     exact = statuses.count("supported exactly")
     cls_term = statuses.count("supported with a CLS term")
+    per_architecture = sum(s.startswith("per architecture") for s in statuses)  # timm_wrapper: one type, many architectures
+    served = exact + cls_term + per_architecture
     version = ".".join(transformers.__version__.split(".")[:2])
     return [
         f"## transformers image classifiers (transformers {version}: {len(types)} model types)", "",
-        f"`AutoModelForImageClassification` knows {len(types)} model types; **{exact + cls_term} are supported** "
-        f"({exact} exactly, {cls_term} with a CLS term), {len(types) - exact - cls_term} are not.", "",
+        f"`AutoModelForImageClassification` knows {len(types)} model types; **{served} are supported** "
+        f"({exact} exactly, {cls_term} with a CLS term, {per_architecture} per timm architecture), "
+        f"{len(types) - served} are refused.", "",
         *_status_table(types), "",
     ]
 

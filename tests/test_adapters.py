@@ -22,6 +22,8 @@ from tiny_models import (
     TINY_MODELS,
     make_tiny_model,
     model_logits,
+    own_logits,
+    processor_for,
     save_tiny_model,
     tiny_model_types,
     tiny_processor,
@@ -54,8 +56,11 @@ def adapted(request):
     size = TINY_MODELS[request.param].image_size
     pixel_values = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        logits = model_logits(model, pixel_values)
         adapter = adapter_for(model)
+        adapter.bind_processor(processor_for(request.param))
+        logits = adapter.model_logits(pixel_values)
+        if not adapter.processor_kwargs:  # the model's own call, where the pipeline passes pixel values as they are
+            torch.testing.assert_close(logits, model_logits(model, pixel_values))
         features = adapter.features(pixel_values)
     return adapter, pixel_values, logits, features
 
@@ -119,8 +124,8 @@ def _randomize(explainer: EpicExplainer, kind: str, seed: int = 1) -> None:
 def test_logits_match_the_model_and_decompose_exactly(explainer):
     images = _images(3)
     explanations = explainer.explain(images)
-    with torch.no_grad():
-        expected = model_logits(explainer.model, explainer.preprocess(images))
+    with torch.no_grad():  # the model on its own processor's output: pixel values, or ImageGPT's cluster ids
+        expected = own_logits(explainer.model, explainer.image_processor, images)
     for explanation, logits in zip(explanations, expected):
         torch.testing.assert_close(explanation.logits, logits, rtol=1e-4, atol=1e-5)
         total = explanation.contributions.sum() + explanation.cls_contribution + explanation.bias
@@ -356,3 +361,42 @@ def test_the_pooled_split_equals_the_mean_of_the_full_one(name):
 
 def test_held_families_are_the_cls_token_ones():
     assert {TINY_CONFIGS[name]().model_type for name in HELD} == {"vit", "vit_msn", "deit", "cvt", "pvt"}
+
+
+# -- ImageGPT: colour-cluster ids made from the pipeline's pixel values -----------------------------
+def test_imagegpt_sees_the_ids_its_own_processor_makes():
+    processor = processor_for("imagegpt")
+    adapter = adapter_for(make_tiny_model("imagegpt"))
+    adapter.bind_processor(processor)
+    images = [image.convert("RGB") for image in _images(4, seed=5)]
+    pixel_values = processor(images=images, return_tensors="pt", do_color_quantize=False)["pixel_values"]
+    own_ids = processor(images=images, return_tensors="pt")["input_ids"]
+    assert pixel_values.shape == (4, 3, 8, 8) and own_ids.shape == (4, 64)
+    assert torch.equal(adapter.input_ids(pixel_values), own_ids)
+    assert len(own_ids.unique()) > 3  # the images use several clusters: the test could tell a wrong order
+
+
+def test_imagegpt_without_its_colour_clusters_is_refused_at_load():
+    with pytest.raises(UnsupportedModelError, match="no colour clusters.*ImageGPTImageProcessor"):
+        EpicExplainer(make_tiny_model("imagegpt"), tiny_processor(8))
+
+
+def test_an_imagegpt_bank_fits_saves_and_explains_exactly(tmp_path):
+    from epic_hf.synthetic import planted_dataset
+
+    explainer = EpicExplainer.from_pretrained(str(save_tiny_model("imagegpt", tmp_path / "model")))
+    data = planted_dataset(16, num_classes=3, size=32, seed=0)
+    explainer.fit(data, prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1, batch_size=8,
+                  train_batch_size=16, lr=1e-2, seed=0)
+    explainer.save_pretrained(tmp_path / "bank")
+    reloaded = EpicExplainer.from_pretrained(str(tmp_path / "bank"))
+    image = data[3]["image"].convert("RGB")
+    explanation = reloaded.explain(image)
+    assert explanation.contributions.shape == (16,) and explanation.cls_contribution == 0.0
+    with torch.no_grad():
+        own = own_logits(reloaded.model, reloaded.image_processor, [image])[0]
+    torch.testing.assert_close(explanation.logits, own, rtol=1e-4, atol=1e-5)
+    total = explanation.contributions.sum() + explanation.bias
+    assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
+    assert all(channel.prototypes for channel in explanation.channels)
+    assert explanation.to_image().size[0] > 0

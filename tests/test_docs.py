@@ -439,11 +439,15 @@ def test_readme_commands_are_ci_s():
 def test_readme_counts_supported_models_as_the_generated_table_does():
     table = (ROOT / "docs" / "supported_models.md").read_text(encoding="utf-8")
     version, total = re.search(r"\(transformers (\d+\.\d+): (\d+) model types\)", table).groups()
-    supported, exact, cls = re.search(r"\*\*(\d+) are supported\*\* \((\d+) exactly, (\d+) with a CLS term\)",
-                                      table).groups()
+    supported, exact, cls, timm = re.search(
+        r"\*\*(\d+) are supported\*\* \((\d+) exactly, (\d+) with a CLS term, (\d+) per timm architecture\)",
+        table).groups()
+    assert int(supported) == int(exact) + int(cls) + int(timm)
+    rows = re.findall(r"^\| `[^`]+` \| (supported exactly|supported with a CLS term|per architecture[^|]*) \|", table, re.M)
+    assert len(rows) == int(supported)  # the headline counts the table's own rows
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert f"{supported} of the {total} image-classification model types of transformers {version}: {exact} exactly, " \
-           f"and {cls} with an exact CLS term" in readme
+           "`timm_wrapper` per timm architecture, " f"and {cls} with an exact CLS term" in readme
     assert "DINOv2 (with and without registers)" in readme
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from transformers import (
@@ -33,6 +33,8 @@ from transformers import (
     HGNetV2Config,
     HieraConfig,
     IJepaConfig,
+    ImageGPTConfig,
+    ImageGPTImageProcessor,
     LevitConfig,
     LevitForImageClassification,
     LevitForImageClassificationWithTeacher,
@@ -86,11 +88,19 @@ def _two_stage(**extra) -> dict:
 
 @dataclass(frozen=True)
 class TinySpec:
-    """How to build one tiny classifier: its config, input size and (if Auto cannot pick it) class."""
+    """How to build one tiny classifier: its config, input size, (if Auto cannot pick it) class, and
+    (if the family's own differs from a plain resize-and-normalise) image processor."""
 
     config: Callable[[], PretrainedConfig]
     image_size: int = IMAGE_SIZE
     model_class: type | None = None
+    processor: Callable[[], Any] | None = None
+
+
+def _imagegpt_processor() -> ImageGPTImageProcessor:
+    """ImageGPT's own processor: 8 x 8 pixels, 16 colour clusters (random, fixed)."""
+    clusters = torch.rand(16, 3, generator=torch.Generator().manual_seed(11)) * 2 - 1
+    return ImageGPTImageProcessor(clusters=clusters.numpy(), size={"height": 8, "width": 8})
 
 
 _LEVIT = dict(hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1], key_dim=[8, 8, 8],
@@ -173,6 +183,9 @@ TINY_MODELS: dict[str, TinySpec] = {
         patch_padding=[2, 1], mlp_ratio=[2.0, 2.0], attention_drop_rate=[0.0, 0.0], drop_rate=[0.0, 0.0],
         drop_path_rate=[0.0, 0.0], qkv_bias=[True, True], cls_token=[False, True], qkv_projection_method=["dw_bn"] * 2,
         kernel_qkv=[3, 3], padding_kv=[1, 1], stride_kv=[2, 2], padding_q=[1, 1], stride_q=[1, 1], **_labels())),
+    # colour-cluster ids, not pixel values: the processor is asked for pixel values, the adapter quantizes them
+    "imagegpt": TinySpec(lambda: ImageGPTConfig(vocab_size=17, n_positions=64, n_embd=16, n_layer=2, n_head=2,
+                                                **_labels()), image_size=8, processor=_imagegpt_processor),
     "pvt": TinySpec(lambda: PvtConfig(
         image_size=IMAGE_SIZE, num_encoder_blocks=2, depths=[1, 2], sequence_reduction_ratios=[2, 1],
         hidden_sizes=[8, 16], patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], num_labels=3,
@@ -210,14 +223,27 @@ def make_tiny_model(name: str, seed: int = 0):
     return model.eval()
 
 
+def processor_for(name: str) -> Any:
+    """The image processor a tiny model is saved with: its family's own, or a plain resize."""
+    spec = TINY_MODELS[name]
+    return spec.processor() if spec.processor else tiny_processor(spec.image_size)
+
+
 def model_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """A classifier's own logits; PP-LCNet (transformers 5.25) returns them as ``last_hidden_state``."""
     output = model(pixel_values=pixel_values)
     return output.logits if getattr(output, "logits", None) is not None else output.last_hidden_state
 
 
+def own_logits(model, processor: Any, images: list) -> torch.Tensor:
+    """The model on whatever its own processor returns for ``images`` (pixel values, or ImageGPT's ids)."""
+    inputs = processor(images=[image.convert("RGB") for image in images], return_tensors="pt")
+    output = model(**inputs)
+    return output.logits if getattr(output, "logits", None) is not None else output.last_hidden_state
+
+
 def save_tiny_model(name: str, directory: Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     make_tiny_model(name, seed).save_pretrained(directory)
-    tiny_processor(TINY_MODELS[name].image_size).save_pretrained(directory)
+    processor_for(name).save_pretrained(directory)
     return directory

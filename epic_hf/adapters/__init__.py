@@ -15,6 +15,7 @@ from . import (  # noqa: F401 - importing registers each family
     efficientnet,
     gated,
     hiera,
+    imagegpt,
     levit,
     metaformers,
     patch_mean,

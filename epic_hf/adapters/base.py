@@ -73,6 +73,11 @@ class ModelAdapter:
     #: True where :meth:`pooled_features` is much cheaper than F itself (the held linearisation): the
     #: index pass then stores pooled vectors only, and F is computed again for prototype images alone.
     pooled_is_cheaper: bool = False
+    #: Keyword arguments the pipeline adds when it calls the image processor. A family whose processor
+    #: makes something other than (B, C, H, W) pixel values asks it for pixel values instead (ImageGPT:
+    #: ``do_color_quantize=False``) and turns them into the model's own inputs itself, so the rest of
+    #: EPIC (the index pass, deletion, stability, pictures) keeps working on images.
+    processor_kwargs: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -98,6 +103,13 @@ class ModelAdapter:
 
         A classmethod so that a model can be refused from its config alone, before its
         weights are downloaded.
+        """
+
+    def bind_processor(self, image_processor: Any) -> None:
+        """Read what the family needs from the model's own image processor (most need nothing).
+
+        Called once, before the load-time check; a processor that lacks what the model needs is
+        refused here with :class:`UnsupportedModelError`.
         """
 
     @classmethod

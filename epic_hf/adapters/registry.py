@@ -69,12 +69,6 @@ REFUSED: dict[str, Refusal] = {
         "it is a vision-language model whose logits are the language model's 'Yes'/'No' "
         "next-token scores after a text prompt, a non-linear function of the image",
     ),
-    "imagegpt": Refusal(
-        "input",
-        "it classifies colour-cluster token ids (input_ids from ImageGPTImageProcessor), not "
-        "pixel_values, and EPIC's image pipeline passes pixel_values; its logits are a mean of "
-        "per-pixel hidden states, so an adapter is possible once the pipeline passes input_ids",
-    ),
     "siglip2": Refusal(
         "input",
         "SigLIP 2 (NaFlex) takes patchified pixel_values with per-image spatial_shapes and a "
