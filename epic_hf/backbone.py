@@ -101,7 +101,7 @@ class FrozenClassifier:
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
         """Decode and RGB-coerce ``images``, run the image processor: (B, C, H, W) on the model's device."""
         rgb = [to_rgb(image, position) for position, image in enumerate(images)]
-        pixel_values = self.image_processor(images=rgb, return_tensors="pt", **self.adapter.processor_kwargs)["pixel_values"]
+        pixel_values = self.adapter.preprocess(self.image_processor, rgb)
         parameter = next(self.model.parameters())
         return pixel_values.to(device=parameter.device, dtype=parameter.dtype)
 

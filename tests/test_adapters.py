@@ -31,6 +31,7 @@ from tiny_models import (
 
 FAMILIES = sorted(set(ADAPTERS) - {"timm_wrapper"})  # timm models (an optional extra): tests/test_timm.py
 TINY = sorted(TINY_MODELS)
+SQUARES_ONLY = {TINY_CONFIGS[name]().model_type for name in TINY if TINY_MODELS[name].squares_only}
 WITH_CLS_TERM = [name for name in TINY if adapter_class_for(TINY_CONFIGS[name]().model_type).has_extra_logits]
 
 
@@ -59,7 +60,7 @@ def adapted(request):
         adapter = adapter_for(model)
         adapter.bind_processor(processor_for(request.param))
         logits = adapter.model_logits(pixel_values)
-        if not adapter.processor_kwargs:  # the model's own call, where the pipeline passes pixel values as they are
+        if type(adapter).model_logits is ModelAdapter.model_logits:  # the model takes the pipeline's pixel values
             torch.testing.assert_close(logits, model_logits(model, pixel_values))
         features = adapter.features(pixel_values)
     return adapter, pixel_values, logits, features
@@ -123,6 +124,8 @@ def _randomize(explainer: EpicExplainer, kind: str, seed: int = 1) -> None:
 
 def test_logits_match_the_model_and_decompose_exactly(explainer):
     images = _images(3)
+    if explainer.classifier.model_type in SQUARES_ONLY:
+        images = [image.resize((40, 40)) for image in images]
     explanations = explainer.explain(images)
     with torch.no_grad():  # the model on its own processor's output: pixel values, or ImageGPT's cluster ids
         expected = own_logits(explainer.model, explainer.image_processor, images)
@@ -381,10 +384,12 @@ def test_imagegpt_without_its_colour_clusters_is_refused_at_load():
         EpicExplainer(make_tiny_model("imagegpt"), tiny_processor(8))
 
 
-def test_an_imagegpt_bank_fits_saves_and_explains_exactly(tmp_path):
+@pytest.mark.parametrize("name", ["imagegpt", "siglip2"])
+def test_a_bank_of_a_model_that_takes_other_inputs_fits_saves_and_explains_exactly(name, tmp_path):
+    """The pipeline carries images; the adapter makes the model's own inputs (cluster ids, NaFlex patches)."""
     from epic_hf.synthetic import planted_dataset
 
-    explainer = EpicExplainer.from_pretrained(str(save_tiny_model("imagegpt", tmp_path / "model")))
+    explainer = EpicExplainer.from_pretrained(str(save_tiny_model(name, tmp_path / "model")))
     data = planted_dataset(16, num_classes=3, size=32, seed=0)
     explainer.fit(data, prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1, batch_size=8,
                   train_batch_size=16, lr=1e-2, seed=0)
@@ -400,3 +405,37 @@ def test_an_imagegpt_bank_fits_saves_and_explains_exactly(tmp_path):
     assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
     assert all(channel.prototypes for channel in explanation.channels)
     assert explanation.to_image().size[0] > 0
+
+
+# -- SigLIP 2: NaFlex patch sequences made from the pipeline's square images ----------------------
+def test_siglip2_sees_what_its_own_processor_makes_of_a_square_image():
+    explainer = EpicExplainer(make_tiny_model("siglip2"), processor_for("siglip2"))
+    processor = explainer.image_processor
+    rng = np.random.default_rng(3)
+    for side in (32, 47, 90):  # the processor's own size, and two it resizes itself
+        image = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+        own = processor(images=[image], return_tensors="pt")
+        inputs = explainer.adapter.model_inputs(explainer.preprocess([image]))
+        assert torch.equal(inputs["spatial_shapes"], own["spatial_shapes"])
+        torch.testing.assert_close(inputs["pixel_values"], own["pixel_values"][:, :16], rtol=0, atol=0)
+        with torch.no_grad():
+            torch.testing.assert_close(explainer.explain(image).logits, explainer.model(**own).logits[0],
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_siglip2_squashes_other_images_to_its_square_grid():
+    explainer = EpicExplainer(make_tiny_model("siglip2"), processor_for("siglip2"))
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 256, (30, 70, 3), dtype=np.uint8))
+    assert tuple(explainer.preprocess([image]).shape) == (1, 3, 32, 32)
+    squashed = image.resize((32, 32), Image.Resampling.BILINEAR)
+    with torch.no_grad():
+        own = explainer.model(**explainer.image_processor(images=[squashed], return_tensors="pt")).logits[0]
+    explanation = explainer.explain(image)
+    torch.testing.assert_close(explanation.logits, own, rtol=1e-4, atol=1e-5)
+    total = explanation.contributions.sum() + explanation.bias
+    assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
+
+
+def test_siglip2_with_a_plain_processor_is_refused_at_load():
+    with pytest.raises(UnsupportedModelError, match="NaFlex image processor"):
+        EpicExplainer(make_tiny_model("siglip2"), tiny_processor())

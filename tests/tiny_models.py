@@ -51,6 +51,8 @@ from transformers import (
     RegNetConfig,
     ResNetConfig,
     SegformerConfig,
+    Siglip2Config,
+    Siglip2ImageProcessor,
     SiglipConfig,
     SwiftFormerConfig,
     SwinConfig,
@@ -95,6 +97,16 @@ class TinySpec:
     image_size: int = IMAGE_SIZE
     model_class: type | None = None
     processor: Callable[[], Any] | None = None
+    #: its own processor keeps the aspect ratio (SigLIP 2's NaFlex), the pipeline squashes to a square:
+    #: the two agree on square images
+    squares_only: bool = False
+
+
+def _siglip2() -> PretrainedConfig:
+    """SigLIP 2 with a 4 x 4 grid of 8-pixel patches (its processor: at most 16 patches)."""
+    config = _two_tower(Siglip2Config)
+    config.vision_config.num_patches = 16
+    return config
 
 
 def _imagegpt_processor() -> ImageGPTImageProcessor:
@@ -186,6 +198,9 @@ TINY_MODELS: dict[str, TinySpec] = {
     # colour-cluster ids, not pixel values: the processor is asked for pixel values, the adapter quantizes them
     "imagegpt": TinySpec(lambda: ImageGPTConfig(vocab_size=17, n_positions=64, n_embd=16, n_layer=2, n_head=2,
                                                 **_labels()), image_size=8, processor=_imagegpt_processor),
+    # NaFlex patch sequences with a mask and grid shapes: the adapter patchifies the pipeline's square images
+    "siglip2": TinySpec(_siglip2, processor=lambda: Siglip2ImageProcessor(patch_size=8, max_num_patches=16),
+                        squares_only=True),
     "pvt": TinySpec(lambda: PvtConfig(
         image_size=IMAGE_SIZE, num_encoder_blocks=2, depths=[1, 2], sequence_reduction_ratios=[2, 1],
         hidden_sizes=[8, 16], patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], num_labels=3,

@@ -20,6 +20,7 @@ from . import (  # noqa: F401 - importing registers each family
     metaformers,
     patch_mean,
     segformer,
+    siglip2,
     swin,
     timm_wrapper,
     vit,

@@ -73,12 +73,6 @@ class ModelAdapter:
     #: True where :meth:`pooled_features` is much cheaper than F itself (the held linearisation): the
     #: index pass then stores pooled vectors only, and F is computed again for prototype images alone.
     pooled_is_cheaper: bool = False
-    #: Keyword arguments the pipeline adds when it calls the image processor. A family whose processor
-    #: makes something other than (B, C, H, W) pixel values asks it for pixel values instead (ImageGPT:
-    #: ``do_color_quantize=False``) and turns them into the model's own inputs itself, so the rest of
-    #: EPIC (the index pass, deletion, stability, pictures) keeps working on images.
-    processor_kwargs: ClassVar[dict[str, Any]] = {}
-
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.check_config(model_config(model))
@@ -111,6 +105,16 @@ class ModelAdapter:
         Called once, before the load-time check; a processor that lacks what the model needs is
         refused here with :class:`UnsupportedModelError`.
         """
+
+    def preprocess(self, image_processor: Any, images: list[Any]) -> torch.Tensor:
+        """RGB images -> the (B, C, H, W) pixel values the whole pipeline carries.
+
+        Most processors return exactly that. A family whose processor returns something else (ImageGPT's
+        colour-cluster ids, SigLIP 2's patch sequences) overrides this to get pixel values from it, and
+        turns them into the model's own inputs in :meth:`feature_map` and :meth:`model_logits`: so the
+        rest of EPIC (the index pass, deletion and stability checks, the pictures) keeps working on images.
+        """
+        return image_processor(images=images, return_tensors="pt")["pixel_values"]
 
     @classmethod
     def doc_rows(cls) -> list[tuple[str, str, str]]:

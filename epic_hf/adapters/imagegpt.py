@@ -15,7 +15,7 @@ ones its processor would make.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ class ImageGptAdapter(ModelAdapter):
         "as it would; F = `transformer(input_ids).last_hidden_state` (after `ln_f`, per pixel) on the "
         "`(H, W)` pixel grid; head: `model.score` (no bias)"
     )
-    processor_kwargs: ClassVar[dict[str, Any]] = {"do_color_quantize": False}
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -50,6 +49,9 @@ class ImageGptAdapter(ModelAdapter):
                 "ImageGPTImageProcessor (AutoImageProcessor.from_pretrained on the model's repo)."
             )
         self.clusters = torch.as_tensor(np.asarray(clusters), dtype=torch.float32)
+
+    def preprocess(self, image_processor: Any, images: list[Any]) -> torch.Tensor:
+        return image_processor(images=images, return_tensors="pt", do_color_quantize=False)["pixel_values"]
 
     def input_ids(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The colour-cluster id of every pixel, row-major: what ImageGPTImageProcessor returns."""

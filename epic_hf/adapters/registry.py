@@ -69,12 +69,6 @@ REFUSED: dict[str, Refusal] = {
         "it is a vision-language model whose logits are the language model's 'Yes'/'No' "
         "next-token scores after a text prompt, a non-linear function of the image",
     ),
-    "siglip2": Refusal(
-        "input",
-        "SigLIP 2 (NaFlex) takes patchified pixel_values with per-image spatial_shapes and a "
-        "pixel_attention_mask, which EPIC's (B, C, H, W) image pipeline does not pass; its logits are "
-        "a masked mean of patch tokens, so an adapter is possible once the pipeline passes them",
-    ),
     "dinat": Refusal(
         "not_testable",
         "not testable here: DiNAT needs the natten package, which has no wheel for this torch "
