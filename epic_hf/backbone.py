@@ -62,10 +62,12 @@ class FrozenClassifier:
     decomposition to be exact); nothing else about it is changed.
     """
 
-    def __init__(self, model: nn.Module, image_processor: Any, reference: ModelReference | None = None) -> None:
+    def __init__(self, model: nn.Module, image_processor: Any, reference: ModelReference | None = None, *,
+                 split_cls: bool = False) -> None:
         self.model = model.eval()
         self.image_processor = image_processor
-        self.adapter: ModelAdapter = adapter_for(model)
+        self.split_cls = split_cls
+        self.adapter: ModelAdapter = adapter_for(model, split_cls=split_cls)
         self.adapter.bind_processor(image_processor)
         self.reference = reference or ModelReference(getattr(model, "name_or_path", None) or None)
         self._fingerprint: str | None = None

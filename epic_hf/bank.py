@@ -219,6 +219,11 @@ class PrototypeBank(HubMixin):
     def check_matches(self, classifier: FrozenClassifier, check_base_model: bool = True) -> None:
         """Refuse a bank fit on another model: D, model_type and (by fingerprint or name) the weights must agree."""
         config = self.config
+        if config.split_cls != classifier.split_cls:
+            raise BankMismatchError(
+                f"the bank was fit {'with' if config.split_cls else 'without'} split_cls, and this classifier was "
+                f"loaded {'with' if classifier.split_cls else 'without'} it: load it with "
+                f"split_cls={config.split_cls} (EpicExplainer.from_pretrained(<bank>) does)")
         if self.num_channels != classifier.num_channels:
             raise BankMismatchError(
                 f"the bank has {self.num_channels} channels but this model's feature map has "

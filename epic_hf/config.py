@@ -342,6 +342,7 @@ class EpicConfig:
     num_skipped: int | None = None
     condition_number: float | None = None
     patch_share: float | None = None  # CLS-token models: the patches' mean share of |evidence| over the data
+    split_cls: bool = False  # DINOv2 loaded with split_cls=True: its CLS half split over the tokens (2D channels)
     steps: list[dict[str, Any]] = field(default_factory=list)
     evaluation: dict[str, Any] = field(default_factory=dict)
     library_version: str | None = None

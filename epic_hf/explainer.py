@@ -51,10 +51,15 @@ class EpicExplainer(HubMixin):
 
     def __init__(self, model: nn.Module, image_processor: Any, matrix: MatrixKind = "orthogonal",
                  bank: PrototypeBank | None = None, *, base_model_name_or_path: str | None = None,
-                 base_model_revision: str | None = None) -> None:
+                 base_model_revision: str | None = None, split_cls: bool | None = None) -> None:
+        """``split_cls=True`` (DINOv2 only) splits the CLS half of the head over the tokens as D more
+        channels, so that only the CLS's own part stays in ``cls_contribution``; default: the bank's
+        setting, else off."""
         reference = ModelReference(base_model_name_or_path or getattr(model, "name_or_path", None) or None,
                                    base_model_revision)
-        self.classifier = FrozenClassifier(model, image_processor, reference)
+        if split_cls is None:
+            split_cls = bank.config.split_cls if bank is not None else False
+        self.classifier = FrozenClassifier(model, image_processor, reference, split_cls=split_cls)
         if matrix not in MATRIX_KINDS:
             raise ValueError(f"matrix must be one of {MATRIX_KINDS}, got {matrix!r}")
         self._matrix: MatrixKind = matrix
@@ -68,25 +73,31 @@ class EpicExplainer(HubMixin):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None,
                         matrix: MatrixKind = "orthogonal", base_model: str | Path | None = None, *,
-                        trust_remote_code: bool = False, **hub_kwargs: Any) -> EpicExplainer:
+                        trust_remote_code: bool = False, split_cls: bool | None = None,
+                        **hub_kwargs: Any) -> EpicExplainer:
         """Load a classifier (Hub id or directory), or an EPIC bank together with its base model.
 
         ``base_model``: where a bank's classifier is now, when it has moved (a folder or Hub id);
         the bank is still checked against it. ``trust_remote_code=True`` lets a classifier whose
         repo ships its own Python code run it (for this load only: a bank never records it). ``hub_kwargs`` (``token``, ``cache_dir``,
-        ``local_files_only``, ...) go to ``huggingface_hub`` and ``transformers``.
+        ``local_files_only``, ...) go to ``huggingface_hub`` and ``transformers``. ``split_cls``: see
+        :class:`EpicExplainer` (a bank loads with its own setting; asking for the other is refused).
         """
         with hub_access(name_or_path, hub_kwargs) as access:
             if not has_file(name_or_path, CONFIG_NAME, revision, **access):
                 if base_model is not None:
                     raise ValueError(f"base_model is for EPIC banks, and {name_or_path} is not one (no {CONFIG_NAME})")
                 return cls.from_classifier(name_or_path, revision=revision, matrix=matrix,
-                                           trust_remote_code=trust_remote_code, **access)
+                                           trust_remote_code=trust_remote_code, split_cls=bool(split_cls), **access)
             bank = PrototypeBank.from_pretrained(name_or_path, revision=revision, **access)
         base, base_revision = resolve_base_model(bank.config, base_model, name_or_path)
         logger.info("loading base model %s (revision %s) for EPIC bank %s", base, base_revision, name_or_path)
+        if split_cls is not None and split_cls != bank.config.split_cls:
+            raise BankMismatchError(f"the bank {name_or_path} was fit with split_cls={bank.config.split_cls}; "
+                                    f"it cannot explain with split_cls={split_cls} (leave split_cls out)")
         explainer = cls.from_classifier(base, revision=base_revision, matrix=bank.disentangler.kind,
-                                        trust_remote_code=trust_remote_code, **hub_kwargs)
+                                        trust_remote_code=trust_remote_code, split_cls=bank.config.split_cls,
+                                        **hub_kwargs)
         by_name_only = base_model is not None and not bank.config.base_model_fingerprint
         if by_name_only:  # a bank from before fingerprints: the user's word is all there is to go on
             logger.warning("the bank records no weights fingerprint: trusting that %s is the model it was fit on "
@@ -97,7 +108,7 @@ class EpicExplainer(HubMixin):
     @classmethod
     def from_classifier(cls, name_or_path: str | Path, revision: str | None = None,
                         matrix: MatrixKind = "orthogonal", *, trust_remote_code: bool = False,
-                        **hub_kwargs: Any) -> EpicExplainer:
+                        split_cls: bool = False, **hub_kwargs: Any) -> EpicExplainer:
         """Load a plain image classifier with ``AutoModelForImageClassification``.
 
         A model that needs its own code is refused unless ``trust_remote_code=True`` (never stored in a bank).
@@ -106,7 +117,7 @@ class EpicExplainer(HubMixin):
             model, processor, reference = load_classifier(name_or_path, revision,
                                                           trust_remote_code=trust_remote_code, **access)
         return cls(model, processor, matrix, base_model_name_or_path=reference.name_or_path,
-                   base_model_revision=reference.revision)
+                   base_model_revision=reference.revision, split_cls=split_cls)
 
     # -- what it wraps -------------------------------------------------------------------
     @property

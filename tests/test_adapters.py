@@ -439,3 +439,62 @@ def test_siglip2_squashes_other_images_to_its_square_grid():
 def test_siglip2_with_a_plain_processor_is_refused_at_load():
     with pytest.raises(UnsupportedModelError, match="NaFlex image processor"):
         EpicExplainer(make_tiny_model("siglip2"), tiny_processor())
+
+
+# -- DINOv2 with split_cls: the CLS half of the head split over the tokens too ----------------------
+@pytest.mark.parametrize("name", ["dinov2", "dinov2_with_registers"])
+@pytest.mark.parametrize("kind", ["orthogonal", "invertible"])
+def test_dinov2_split_cls_decomposes_exactly_with_2d_channels(name, kind):
+    model = make_tiny_model(name)
+    pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    plain, split = adapter_for(model), adapter_for(model, split_cls=True)
+    with torch.no_grad():
+        logits = model_logits(model, pixel_values).double()
+        features, pooled = split.features(pixel_values), split.pooled_features(pixel_values)
+        plain_features = plain.features(pixel_values)
+    width = model.config.hidden_size
+    assert features.fmap.shape[1] == 2 * width and split.head().weight.shape == (3, 2 * width)
+    torch.testing.assert_close(features.fmap[:, :width], plain_features.fmap)  # the patch tokens, as before
+    U, U_inv = _random_U(2 * width, kind)
+    G = torch.einsum("ij,bjhw->bihw", U, features.fmap.double())
+    total = G.mean(dim=(2, 3)) @ (split.head().weight.double() @ U_inv).T + split.head().bias.double()
+    torch.testing.assert_close(total + features.extra_logits.double(), logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pooled.pooled, features.fmap.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
+    # what left the CLS term is what the new channels carry: the CLS half's share of the patches
+    moved = plain_features.extra_logits - features.extra_logits
+    torch.testing.assert_close(moved, features.fmap[:, width:].mean(dim=(2, 3)) @ split.head().weight[:, width:].T,
+                               rtol=1e-4, atol=1e-5)
+    assert moved.abs().max() > 1e-3 * plain_features.extra_logits.abs().max()
+
+
+def test_split_cls_is_refused_where_there_is_no_cls_half():
+    with pytest.raises(UnsupportedModelError, match="split_cls=True.*'resnet'"):
+        EpicExplainer(make_tiny_model("resnet"), tiny_processor(), split_cls=True)
+    config = TINY_CONFIGS["dinov2"]()
+    config.use_swiglu_ffn = True
+    model = AutoModelForImageClassification.from_config(config).eval()
+    with pytest.raises(UnsupportedModelError, match="SwiGLU"):
+        EpicExplainer(model, tiny_processor(), split_cls=True)
+    EpicExplainer(model, tiny_processor())  # without the split, its CLS half is the exact CLS term
+
+
+def test_a_split_cls_bank_records_it_and_refuses_the_other_setting(tmp_path):
+    from epic_hf import BankMismatchError
+    from epic_hf.synthetic import planted_dataset
+
+    model_dir = save_tiny_model("dinov2", tmp_path / "model")
+    explainer = EpicExplainer.from_pretrained(str(model_dir), split_cls=True)
+    assert explainer.num_channels == 32
+    explainer.fit(planted_dataset(16, num_classes=3, size=32, seed=0), prototypes_per_channel=2, schedule_start=4,
+                  schedule_end=2, schedule_steps=1, batch_size=8, train_batch_size=16, lr=1e-2, seed=0)
+    explainer.save_pretrained(tmp_path / "bank")
+    reloaded = EpicExplainer.from_pretrained(str(tmp_path / "bank"))
+    assert reloaded.bank.config.split_cls and reloaded.num_channels == 32
+    image = _images(1, seed=6)[0]
+    explanation = reloaded.explain(image)
+    total = explanation.contributions.sum() + explanation.cls_contribution + explanation.bias
+    assert torch.isclose(total.double(), explanation.logits[explanation.target_index].double(), atol=1e-5)
+    with pytest.raises(BankMismatchError, match="split_cls=True"):
+        EpicExplainer.from_pretrained(str(tmp_path / "bank"), split_cls=False)
+    with pytest.raises(BankMismatchError, match="without it"):
+        EpicExplainer.from_pretrained(str(model_dir)).set_bank(reloaded.bank)

@@ -73,6 +73,8 @@ class ModelAdapter:
     #: True where :meth:`pooled_features` is much cheaper than F itself (the held linearisation): the
     #: index pass then stores pooled vectors only, and F is computed again for prototype images alone.
     pooled_is_cheaper: bool = False
+    #: The variant that splits the family's CLS term over the tokens too (``split_cls=True``), if any.
+    cls_split_variant: ClassVar[type[ModelAdapter] | None] = None
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.check_config(model_config(model))

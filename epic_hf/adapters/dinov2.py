@@ -4,23 +4,65 @@ The classifier's weight splits into ``[A_cls | A_patch]``, so the logits are exa
 ``A_patch . avg_hw(F) + A_cls . cls + b`` with F the patch tokens on their grid. The CLS share
 ``A_cls . cls`` is not spatial: it travels as ``SpatialFeatures.extra_logits`` (the explainer's
 ``cls_contribution``), and :meth:`head` is the patch half with the full bias.
+
+``split_cls=True`` (:class:`Dinov2HeldAdapter`) splits that CLS half too, by the held
+linearisation that explains ViT: the normed CLS token is, for one image, an exact sum of per-token
+parts, and the patches' parts become D more channels beside the patch tokens (F has 2D channels,
+A is ``[A_patch | A_cls]``). Only the CLS's own part, the registers' and the constants stay in
+``cls_contribution``. It is opt-in because it doubles D: the bank, U (4 D^2) and the fit grow with it,
+and the extra channels are not the backbone's own features but their share in the CLS token.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from ..errors import UnsupportedModelError
 from .base import (
     LinearHead,
     ModelAdapter,
+    PooledFeatures,
     SpatialFeatures,
+    attribute,
     find_linear,
     linear_head,
     patch_grid,
     patch_size,
+    submodule,
     tokens_to_grid,
 )
+from .held import HeldBlock, HeldStack, held_linearisation
 from .registry import register_adapter
+from .vit import HeldTokenAdapter, read_parts, read_pooled
+
+
+def _linear(owner: nn.Module, name: str) -> nn.Linear:
+    return submodule(owner, name, nn.Linear)
+
+
+def dinov2_blocks(layers: nn.Module) -> list[HeldBlock]:
+    """transformers' DINOv2 layers (``norm1``, ``attention.{q,k,v,o}_proj``, layer scales, ``mlp.fc1/fc2``)."""
+    blocks = []
+    for layer in layers.children():
+        attention, mlp = submodule(layer, "attention", nn.Module), submodule(layer, "mlp", nn.Module)
+        if not hasattr(mlp, "fc1"):
+            raise UnsupportedModelError(
+                f"split_cls reads DINOv2's plain MLP (fc1, activation, fc2), and this layer has a "
+                f"{type(mlp).__name__} (SwiGLU): load it without split_cls (its CLS half is then the exact CLS term)")
+        value = _linear(attention, "v_proj")
+        bias = value.bias.detach() if value.bias is not None else torch.zeros(value.weight.shape[0])
+        blocks.append(HeldBlock(
+            module=layer, norm1=submodule(layer, "norm1", nn.LayerNorm),
+            qkv={"q": _linear(attention, "q_proj"), "k": _linear(attention, "k_proj"), "v": value},
+            value=(value.weight.detach(), bias), out=_linear(attention, "o_proj"),
+            heads=attribute(attention, "num_attention_heads", int), scale=float(attribute(attention, "scaling", float)),
+            norm2=submodule(layer, "norm2", nn.LayerNorm), fc1=_linear(mlp, "fc1"),
+            act=submodule(mlp, "activation_fn", nn.Module), fc2=_linear(mlp, "fc2"),
+            scale1=attribute(submodule(layer, "layer_scale1", nn.Module), "lambda1", torch.Tensor),
+            scale2=attribute(submodule(layer, "layer_scale2", nn.Module), "lambda1", torch.Tensor),
+        ))
+    return blocks
 
 
 @register_adapter
@@ -34,14 +76,17 @@ class Dinov2Adapter(ModelAdapter):
     )
     has_extra_logits = True
 
+    @property
+    def prefix(self) -> int:
+        """The CLS token and the registers: the tokens before the patches."""
+        return 1 + int(getattr(self.config, "num_register_tokens", 0) or 0)
+
     def _full_head(self) -> LinearHead:
         return linear_head(find_linear(self.classifier(), self.model_type))
 
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
-        config = self.config
         tokens = self.base_model()(pixel_values=pixel_values).last_hidden_state
-        prefix = 1 + getattr(config, "num_register_tokens", 0)
-        fmap = tokens_to_grid(tokens[:, prefix:, :], *patch_grid(pixel_values, patch_size(config)))
+        fmap = tokens_to_grid(tokens[:, self.prefix:, :], *patch_grid(pixel_values, patch_size(self.config)))
         cls_weight = self._full_head().weight[:, : tokens.shape[-1]]
         return SpatialFeatures(fmap=fmap, extra_logits=tokens[:, 0, :] @ cls_weight.T.to(tokens))
 
@@ -52,3 +97,62 @@ class Dinov2Adapter(ModelAdapter):
         full = self._full_head()
         dim = full.weight.shape[1] // 2
         return LinearHead(weight=full.weight[:, dim:], bias=full.bias)
+
+
+class Dinov2HeldAdapter(HeldTokenAdapter):
+    """DINOv2 with the CLS half of its head split over the tokens too (``split_cls=True``): 2D channels.
+
+    F stacks the patch tokens (channels 0..D-1, read by ``A_patch``) and the patches' parts of the
+    normed CLS token (channels D..2D-1, read by ``A_cls``); the extra term is ``A_cls`` on the CLS's own
+    part, the registers' and the constants. Not registered: :func:`~epic_hf.adapters.adapter_for` picks
+    it through :attr:`Dinov2Adapter.cls_split_variant`.
+    """
+
+    model_types = Dinov2Adapter.model_types
+    family = "DINOv2 with its CLS half split (split_cls=True)"
+    doc = Dinov2Adapter.doc
+
+    @property
+    def prefix(self) -> int:
+        return 1 + int(getattr(self.config, "num_register_tokens", 0) or 0)
+
+    def prefix_tokens(self) -> int:
+        return self.prefix
+
+    def _halves(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        full = linear_head(find_linear(self.classifier(), self.model_type))
+        dim = full.weight.shape[1] // 2
+        return full.weight[:, :dim], full.weight[:, dim:], full.bias
+
+    def _readout_heads(self) -> list[tuple[LinearHead, float]]:
+        cls_weight, _, bias = self._halves()
+        return [(LinearHead(weight=cls_weight, bias=bias), 1.0)]
+
+    def build_stack(self) -> HeldStack:
+        base = self.base_model()
+        layers = submodule(submodule(base, "encoder", nn.Module), "layer", nn.Module)
+        return HeldStack(dinov2_blocks(layers), submodule(base, "layernorm", nn.LayerNorm), readouts=(0,))
+
+    def _run(self, pixel_values: torch.Tensor, track: int | None):
+        with held_linearisation(self.stack, track=track) as split:
+            tokens = self.base_model()(pixel_values=pixel_values).last_hidden_state
+        return split, tokens, patch_grid(pixel_values, patch_size(self.config))
+
+    def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
+        split, tokens, grid = self._run(pixel_values, track=None)
+        cls_half = read_parts(split, self._weights(), grid)
+        patches = tokens_to_grid(tokens[:, self.prefix:, :], *grid).to(cls_half.fmap)
+        return SpatialFeatures(torch.cat([patches, cls_half.fmap], dim=1), cls_half.extra_logits)
+
+    def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
+        split, tokens, grid = self._run(pixel_values, track=self.prefix)
+        cls_half = read_pooled(split, self._weights(), grid)
+        patches = tokens[:, self.prefix:, :].mean(dim=1).to(cls_half.pooled)
+        return PooledFeatures(torch.cat([patches, cls_half.pooled], dim=1), cls_half.extra_logits, grid)
+
+    def head(self) -> LinearHead:
+        cls_weight, patch_weight, bias = self._halves()
+        return LinearHead(weight=torch.cat([patch_weight, cls_weight], dim=1), bias=bias)
+
+
+Dinov2Adapter.cls_split_variant = Dinov2HeldAdapter

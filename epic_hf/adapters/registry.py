@@ -29,6 +29,9 @@ class AdapterClass(Protocol):
 
     def check_config(self, config: Any) -> None: ...
 
+    @property
+    def cls_split_variant(self) -> AdapterClass | None: ...
+
     def __call__(self, model: nn.Module) -> Any: ...
 
 
@@ -152,7 +155,19 @@ def adapter_class_for(model_type: str | None, config: Any = None) -> AdapterClas
     raise UnsupportedModelError(refusal_message(model_type, why))
 
 
-def adapter_for(model: nn.Module) -> Any:
-    """The adapter for a loaded model; it checks the model's configuration too."""
+def adapter_for(model: nn.Module, *, split_cls: bool = False) -> Any:
+    """The adapter for a loaded model; it checks the model's configuration too.
+
+    ``split_cls=True`` asks for a family's variant that splits its CLS term over the tokens too
+    (DINOv2: the CLS half of its head, held-linearised, as 2D channels); other families refuse it.
+    """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return adapter_class_for(model_type)(model)
+    cls = adapter_class_for(model_type)
+    if split_cls:
+        variant = cls.cls_split_variant
+        if variant is None:
+            raise UnsupportedModelError(
+                f"split_cls=True splits the CLS half of DINOv2's head over the tokens; {model_type!r} has no such "
+                "variant (CLS-token models such as ViT are always split): load it without split_cls")
+        return variant(model)
+    return cls(model)

@@ -31,6 +31,9 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
                            "trust; never stored in a bank)")
     fit.add_argument("--matrix", choices=("orthogonal", "invertible"), default="orthogonal",
                      help="parameterisation of U (default: orthogonal)")
+    fit.add_argument("--split-cls", action="store_true",
+                     help="DINOv2: split the CLS half of its head over the tokens too, as D more channels, so that "
+                          "only the CLS's own part stays in the CLS term (the bank records it)")
     add_config_flags(fit, FitConfig)
     hub = fit.add_argument_group("hub")
     hub.add_argument("--push-to-hub", metavar="REPO", default=None, help="push the bank to this Hub repo")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())
     explainer = EpicExplainer.from_pretrained(model, revision=args.revision, matrix=args.matrix,
-                                              trust_remote_code=args.trust_remote_code)
+                                              trust_remote_code=args.trust_remote_code,
+                                              split_cls=args.split_cls or None)  # a bank keeps its own
     report = explainer.fit(dataset, config, output_dir=args.output_dir)
     if not is_main_process():
         return 0

@@ -89,7 +89,7 @@ def build_bank(classifier: FrozenClassifier, disentangler: Disentangler, source:
         prototypes_per_channel=int(sample_keys.shape[1]), matrix=disentangler.kind, grid_size=grid,
         input_size=input_size, base_model_name_or_path=classifier.reference.name_or_path,
         base_model_revision=classifier.reference.revision, base_model_fingerprint=classifier.fingerprint,
-        fit=config, purity_after=purity_after, patch_share=patch_share,
+        fit=config, purity_after=purity_after, patch_share=patch_share, split_cls=classifier.split_cls,
         condition_number=1.0 if disentangler.orthogonal else float(torch.linalg.cond(U.double().cpu())),
     )
     return PrototypeBank.from_disentangler(
