@@ -308,6 +308,30 @@ def method(module: nn.Module, name: str) -> Callable[..., Any]:
     return found
 
 
+def layers(model: nn.Module, path: str) -> list[nn.Module]:
+    """The modules of the ``nn.ModuleList`` or ``nn.Sequential`` at ``path``, in order (a stack of blocks or stages).
+
+    Families keep their blocks in either container, and torch types neither's contents through attributes.
+    """
+    container = submodule(model, path, nn.Module)
+    if not isinstance(container, (nn.ModuleList, nn.Sequential)):
+        raise UnsupportedModelError(
+            f"{type(model).__name__}.{path} is a {type(container).__name__}, not the list of blocks EPIC reads there."
+        )
+    return list(container)
+
+
+def activation(module: nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A module's activation (``mlp.act_fn`` and the like): a module, or a plain function a config can name.
+
+    Held as a gate (``act(z) / z``), so any callable is read as it is, the way the model calls it.
+    """
+    found = getattr(module, name, None)
+    if not callable(found):
+        raise UnsupportedModelError(f"{type(module).__name__}.{name} is {found!r}, not the activation EPIC holds.")
+    return found
+
+
 def model_config(model: nn.Module) -> Any:
     """A model's transformers config. ``Any``: its fields depend on the family (read them with :func:`attribute`)."""
     config = getattr(model, "config", None)

@@ -10,6 +10,7 @@ grid (half the stage's resolution for ``stride_kv=2``), still an exact split of 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import UnsupportedModelError
+from .base import activation, attribute, layers, submodule
 from .held import HeldBlock, HeldStack
 from .registry import register_adapter
 from .vit import HeldTokenAdapter
@@ -24,47 +26,58 @@ from .vit import HeldTokenAdapter
 
 def _last(model: nn.Module, path: str) -> nn.Module:
     """The last module of the ModuleList (or Sequential) at ``path``: the stage that carries the CLS token."""
-    modules = model.get_submodule(path)
-    if not isinstance(modules, (nn.ModuleList, nn.Sequential)) or len(modules) == 0:
+    modules = layers(model, path)
+    if not modules:
         raise UnsupportedModelError(f"{type(model).__name__} has no stages at {path!r}")
-    return modules[len(modules) - 1]
+    return modules[-1]
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor:
     return linear.bias.detach() if linear.bias is not None else torch.zeros(linear.weight.shape[0])
 
 
-def _cvt_blocks(layers: Any) -> list[HeldBlock]:
-    blocks = []
-    for layer in layers:
-        attention = layer.attention.attention
-        blocks.append(HeldBlock(
-            module=layer, norm1=layer.layernorm_before,
-            qkv={"q": attention.projection_query, "k": attention.projection_key, "v": attention.projection_value},
-            value=(attention.projection_value.weight.detach(), _bias(attention.projection_value)),
-            out=layer.attention.output.dense, heads=int(attention.num_heads), scale=float(attention.scale),
-            norm2=layer.layernorm_after, fc1=layer.intermediate.dense, act=layer.intermediate.activation,
-            fc2=layer.output.dense,
-        ))
-    return blocks
+def _linear(layer: nn.Module, path: str) -> nn.Linear:
+    """A projection the split reads weights from, so it must be a Linear."""
+    return submodule(layer, path, nn.Linear)
 
 
-def _pvt_blocks(layers: Any) -> list[HeldBlock]:
-    blocks = []
-    for layer in layers:
-        attention = layer.attention.self
-        if attention.sequences_reduction_ratio > 1:
-            raise UnsupportedModelError(
-                "this PVT's last stage reduces its keys and values (sequence_reduction_ratios[-1] > 1) while it "
-                "carries a CLS token, a layout EPIC does not split; PVT v1 checkpoints use 1 there")
-        blocks.append(HeldBlock(
-            module=layer, norm1=layer.layer_norm_1,
-            qkv={"q": attention.query, "k": attention.key, "v": attention.value},
-            value=(attention.value.weight.detach(), _bias(attention.value)), out=layer.attention.output.dense,
-            heads=int(attention.num_attention_heads), scale=float(attention.attention_head_size) ** -0.5,
-            norm2=layer.layer_norm_2, fc1=layer.mlp.dense1, act=layer.mlp.intermediate_act_fn, fc2=layer.mlp.dense2,
-        ))
-    return blocks
+def _cvt_blocks(blocks: Iterable[nn.Module]) -> list[HeldBlock]:
+    return [_cvt_block(layer) for layer in blocks]
+
+
+def _cvt_block(layer: nn.Module) -> HeldBlock:
+    """One CvT layer: its hooked query/key/value Linears follow the convolutional projections, as attention uses."""
+    attention = submodule(layer, "attention.attention", nn.Module)
+    q, k, v = (_linear(attention, f"projection_{name}") for name in ("query", "key", "value"))
+    return HeldBlock(
+        module=layer, norm1=submodule(layer, "layernorm_before", nn.LayerNorm), qkv={"q": q, "k": k, "v": v},
+        value=(v.weight.detach(), _bias(v)), out=_linear(layer, "attention.output.dense"),
+        heads=attribute(attention, "num_heads", int), scale=attribute(attention, "scale", float),
+        norm2=submodule(layer, "layernorm_after", nn.LayerNorm), fc1=_linear(layer, "intermediate.dense"),
+        act=activation(submodule(layer, "intermediate", nn.Module), "activation"), fc2=_linear(layer, "output.dense"),
+    )
+
+
+def _pvt_blocks(blocks: Iterable[nn.Module]) -> list[HeldBlock]:
+    return [_pvt_block(layer) for layer in blocks]
+
+
+def _pvt_block(layer: nn.Module) -> HeldBlock:
+    """One PVT layer of the last stage, refused where it reduces its keys and values (the CLS would see fewer)."""
+    attention, mlp = submodule(layer, "attention.self", nn.Module), submodule(layer, "mlp", nn.Module)
+    if attribute(attention, "sequences_reduction_ratio", (int, float)) > 1:
+        raise UnsupportedModelError(
+            "this PVT's last stage reduces its keys and values (sequence_reduction_ratios[-1] > 1) while it "
+            "carries a CLS token, a layout EPIC does not split; PVT v1 checkpoints use 1 there")
+    q, k, v = (_linear(attention, name) for name in ("query", "key", "value"))
+    return HeldBlock(
+        module=layer, norm1=submodule(layer, "layer_norm_1", nn.LayerNorm), qkv={"q": q, "k": k, "v": v},
+        value=(v.weight.detach(), _bias(v)), out=_linear(layer, "attention.output.dense"),
+        heads=attribute(attention, "num_attention_heads", int),
+        scale=float(attribute(attention, "attention_head_size", int)) ** -0.5,
+        norm2=submodule(layer, "layer_norm_2", nn.LayerNorm), fc1=_linear(mlp, "dense1"),
+        act=activation(mlp, "intermediate_act_fn"), fc2=_linear(mlp, "dense2"),
+    )
 
 
 @register_adapter
@@ -87,11 +100,13 @@ class CvtAdapter(HeldTokenAdapter):
                 "there is no classifier to explain")
 
     def build_stack(self) -> HeldStack:
-        return HeldStack(_cvt_blocks(_last(self.model, "cvt.encoder.stages").layers), self.model.layernorm)
+        stage = _last(self.model, "cvt.encoder.stages")
+        return HeldStack(_cvt_blocks(layers(stage, "layers")), submodule(self.model, "layernorm", nn.LayerNorm))
 
     def grid_hook(self, grid: list[tuple[int, int]]) -> RemovableHandle | None:
-        last = _last(_last(self.model, "cvt.encoder.stages"), "layers").attention.attention
-        flatten = last.convolution_projection_key.linear_projection  # sees the (B, C, h, w) key/value map
+        last = _last(_last(self.model, "cvt.encoder.stages"), "layers")
+        # sees the (B, C, h, w) key/value map
+        flatten = submodule(last, "attention.attention.convolution_projection_key.linear_projection", nn.Module)
 
         def record(_module: nn.Module, args: tuple) -> None:
             grid.append((int(args[0].shape[-2]), int(args[0].shape[-1])))
@@ -109,8 +124,9 @@ class PvtAdapter(HeldTokenAdapter):
     )
 
     def build_stack(self) -> HeldStack:
-        encoder = self.model.pvt.encoder
-        return HeldStack(_pvt_blocks(_last(encoder, "block")), encoder.layer_norm)
+        encoder = submodule(self.model, "pvt.encoder", nn.Module)
+        stage = layers(_last(encoder, "block"), "")  # the last stage is itself the list of its layers
+        return HeldStack(_pvt_blocks(stage), submodule(encoder, "layer_norm", nn.LayerNorm))
 
     def grid_hook(self, grid: list[tuple[int, int]]) -> RemovableHandle | None:
         embedding = _last(self.model, "pvt.encoder.patch_embeddings")  # returns (tokens, height, width)

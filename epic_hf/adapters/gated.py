@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import ModelAdapter, batchnorm_affine
+from .base import ModelAdapter, activation, attribute, batchnorm_affine, submodule
 from .held import activation_gate
 from .registry import register_adapter
 
@@ -83,16 +83,18 @@ class PPLCNetAdapter(ModelAdapter):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         where = "this PP-LCNet"
-        weight, bias = pointwise(model.last_convolution, where)
+        weight, bias = pointwise(submodule(model, "last_convolution", nn.Module), where)
         scale, shift = eval_norm(None, weight.shape[0], where)
-        self.gated = GatedPointwise(weight, bias, scale, shift, model.act_fn,
-                                    factor=1.0 - float(model.hidden_dropout_prob))
+        dropout = attribute(model, "hidden_dropout_prob", (int, float))
+        self.gated = GatedPointwise(weight, bias, scale, shift, activation(model, "act_fn"),
+                                    factor=1.0 - float(dropout))
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.gated.apply(self.model.encoder(pixel_values).last_hidden_state)
+        encoder = submodule(self.model, "encoder", nn.Module)
+        return self.gated.apply(encoder(pixel_values).last_hidden_state)
 
     def classifier(self) -> nn.Module:
-        return self.model.head
+        return submodule(self.model, "head", nn.Module)
 
     def model_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """PP-LCNet returns its logits as ``last_hidden_state`` (transformers 5.25), not ``logits``."""

@@ -15,7 +15,17 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import LinearHead, PooledFeatures, SpatialFeatures, linear_head
+from .base import (
+    LinearHead,
+    PooledFeatures,
+    SpatialFeatures,
+    activation,
+    attribute,
+    layers,
+    linear_head,
+    method,
+    submodule,
+)
 from .held import HeldBlock, HeldStack, TokenParts, held_linearisation
 from .vit import read_parts, read_pooled
 
@@ -44,8 +54,8 @@ def _layer_scale(module: nn.Module) -> torch.Tensor | None:
     return gamma.detach()
 
 
-def _block(block: nn.Module, where: str) -> HeldBlock:
-    """One timm Block as a HeldBlock, or the refusal that names what it holds that the split does not."""
+def _problems(block: nn.Module) -> list[str]:
+    """What a block holds that the split does not compute with: nothing for timm's plain Block, Attention and Mlp."""
     attention, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
     problems = []
     if _qualified(block) != _BLOCK:
@@ -60,21 +70,32 @@ def _block(block: nn.Module, where: str) -> HeldBlock:
             problems.append("a gated attention (attn.gate)")
     if _qualified(mlp) != _MLP:
         problems.append(f"the MLP class {type(mlp).__name__}")
-    elif not isinstance(mlp.norm, nn.Identity):
-        problems.append(f"mlp.norm ({type(mlp.norm).__name__})")
+    elif not isinstance(getattr(mlp, "norm", None), nn.Identity):
+        problems.append(f"mlp.norm ({type(getattr(mlp, 'norm', None)).__name__})")
     for name in ("norm1", "norm2"):
         if not isinstance(getattr(block, name, None), nn.LayerNorm):
             problems.append(f"{name} ({type(getattr(block, name, None)).__name__}, not a LayerNorm)")
+    return problems
+
+
+def _block(block: nn.Module, where: str) -> HeldBlock:
+    """One timm Block as a HeldBlock, or the refusal that names what it holds that the split does not."""
+    problems = _problems(block)
     if problems:
         raise UnsupportedModelError(f"{where} holds {', '.join(problems)}, which the held linearisation of a "
                                     "CLS token does not split exactly")
-    qkv = attention.qkv
+    attention, mlp = submodule(block, "attn", nn.Module), submodule(block, "mlp", nn.Module)
+    qkv = submodule(attention, "qkv", nn.Linear)
     width = qkv.weight.shape[0] // 3
     value_bias = qkv.bias.detach()[2 * width:] if qkv.bias is not None else torch.zeros(width)
     return HeldBlock(
-        module=block, norm1=block.norm1, qkv={"qkv": qkv}, value=(qkv.weight.detach()[2 * width:], value_bias),
-        out=attention.proj, heads=int(attention.num_heads), scale=float(attention.scale), norm2=block.norm2,
-        fc1=mlp.fc1, act=mlp.act, fc2=mlp.fc2, scale1=_layer_scale(block.ls1), scale2=_layer_scale(block.ls2),
+        module=block, norm1=submodule(block, "norm1", nn.LayerNorm), qkv={"qkv": qkv},
+        value=(qkv.weight.detach()[2 * width:], value_bias), out=submodule(attention, "proj", nn.Linear),
+        heads=attribute(attention, "num_heads", int), scale=attribute(attention, "scale", float),
+        norm2=submodule(block, "norm2", nn.LayerNorm), fc1=submodule(mlp, "fc1", nn.Linear),
+        act=activation(mlp, "act"), fc2=submodule(mlp, "fc2", nn.Linear),
+        scale1=_layer_scale(submodule(block, "ls1", nn.Module)),
+        scale2=_layer_scale(submodule(block, "ls2", nn.Module)),
     )
 
 
@@ -84,7 +105,7 @@ class TimmTokenViT:
     def __init__(self, timm_model: nn.Module, architecture: str) -> None:
         where = f"timm architecture {architecture!r} (VisionTransformer, global_pool='token')"
         self.timm_model = timm_model
-        blocks = [_block(block, f"{where}: block {index}") for index, block in enumerate(timm_model.blocks)]
+        blocks = [_block(block, f"{where}: block {index}") for index, block in enumerate(layers(timm_model, "blocks"))]
         final = timm_model.fc_norm if isinstance(timm_model.fc_norm, nn.LayerNorm) else timm_model.norm
         if not isinstance(final, nn.LayerNorm):
             raise UnsupportedModelError(f"{where} has no final LayerNorm (norm and fc_norm are "
@@ -102,7 +123,8 @@ class TimmTokenViT:
                track: int | None) -> tuple[list[TokenParts], tuple[int, int]]:
         with held_linearisation(self.stack, track=track) as tokens:
             model(pixel_values=pixel_values)
-        grid = tuple(self.timm_model.patch_embed.dynamic_feat_size(tuple(pixel_values.shape[-2:])))
+        feat_size = method(submodule(self.timm_model, "patch_embed", nn.Module), "dynamic_feat_size")
+        grid = tuple(feat_size(tuple(pixel_values.shape[-2:])))
         return tokens, (int(grid[0]), int(grid[1]))
 
     def features(self, model: nn.Module, pixel_values: torch.Tensor) -> SpatialFeatures:
@@ -111,5 +133,5 @@ class TimmTokenViT:
 
     def pooled_features(self, model: nn.Module, pixel_values: torch.Tensor) -> PooledFeatures:
         """The class and register tokens split one by one, the patches summed (the index pass's need)."""
-        tokens, grid = self._split(model, pixel_values, track=int(self.timm_model.num_prefix_tokens))
+        tokens, grid = self._split(model, pixel_values, track=attribute(self.timm_model, "num_prefix_tokens", int))
         return read_pooled(tokens, [self.head().weight], grid)

@@ -11,7 +11,7 @@ exactly the average the model takes.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -24,9 +24,14 @@ from .base import (
     ModelAdapter,
     PooledFeatures,
     SpatialFeatures,
+    activation,
+    attribute,
     find_linear,
+    layers,
     linear_head,
     patch_grid,
+    patch_size,
+    submodule,
     tokens_to_grid,
 )
 from .held import HeldBlock, HeldStack, TokenParts, held_linearisation
@@ -73,19 +78,22 @@ def _bias(linear: nn.Linear) -> torch.Tensor:
     return linear.bias.detach() if linear.bias is not None else torch.zeros(linear.weight.shape[0])
 
 
-def hf_vit_blocks(layers: Any) -> list[HeldBlock]:
+def hf_vit_blocks(blocks: Iterable[nn.Module]) -> list[HeldBlock]:
     """transformers' ViT-style layers (``layernorm_before``, ``attention.{q,k,v,o}_proj``, ``mlp.fc1/fc2``)."""
-    blocks = []
-    for layer in layers:
-        attention, mlp = layer.attention, layer.mlp
-        blocks.append(HeldBlock(
-            module=layer, norm1=layer.layernorm_before,
-            qkv={"q": attention.q_proj, "k": attention.k_proj, "v": attention.v_proj},
-            value=(attention.v_proj.weight.detach(), _bias(attention.v_proj)), out=attention.o_proj,
-            heads=int(attention.num_attention_heads), scale=float(attention.scaling),
-            norm2=layer.layernorm_after, fc1=mlp.fc1, act=mlp.activation_fn, fc2=mlp.fc2,
-        ))
-    return blocks
+    return [_hf_vit_block(layer) for layer in blocks]
+
+
+def _hf_vit_block(layer: nn.Module) -> HeldBlock:
+    """One layer's parts, each checked to be what the split computes with (a refusal by name otherwise)."""
+    attention, mlp = submodule(layer, "attention", nn.Module), submodule(layer, "mlp", nn.Module)
+    q, k, v, o = (submodule(attention, name, nn.Linear) for name in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    return HeldBlock(
+        module=layer, norm1=submodule(layer, "layernorm_before", nn.LayerNorm), qkv={"q": q, "k": k, "v": v},
+        value=(v.weight.detach(), _bias(v)), out=o, heads=attribute(attention, "num_attention_heads", int),
+        scale=attribute(attention, "scaling", float), norm2=submodule(layer, "layernorm_after", nn.LayerNorm),
+        fc1=submodule(mlp, "fc1", nn.Linear), act=activation(mlp, "activation_fn"),
+        fc2=submodule(mlp, "fc2", nn.Linear),
+    )
 
 
 class HeldTokenAdapter(ModelAdapter):
@@ -113,10 +121,10 @@ class HeldTokenAdapter(ModelAdapter):
 
     def _readout_heads(self) -> list[tuple[LinearHead, float]]:
         """(head, weight in the model's combination) per read-out token: CLS, then distillation if read."""
-        model_type = self.model.config.model_type
+        model_type = self.model_type
         if hasattr(self.model, "cls_classifier") and hasattr(self.model, "distillation_classifier"):
-            return [(linear_head(find_linear(self.model.cls_classifier, model_type)), 0.5),
-                    (linear_head(find_linear(self.model.distillation_classifier, model_type)), 0.5)]
+            return [(linear_head(find_linear(submodule(self.model, name, nn.Module), model_type)), 0.5)
+                    for name in ("cls_classifier", "distillation_classifier")]
         return [(linear_head(find_linear(self.classifier(), model_type)), 1.0)]
 
     def prefix_tokens(self) -> int:
@@ -132,7 +140,7 @@ class HeldTokenAdapter(ModelAdapter):
         finally:
             if handle is not None:
                 handle.remove()
-        return tokens, grids[-1] if grids else patch_grid(pixel_values, self.model.config.patch_size)
+        return tokens, grids[-1] if grids else patch_grid(pixel_values, patch_size(self.config))
 
     def _weights(self) -> list[torch.Tensor]:
         return [head.weight * share for head, share in self.readouts]
@@ -182,8 +190,9 @@ class ViTAdapter(HeldTokenAdapter):
     )
 
     def prefix_tokens(self) -> int:
-        return 2 if self.model.config.model_type == "deit" else 1  # DeiT's embeddings add a distillation token
+        return 2 if self.model_type == "deit" else 1  # DeiT's embeddings add a distillation token
 
     def build_stack(self) -> HeldStack:
-        base = self.model.base_model
-        return HeldStack(hf_vit_blocks(base.layers), base.layernorm, readouts=tuple(range(len(self.readouts))))
+        base = self.base_model()
+        return HeldStack(hf_vit_blocks(layers(base, "layers")), submodule(base, "layernorm", nn.LayerNorm),
+                         readouts=tuple(range(len(self.readouts))))
