@@ -24,6 +24,7 @@ from .base import (
     ModelAdapter,
     PooledFeatures,
     SpatialFeatures,
+    activation,
     attribute,
     find_linear,
     linear_head,
@@ -58,7 +59,7 @@ def dinov2_blocks(layers: nn.Module) -> list[HeldBlock]:
             value=(value.weight.detach(), bias), out=_linear(attention, "o_proj"),
             heads=attribute(attention, "num_attention_heads", int), scale=float(attribute(attention, "scaling", float)),
             norm2=submodule(layer, "norm2", nn.LayerNorm), fc1=_linear(mlp, "fc1"),
-            act=submodule(mlp, "activation_fn", nn.Module), fc2=_linear(mlp, "fc2"),
+            act=activation(mlp, "activation_fn"), fc2=_linear(mlp, "fc2"),
             scale1=attribute(submodule(layer, "layer_scale1", nn.Module), "lambda1", torch.Tensor),
             scale2=attribute(submodule(layer, "layer_scale2", nn.Module), "lambda1", torch.Tensor),
         ))
