@@ -26,6 +26,7 @@ HEADERS = {
     "bench_app.py": "| case | s/request (median) | s/request (min) | ratio vs explain | ratio vs explain + sheet |",
     "bench_explain.py": "| case | s/batch (median) | s/batch (min) | images/s | baseline | ratio vs baseline |",
     "bench_fit.py": "| case | seconds (median) | images/s | ratio vs (a) |",
+    "bench_perceiver.py": "| config | pixels M | latents N | width D | layers |",
     "bench_real_width.py": "| D | index pass s | training s | other s | total s | total / index pass |",
     "bench_vit_quality.py": "| metric | tiny ResNet (D=32) | tiny ViT (2 layers, D=64, CLS token) |",
 }
@@ -42,6 +43,7 @@ EXPECTED = {
     "bench_fit.py": ["| (d) reference-style fit |", "measured in full", "speedup (d)/(c) ="],
     "bench_explain.py": ["goal: explain <= 1.3x a plain forward"],
     "bench_real_width.py": ["goal: whole fit < 120 s on 2 CPU cores"],
+    "bench_perceiver.py": ["the split would cost"],
     "bench_vit_quality.py": ["| concept hits |", "| patch share | 1.000 |"],
 }
 #: bench_expm.py belongs to the matrix-exponential work (another change set): its columns are

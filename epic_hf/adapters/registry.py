@@ -64,8 +64,13 @@ REFUSED: dict[str, Refusal] = {
     ),
     "perceiver": Refusal(
         "cls_token",
-        "its logits read a learned latent array that cross-attends to the image (latent queries), "
-        "not an average of a spatial feature map",
+        "its logits read a learned latent array that cross-attends to the image (latent queries), not an "
+        "average of a spatial feature map. A held linearisation would be exact, but measured at transformers' "
+        "default PerceiverConfig (224 px: 50,176 pixel tokens into 256 latents of width 1280, 26 self-attention "
+        "layers, 284M parameters; benchmarks/bench_perceiver.py on 2 CPU cores: forward 1.7 s, forward + "
+        "backward 5.7 s) it does not fit: carrying every pixel's part through the latents holds 256 x 50,176 x "
+        "1280 floats (66 GB) per image and layer, and reading the parts backwards takes one backward pass per "
+        "channel (1280 x 4.0 s, about 85 minutes per image, 3000x the forward)",
     ),
     "shieldgemma2": Refusal(
         "nonlinear_head",
