@@ -15,12 +15,12 @@ from typing import Any
 
 from .offline import import_gradio, offline_theme
 from .page import build_app
-from .views import MAX_UPLOAD_BYTES
+from .views import MAX_UPLOAD_BYTES, AppExplainer
 
 logger = logging.getLogger(__name__)
 
 
-def launch_app(explainer: Any, *, host: str | None = None, port: int | None = None, share: bool = False,
+def launch_app(explainer: AppExplainer, *, host: str | None = None, port: int | None = None, share: bool = False,
                title: str | None = None, block: bool = True, **launch_kwargs: Any) -> Any:
     """Build and serve the app of ``explainer``; returns the running ``gradio.Blocks``.
 

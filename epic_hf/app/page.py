@@ -19,13 +19,15 @@ import shutil
 import tempfile
 import weakref
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EpicError
 from ..viz import MAX_CHANNELS_SHOWN
 from .offline import import_gradio
 from .views import (
     PREDICTED,
+    AppExplainer,
     channel_view,
     class_view,
     decomposition_markdown,
@@ -38,6 +40,9 @@ from .views import (
     target_choices,
 )
 
+if TYPE_CHECKING:  # annotations only
+    from ..bank import PrototypeBank
+
 logger = logging.getLogger(__name__)
 
 #: The API names of the page's events (``gradio_client``'s ``api_name``).
@@ -46,7 +51,7 @@ INTRO = ("Every explanation decomposes the model's own logit **exactly**: the co
          "channels, plus the bias (and the CLS term of models that read one), sum to the logit.")
 
 
-def _user_error(gr: Any, error: Exception) -> Exception:
+def _user_error(gr: ModuleType, error: Exception) -> Exception:
     """A ``gr.Error`` with the one-line message of an error the user can fix."""
     message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
     return gr.Error(" ".join(message.split()) or type(error).__name__)
@@ -55,7 +60,7 @@ def _user_error(gr: Any, error: Exception) -> Exception:
 USER_ERRORS = (EpicError, ValueError, KeyError, IndexError)
 
 
-def build_app(explainer: Any, title: str | None = None) -> Any:
+def build_app(explainer: AppExplainer, title: str | None = None) -> Any:
     """The ``gradio.Blocks`` of ``explainer`` (an :class:`~epic_hf.EpicExplainer` with a bank); not launched."""
     gr = import_gradio()
     bank = explainer.bank
@@ -69,20 +74,20 @@ def build_app(explainer: Any, title: str | None = None) -> Any:
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(f"# {md_text(title)}\n\n{INTRO}")
         with gr.Tab("Explain"):
-            _explain_tab(gr, explainer, examples, work / "pictures")
+            _explain_tab(gr, explainer, bank, examples, work / "pictures")
         with gr.Tab("Channel"):
             number = gr.Number(label="channel", value=0, precision=0, minimum=0, maximum=bank.num_channels - 1)
             show = gr.Button("Show the channel")
             sheet = gr.Image(label="prototypes", type="filepath", elem_id="channel-sheet", interactive=False)
             about = gr.Markdown(elem_id="channel-classes")
-            show.click(_channel_handler(gr, explainer, work / "pictures"), [number], [sheet, about], api_name=CHANNEL_API.strip("/"))
+            show.click(_channel_handler(gr, bank, work / "pictures"), [number], [sheet, about], api_name=CHANNEL_API.strip("/"))
         with gr.Tab("Class"):
             labels = target_choices(explainer.id2label)[1:]
             picked = gr.Dropdown(labels, value=labels[0] if labels else None, label="class")
             look = gr.Button("What does the model look for?")
             text = gr.Markdown(elem_id="class-channels")
             gallery = gr.Gallery(label="its channels' prototypes", columns=1, elem_id="class-gallery")
-            look.click(_class_handler(gr, explainer), [picked], [text, gallery], api_name=CLASS_API.strip("/"))
+            look.click(_class_handler(gr, bank), [picked], [text, gallery], api_name=CLASS_API.strip("/"))
     blocks.epic_examples_dir = str(work)
     # the folder goes when the app object does, at the latest when the process exits (Ctrl-C too);
     # ``blocks.epic_remove_files()`` removes it now
@@ -90,7 +95,8 @@ def build_app(explainer: Any, title: str | None = None) -> Any:
     return blocks
 
 
-def _explain_tab(gr: Any, explainer: Any, examples: list[str], pictures: Path) -> None:
+def _explain_tab(gr: ModuleType, explainer: AppExplainer, bank: PrototypeBank, examples: list[str],
+                 pictures: Path) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(label="image", type="filepath", sources=["upload", "clipboard"], elem_id="upload")
@@ -111,10 +117,10 @@ def _explain_tab(gr: Any, explainer: Any, examples: list[str], pictures: Path) -
     channel_text = gr.Markdown()
     run.click(_explain_handler(gr, explainer, pictures), [image, target, top_k], [label, decomposition, sheet, channel],
               api_name=EXPLAIN_API.strip("/"), preprocess=False)
-    channel.change(_channel_handler(gr, explainer, pictures), [channel], [channel_sheet, channel_text], api_name=False)
+    channel.change(_channel_handler(gr, bank, pictures), [channel], [channel_sheet, channel_text], api_name=False)
 
 
-def _explain_handler(gr: Any, explainer: Any, pictures: Path):
+def _explain_handler(gr: ModuleType, explainer: AppExplainer, pictures: Path):
     tracker = gr.Progress()  # gradio finds a Progress default in the signature and reports through it
 
     def explain(upload: Any, target: Any, top_k: Any, progress: Any = tracker) -> tuple[Any, str, Any, Any]:
@@ -137,13 +143,13 @@ def _explain_handler(gr: Any, explainer: Any, pictures: Path):
     return explain
 
 
-def _channel_handler(gr: Any, explainer: Any, pictures: Path):
+def _channel_handler(gr: ModuleType, bank: PrototypeBank, pictures: Path):
     def channel(number: Any) -> tuple[Any, str]:
         """One channel's prototype sheet and the classes it drives most."""
         if number is None or number == "":
             return None, ""
         try:
-            image, text = channel_view(explainer.bank, int(number))
+            image, text = channel_view(bank, int(number))
             return picture_file(image, pictures), text
         except USER_ERRORS as error:
             raise _user_error(gr, error) from None
@@ -151,14 +157,14 @@ def _channel_handler(gr: Any, explainer: Any, pictures: Path):
     return channel
 
 
-def _class_handler(gr: Any, explainer: Any):
+def _class_handler(gr: ModuleType, bank: PrototypeBank):
     def look(choice: Any) -> tuple[str, list[Any]]:
         """A class's channels from the bank's class evidence, each with its prototypes."""
         try:
             index = parse_target(choice)
             if index is None:
                 raise ValueError("pick a class")
-            return class_view(explainer.bank, index)
+            return class_view(bank, index)
         except USER_ERRORS as error:
             raise _user_error(gr, error) from None
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -35,6 +35,26 @@ from ..viz.captions import (
 
 if TYPE_CHECKING:  # annotations only
     from ..bank import PrototypeBank
+    from ..explanation import Explanation
+
+
+class AppExplainer(Protocol):
+    """What the app reads from an explainer (an :class:`~epic_hf.EpicExplainer` with a bank).
+
+    A Protocol because ``EpicExplainer.launch`` imports the app: the app naming the explainer's
+    class back would make a cycle.
+    """
+
+    @property
+    def bank(self) -> PrototypeBank | None: ...
+
+    @property
+    def id2label(self) -> dict[int, str]: ...
+
+    @property
+    def base_model_name_or_path(self) -> str | None: ...
+
+    def explain(self, image: Image.Image, target: int | str | None = None, top_k: int = 4) -> Explanation: ...
 
 logger = logging.getLogger(__name__)
 
