@@ -245,7 +245,8 @@ def test_the_command_serves_a_demo_bank_offline(tmp_path):
     """``epic-hf app <demo bank>`` in its own process, with the Hub marked offline: the page answers and explains."""
     import signal
     import subprocess
-    import time
+
+    from served import wait_for_client
 
     from epic_hf.demo import run_demo
 
@@ -261,15 +262,7 @@ def test_the_command_serves_a_demo_bank_offline(tmp_path):
     command = [*launcher, "app", summary["bank_dir"], "--port", str(port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "the app never answered"
-                time.sleep(0.5)
+        client = wait_for_client(process, f"http://127.0.0.1:{port}/", 120)
         image = tmp_path / "query.png"
         planted_dataset(1, num_classes=4, size=64, seed=13)["image"][0].save(image)
         label, text, sheet, _ = client.predict(handle_file(str(image)), PREDICTED, 3, api_name="/explain")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 from html.parser import HTMLParser
@@ -199,13 +197,7 @@ class TreeBuilder(HTMLParser):
         self.current.texts.append(data)
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("chromium is not installed: CI installs it (apt-get install chromium, see .ci/run)")
-    pytest.skip("chromium is not installed (apt-get install -y chromium); CI runs this test")
+from cdp import chromium  # noqa: E402  (one rule for finding Chromium, shared with the app's tests)
 
 
 def render(index: Path, route: str, profile: Path, height: int = 900) -> Node:

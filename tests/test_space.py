@@ -6,16 +6,16 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from served import wait_for_client
 
 if os.environ.get("CI"):  # CI installs the app extra: there a missing gradio fails
     import gradio  # noqa: F401
 else:
     pytest.importorskip("gradio")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 from huggingface_hub import HfApi, snapshot_download  # noqa: E402
 
 from epic_hf import EpicExplainer, __version__  # noqa: E402
@@ -91,15 +91,7 @@ def test_a_clone_of_the_space_serves_the_same_bank(pushed, hub_server, tmp_path)
                                stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                client = Client(url, verbose=False)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "the Space's app never answered"
-                time.sleep(1)
+        client = wait_for_client(process, url, 180, "the Space's app")
         image = tmp_path / "query.png"
         planted_dataset(1, num_classes=3, size=32, seed=11)["image"][0].save(image)
         label, text, _, _ = client.predict(handle_file(str(image)), "the predicted class", 3, api_name="/explain")
