@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from .backbone import FrozenClassifier, ModelReference
 from .bank import PrototypeBank
 from .bank_format import CONFIG_NAME
 from .config import FitConfig
+from .data import DatasetLike
 from .decompose import Decomposer
 from .disentangle import MATRIX_KINDS, Disentangler, MatrixKind
 from .errors import BankMismatchError
@@ -36,6 +37,9 @@ from .hub import HubMixin, has_file, hub_access
 from .images import ImageInput
 from .loading import load_classifier, resolve_base_model
 from .viz.curve import render_purity_curve
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -263,8 +267,8 @@ class EpicExplainer(HubMixin):
         return self._require_bank().class_channels(label, top_k)
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, dataset: Any, config: FitConfig | None = None, *, output_dir: str | Path | None = None,
-            accelerator: Any = None, **overrides: Any) -> FitReport:
+    def fit(self, dataset: DatasetLike, config: FitConfig | None = None, *, output_dir: str | Path | None = None,
+            accelerator: Accelerator | None = None, **overrides: Any) -> FitReport:
         """Learn U and mine the prototype bank on ``dataset``; returns a :class:`FitReport`.
 
         ``dataset``: a ``datasets.Dataset``, ``IterableDataset`` (streaming), ``DatasetDict``, an
@@ -282,12 +286,12 @@ class EpicExplainer(HubMixin):
             curve.save(Path(output_dir) / "purity.png")
         return report
 
-    def purity(self, dataset: Any, config: FitConfig | None = None, **overrides: Any) -> float:
+    def purity(self, dataset: DatasetLike, config: FitConfig | None = None, **overrides: Any) -> float:
         """Mean purity of the current bank's prototypes, recomputed from ``dataset``."""
         bank = self._require_bank()
         return bank_purity(self.classifier, bank, self.U, dataset, (config or FitConfig()).replace(**overrides))
 
-    def evaluate(self, dataset: Any, config: EvaluationConfig | None = None, *,
+    def evaluate(self, dataset: DatasetLike, config: EvaluationConfig | None = None, *,
                  output_dir: str | Path | None = None, **overrides: Any) -> EvaluationReport:
         """Purity, class consistency, stability and exact deletion, under U and under U = I (docs/evaluation.md).
 

@@ -5,7 +5,7 @@ decoding one image at a time so that an unreadable one is skipped (:class:`Skipp
 in the one batch loop the fit and the evaluation share.
 """
 
-from .resolve import open_source, resolve_dataset
+from .resolve import DatasetLike, open_source, resolve_dataset
 from .source import Batch, ImageSource, SkippedSamples
 
-__all__ = ["Batch", "ImageSource", "SkippedSamples", "open_source", "resolve_dataset"]
+__all__ = ["Batch", "DatasetLike", "ImageSource", "SkippedSamples", "open_source", "resolve_dataset"]

@@ -10,8 +10,9 @@ and a Hub dataset id.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from huggingface_hub import constants
 
@@ -20,7 +21,17 @@ from ..errors import HubUnreachableError
 from ..hub import hub_endpoint, hub_is_reachable
 from .source import ImageSource
 
+if TYPE_CHECKING:
+    import datasets
+
 logger = logging.getLogger(__name__)
+
+#: What a fit or an evaluation reads: a ``datasets`` object, or a path or Hub id that
+#: :func:`resolve_dataset` opens as one (see the module docstring for what a path may be).
+DatasetLike: TypeAlias = (
+    "datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict | datasets.IterableDatasetDict"
+    " | str | os.PathLike[str]"
+)
 
 #: File suffixes read with a ``datasets`` packaged builder, by builder name.
 FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json"}
@@ -30,7 +41,7 @@ PATH_COLUMNS = ("image", "img", "image_path", "path", "file_name", "filename", "
 SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")
 
 
-def open_source(dataset: Any, data: DataConfig | None = None) -> ImageSource:
+def open_source(dataset: DatasetLike, data: DataConfig | None = None) -> ImageSource:
     """The :class:`ImageSource` that ``data`` (a :class:`DataConfig`) says how to read from ``dataset``."""
     data = data or DataConfig()
     return resolve_dataset(dataset, split=data.split, image_column=data.image_column, key_column=data.key_column,
@@ -112,7 +123,7 @@ def _pick_split(dataset_dict: Any, split: str | None) -> tuple[Any, str]:
 
 
 def resolve_dataset(
-    dataset: Any,
+    dataset: DatasetLike,
     split: str | None = None,
     image_column: str | None = None,
     key_column: str | None = None,

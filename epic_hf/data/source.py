@@ -15,12 +15,15 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from PIL import Image
 
 from ..errors import UnreadableImageError
 from ..images import to_rgb
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class Batch(NamedTuple):
 class ImageSource:
     """A dataset with a known image column, readable in key order by any process."""
 
-    dataset: Any
+    dataset: datasets.Dataset | datasets.IterableDataset
     image_column: str
     key_column: str | None = None
     label_column: str | None = None

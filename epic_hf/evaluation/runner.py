@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
-from ..data import ImageSource, SkippedSamples, open_source
+from ..data import DatasetLike, ImageSource, SkippedSamples, open_source
 from ..decompose import Decomposer
 from ..locks import DirectoryLock
 from ..mining import TopN
@@ -58,7 +58,7 @@ class Explainable(Protocol):
     def bank(self) -> PrototypeBank | None: ...
 
 
-def evaluate_explainer(explainer: Explainable, dataset: Any, config: EvaluationConfig | None = None, *,
+def evaluate_explainer(explainer: Explainable, dataset: DatasetLike, config: EvaluationConfig | None = None, *,
                        output_dir: str | Path | None = None, **overrides: Any) -> EvaluationReport:
     """Measure purity, class consistency, stability and exact deletion, under U and under U = I.
 

@@ -7,14 +7,17 @@ key, and each training minibatch is split across processes with its gradient sum
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from .index import merge_shards
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
-def make_accelerator(mixed_precision: str | None) -> Any:
+
+def make_accelerator(mixed_precision: str | None) -> Accelerator:
     """An ``accelerate.Accelerator`` from the launcher's environment; gloo on CPU-only machines."""
     from accelerate import Accelerator  # imports torch.distributed machinery: only when a fit starts
 
@@ -24,7 +27,7 @@ def make_accelerator(mixed_precision: str | None) -> Any:
     return accelerator
 
 
-def check_process_group(accelerator: Any) -> None:
+def check_process_group(accelerator: Accelerator) -> None:
     """Refuse to run N independent copies of the fit when a launcher started N processes."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and accelerator.num_processes != launched:
@@ -35,7 +38,7 @@ def check_process_group(accelerator: Any) -> None:
         )
 
 
-def gather_index(accelerator: Any, vectors: torch.Tensor, keys: torch.Tensor,
+def gather_index(accelerator: Accelerator, vectors: torch.Tensor, keys: torch.Tensor,
                  *extras: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """All processes' (vectors, keys, *per-row extras), merged: padded gather, unpadded by counts,
     deduplicated and sorted by key."""
@@ -52,7 +55,7 @@ def gather_index(accelerator: Any, vectors: torch.Tensor, keys: torch.Tensor,
     return merge_shards(shards)
 
 
-def gather_keys(accelerator: Any, keys: list[int]) -> list[int]:
+def gather_keys(accelerator: Accelerator, keys: list[int]) -> list[int]:
     """The union of every process's ``keys``, sorted."""
     if accelerator.num_processes == 1:
         return sorted(keys)
@@ -61,7 +64,7 @@ def gather_keys(accelerator: Any, keys: list[int]) -> list[int]:
     return sorted(set(gather_object(list(keys))))
 
 
-def max_over_processes(accelerator: Any, values: list[int]) -> list[int]:
+def max_over_processes(accelerator: Accelerator, values: list[int]) -> list[int]:
     """Element-wise max of a small integer list over processes (e.g. the grid, known where data was)."""
     if accelerator.num_processes == 1:
         return values

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,12 +20,15 @@ from ..progress import progress_bar
 from .distributed import gather_index, max_over_processes
 from .index import IndexWriter, PooledIndex
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 logger = logging.getLogger(__name__)
 
 MapSink = Callable[[list[int], torch.Tensor], None]
 
 
-def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: Any, batch_size: int,
+def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: Accelerator, batch_size: int,
                 budget_bytes: int, spill_dir: Any, skipped: SkippedSamples,
                 keep_maps: MapSink | None = None) -> PooledIndex:
     """Run the backbone over this process's share, then gather every share into one sorted index.

@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
 from ..config import FitConfig
-from ..data import ImageSource, SkippedSamples, open_source
+from ..data import DatasetLike, ImageSource, SkippedSamples, open_source
 from ..disentangle import Disentangler, MatrixKind
 from ..errors import EpicError
 from ..locks import DirectoryLock
@@ -31,6 +31,9 @@ from .index_pass import build_index
 from .report import FitReport
 from .trainer import Trainer
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 logger = logging.getLogger(__name__)
 
 _MB = 2**20
@@ -38,8 +41,8 @@ _MB = 2**20
 UNBOUNDED_BYTES = 2**62
 
 
-def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matrix: MatrixKind = "orthogonal",
-            output_dir: str | None = None, accelerator: Any = None) -> tuple[PrototypeBank, FitReport]:
+def run_fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfig, matrix: MatrixKind = "orthogonal",
+            output_dir: str | None = None, accelerator: Accelerator | None = None) -> tuple[PrototypeBank, FitReport]:
     """Learn a ``matrix`` U from U = I and mine a new bank, which owns it; resumes from ``output_dir``.
 
     Nothing is changed on the caller's side: the U being trained lives in this call, and the
@@ -53,8 +56,8 @@ def run_fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matri
         return _fit(classifier, dataset, config, matrix, output_dir, accelerator, started)
 
 
-def _fit(classifier: FrozenClassifier, dataset: Any, config: FitConfig, matrix: MatrixKind, output_dir: str | None,
-         accelerator: Any, started: float) -> tuple[PrototypeBank, FitReport]:
+def _fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfig, matrix: MatrixKind, output_dir: str | None,
+         accelerator: Accelerator, started: float) -> tuple[PrototypeBank, FitReport]:
     source = open_source(dataset, config.data)
     disentangler = Disentangler(classifier.num_channels, matrix)
     checkpoint = FitCheckpoint(output_dir, _fingerprint(classifier, disentangler, source, config),
@@ -107,7 +110,7 @@ def _fingerprint(classifier: FrozenClassifier, disentangler: Disentangler, sourc
             "dataset": source.fingerprint(), **config.result_settings()}
 
 
-def _index(classifier: FrozenClassifier, source: ImageSource, accelerator: Any, config: FitConfig,
+def _index(classifier: FrozenClassifier, source: ImageSource, accelerator: Accelerator, config: FitConfig,
            checkpoint: FitCheckpoint, store: FeatureStore) -> tuple[PooledIndex, list[int], float]:
     """The pooled index: from the checkpoint, or from the one backbone pass (then saved)."""
     started = time.perf_counter()
@@ -156,7 +159,7 @@ def _load_finished(checkpoint: FitCheckpoint) -> tuple[PrototypeBank, FitReport]
     return bank, FitReport.from_dict(report)
 
 
-def bank_purity(classifier: FrozenClassifier, bank: PrototypeBank, U: torch.Tensor, dataset: Any,
+def bank_purity(classifier: FrozenClassifier, bank: PrototypeBank, U: torch.Tensor, dataset: DatasetLike,
                 config: FitConfig) -> float:
     """Mean purity of ``bank``'s (channel, prototype) pairs under U, recomputed from ``dataset``."""
     source = open_source(dataset, config.data)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from .features import FeatureMaps, mean_purity, pairs
 from .index import PooledIndex
 from .report import FitReport, StepRecord
 from .schedules import schedule as make_schedule
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class Trainer:
     """
 
     def __init__(self, disentangler: Disentangler, index: PooledIndex, store: FeatureMaps, config: FitConfig,
-                 accelerator: Any, checkpoint: FitCheckpoint) -> None:
+                 accelerator: Accelerator, checkpoint: FitCheckpoint) -> None:
         self.disentangler = disentangler
         self.index = index
         self.store = store
