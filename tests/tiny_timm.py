@@ -42,6 +42,8 @@ TINY_TIMM = {
     "vit_token_regs_scaled": ("vit_tiny_patch16_224", {  # register tokens, layer scale, fc_norm on the CLS
         "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2,
         "global_pool": "token", "reg_tokens": 2, "init_values": 0.5, "fc_norm": True}),
+    "deit_distilled": ("deit_tiny_distilled_patch16_224", {  # two read-out tokens, two heads averaged
+        "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2}),
     "mobilenetv3": ("mobilenetv3_small_050", {"depth_multiplier": 0.5}),  # conv_head + hard-swish: gates held
     "resnet_max_refused": ("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8,
                                         "global_pool": "max"}),

@@ -3,8 +3,10 @@
 timm is never imported (an optional extra): the blocks are recognised by their class names and
 read by their attributes. What the split holds exactly is what a timm ``Block`` computes with
 timm's ``Attention`` (one fused ``qkv`` projection) and ``Mlp``: pre-norm LayerNorms, layer scale
-(``init_values``), register tokens (``reg_tokens``, any ``num_prefix_tokens``), and the final
-``norm`` or an ``fc_norm`` on the CLS token. Anything else that would change the block's algebra
+(``init_values``), register tokens (``reg_tokens``, any ``num_prefix_tokens``), the final
+``norm`` or an ``fc_norm`` on the CLS token, and DeiT's distillation token (``VisionTransformerDistilled``
+averages ``head`` on the CLS and ``head_dist`` on it: each token gets its own split, F stacks the two
+and A is ``[W_cls / 2 | W_dist / 2]``, as for transformers' DeiT with teacher). Anything else that would change the block's algebra
 (normalised queries and keys, a norm inside the attention or the MLP, gated attention, another
 block or MLP class such as Eva's rotary SwiGLU blocks) is refused by name at load time.
 """
@@ -30,6 +32,9 @@ from .held import HeldBlock, HeldStack, TokenParts, held_linearisation
 from .vit import read_parts, read_pooled
 
 VISION_TRANSFORMER = "timm.models.vision_transformer.VisionTransformer"
+#: DeiT with a distillation token: ``forward_head`` averages ``head`` on the CLS token and
+#: ``head_dist`` on the distillation token (in eval, and whenever ``distilled_training`` is off).
+DISTILLED = "timm.models.deit.VisionTransformerDistilled"
 _BLOCK = "timm.models.vision_transformer.Block"
 _ATTENTION = "timm.layers.attention.Attention"
 _MLP = "timm.layers.mlp.Mlp"
@@ -40,8 +45,8 @@ def _qualified(obj: object) -> str:
 
 
 def is_token_vision_transformer(timm_model: nn.Module) -> bool:
-    """A plain timm VisionTransformer that classifies from its CLS token (no attention pool)."""
-    return (_qualified(timm_model) == VISION_TRANSFORMER and getattr(timm_model, "global_pool", None) == "token"
+    """A plain timm VisionTransformer (or distilled DeiT) that classifies from its CLS token (no attention pool)."""
+    return (_qualified(timm_model) in (VISION_TRANSFORMER, DISTILLED) and getattr(timm_model, "global_pool", None) == "token"
             and getattr(timm_model, "attn_pool", None) is None)
 
 
@@ -110,14 +115,24 @@ class TimmTokenViT:
         if not isinstance(final, nn.LayerNorm):
             raise UnsupportedModelError(f"{where} has no final LayerNorm (norm and fc_norm are "
                                         f"{type(timm_model.norm).__name__} and {type(timm_model.fc_norm).__name__})")
-        if not isinstance(timm_model.head, nn.Linear):
-            raise UnsupportedModelError(f"{where} classifies with a {type(timm_model.head).__name__}, not one "
-                                        "Linear layer (was it loaded without a classification head?)")
-        self.stack = HeldStack(blocks, final, readouts=(0,))
-        self.linear = timm_model.head
+        names = ("head", "head_dist") if _qualified(timm_model) == DISTILLED else ("head",)
+        for name in names:
+            if not isinstance(getattr(timm_model, name, None), nn.Linear):
+                raise UnsupportedModelError(f"{where} classifies with a {type(getattr(timm_model, name, None)).__name__} "
+                                            f"as {name}, not one Linear layer (was it loaded without a classification head?)")
+        # (head, its share in the model's combination) per read-out token: the CLS, then the distillation token
+        self.readouts = [(linear_head(submodule(timm_model, name, nn.Linear)), 1 / len(names)) for name in names]
+        self.stack = HeldStack(blocks, final, readouts=tuple(range(len(names))))
+        self.linear = submodule(timm_model, "head", nn.Linear)
 
     def head(self) -> LinearHead:
-        return linear_head(self.linear)
+        """A = [W_cls / 2 | W_dist / 2] for a distilled DeiT (F stacks the two tokens' splits), else the head."""
+        weight = torch.cat([head.weight * share for head, share in self.readouts], dim=1)
+        bias = torch.stack([head.bias * share for head, share in self.readouts]).sum(dim=0)
+        return LinearHead(weight=weight, bias=bias)
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [head.weight * share for head, share in self.readouts]
 
     def _split(self, model: nn.Module, pixel_values: torch.Tensor,
                track: int | None) -> tuple[list[TokenParts], tuple[int, int]]:
@@ -129,9 +144,9 @@ class TimmTokenViT:
 
     def features(self, model: nn.Module, pixel_values: torch.Tensor) -> SpatialFeatures:
         tokens, grid = self._split(model, pixel_values, track=None)
-        return read_parts(tokens, [self.head().weight], grid)
+        return read_parts(tokens, self._weights(), grid)
 
     def pooled_features(self, model: nn.Module, pixel_values: torch.Tensor) -> PooledFeatures:
         """The class and register tokens split one by one, the patches summed (the index pass's need)."""
         tokens, grid = self._split(model, pixel_values, track=attribute(self.timm_model, "num_prefix_tokens", int))
-        return read_pooled(tokens, [self.head().weight], grid)
+        return read_pooled(tokens, self._weights(), grid)

@@ -48,6 +48,10 @@ VERIFIED_ARCHITECTURES = {
         "weights, MLP gates held); F = the patch tokens' parts on the patch grid; the CLS's and register "
         "tokens' own parts are the exact CLS term"
     ),
+    "deit_tiny_distilled_patch16_224 (VisionTransformerDistilled)": (
+        "the CLS and distillation tokens each split by the held linearisation; F stacks the two splits "
+        "(2D channels) and A = [W_head / 2 | W_head_dist / 2], the average forward_head takes"
+    ),
     "mobilenetv3_small_050 (MobileNetV3; LCNet and FBNetV3 are the same class)": (
         "forward_features map through conv_head cell by cell, times the held gate of its activation at the "
         "pooled input: F = the head's hidden units, whose mean is exactly what the classifier reads"
@@ -67,7 +71,7 @@ CHECKED_ARCHITECTURES = (
     "swin_tiny_patch4_window7_224", "swinv2_cr_tiny_224", "dla34", "vit_small_patch16_224 (global_pool='avg')",
     "vit_medium_patch16_gap_256", "mobilenetv3_large_100", "mobilenetv4_conv_small", "mobilenetv4_hybrid_medium",
     "lcnet_050", "fbnetv3_b", "ghostnet_100", "vit_small_patch16_224", "vit_base_patch16_224",
-    "vit_base_patch16_clip_224", "deit_small_patch16_224",
+    "vit_base_patch16_clip_224", "deit_small_patch16_224", "deit_small_distilled_patch16_224",
 )
 
 #: Heads that are refused, and why; the same reasons appear in the load-time error messages.
@@ -78,7 +82,7 @@ REFUSED_HEADS = {
     "global_pool='max', 'avgmax', 'catavgmax'": "a maximum over space is not linear in F",
     "MaxViT (maxvit_*)": "NormMlpClassifierHead with head_hidden_size: a hidden Linear and tanh after the pool",
     "EfficientViT MSRA (efficientvit_m*)": "a BatchNorm1d between the pool and the Linear (not folded)",
-    "DeiT distilled (VisionTransformerDistilled), LeViT, Eva (rotary SwiGLU blocks), PVT v2, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
+    "LeViT, Eva (rotary SwiGLU blocks), PVT v2, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
         "a head this adapter does not read (two heads, or pooling inside a custom head); no adapter yet"),
 }
 
@@ -202,6 +206,8 @@ class TimmWrapperAdapter(ModelAdapter):
 
     def head(self) -> LinearHead:
         """(A, b) of the classifier; a 1x1 convolution's (out, in, 1, 1) kernel is the same matrix."""
+        if self.token_vit is not None:  # the CLS head, or a distilled DeiT's two heads side by side
+            return self.token_vit.head()
         fc = self.timm_head.fc
         weight = fc.weight.detach().flatten(1)
         bias = fc.bias.detach() if fc.bias is not None else torch.zeros(weight.shape[0])
