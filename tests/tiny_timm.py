@@ -44,9 +44,14 @@ TINY_TIMM = {
         "global_pool": "token", "reg_tokens": 2, "init_values": 0.5, "fc_norm": True}),
     "deit_distilled": ("deit_tiny_distilled_patch16_224", {  # two read-out tokens, two heads averaged
         "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2}),
+    "eva02_avg": ("eva02_tiny_patch14_224", {  # rotary attention, SwiGLU MLP; avg pool, fc_norm, head
+        "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2, "ref_feat_shape": [4, 4]}),
     "mobilenetv3": ("mobilenetv3_small_050", {"depth_multiplier": 0.5}),  # conv_head + hard-swish: gates held
     "resnet_max_refused": ("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8,
                                         "global_pool": "max"}),
+    "eva02_token_refused": ("eva02_tiny_patch14_224", {  # its CLS token: the held split does not read Eva blocks
+        "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2, "ref_feat_shape": [4, 4],
+        "global_pool": "token"}),
 }
 
 EXACT = [name for name in TINY_TIMM if not name.endswith("_refused")]

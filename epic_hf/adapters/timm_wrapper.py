@@ -3,9 +3,10 @@
 A timm classifier computes ``forward_head(forward_features(x))``. EPIC decomposes it exactly when
 the head is an average over space, optionally followed by a LayerNorm (folded into F exactly like
 ConvNeXt's post-pool LayerNorm), and then one Linear. The structure is read off the timm module
-itself, without importing timm (an optional extra that the core package must not need). Two more
-heads are read exactly per image: a VisionTransformer's CLS token (``global_pool='token'``), split
-by the held linearisation (:mod:`.timm_vit`), and a 1x1 convolution with an activation after the
+itself, without importing timm (an optional extra that the core package must not need); token
+models (VisionTransformer, Eva) with ``global_pool='avg'`` give F as their patch tokens. Two more
+heads are read exactly per image: a VisionTransformer's (or distilled DeiT's) CLS token
+(``global_pool='token'``), split by the held linearisation (:mod:`.timm_vit`), and a 1x1 convolution with an activation after the
 pool (MobileNetV3/V4, LCNet, FBNetV3, GhostNet), its gate held (:mod:`.gated`). A head that pools
 with a maximum or attention is refused at load time with the reason, before it could be explained
 wrongly.
@@ -33,58 +34,8 @@ from .base import (
 )
 from .gated import GatedPointwise, eval_norm, pointwise
 from .registry import register_adapter
+from .timm_coverage import CHECKED_ARCHITECTURES, REFUSED_HEADS, VERIFIED_ARCHITECTURES
 from .timm_vit import TimmTokenViT, is_token_vision_transformer
-
-#: timm architectures whose tiny instances ``tests/test_timm.py`` decomposes exactly, and how F is read.
-VERIFIED_ARCHITECTURES = {
-    "resnet18 (ResNet)": "forward_features map; global_pool='avg' then fc",
-    "test_efficientnet (EfficientNet)": "forward_features map (conv_head and bn2 come before the pool); classifier",
-    "regnetx_002 (RegNet)": "forward_features map; ClassifierHead (avg pool, fc)",
-    "convnext_atto (ConvNeXt)": "forward_features map, head.norm (LayerNorm2d after the pool) folded into F",
-    "dla34 (DLA)": "forward_features map; global_pool='avg' then a 1x1 convolution, read as its (out, in) matrix",
-    "swin_tiny_patch4_window7_224 (SwinTransformer)": "forward_features (B, H, W, C) map, permuted; ClassifierHead",
-    "vit_tiny_patch16_224 with global_pool='token' (VisionTransformer; also with reg_tokens, init_values, fc_norm)": (
-        "the CLS token split over the tokens per image by the held linearisation (LayerNorm scales, attention "
-        "weights, MLP gates held); F = the patch tokens' parts on the patch grid; the CLS's and register "
-        "tokens' own parts are the exact CLS term"
-    ),
-    "deit_tiny_distilled_patch16_224 (VisionTransformerDistilled)": (
-        "the CLS and distillation tokens each split by the held linearisation; F stacks the two splits "
-        "(2D channels) and A = [W_head / 2 | W_head_dist / 2], the average forward_head takes"
-    ),
-    "mobilenetv3_small_050 (MobileNetV3; LCNet and FBNetV3 are the same class)": (
-        "forward_features map through conv_head cell by cell, times the held gate of its activation at the "
-        "pooled input: F = the head's hidden units, whose mean is exactly what the classifier reads"
-    ),
-    "vit_tiny_patch16_224 with global_pool='avg' (VisionTransformer)": (
-        "patch tokens (num_prefix_tokens: class and register tokens dropped) on the patch grid; fc_norm "
-        "folded into F, or nothing to fold with fc_norm=False (the per-token norm comes before the mean)"
-    ),
-}
-
-#: Exact at full size with random weights in a one-off check (timm 1.0.31), not in the test suite.
-CHECKED_ARCHITECTURES = (
-    "resnet50", "resnet18d", "seresnext26d_32x4d", "res2net50_26w_4s", "efficientnet_b0", "tf_efficientnetv2_b0",
-    "mixnet_s", "mobilenetv2_100", "mnasnet_100", "regnety_008", "convnext_tiny", "convnextv2_atto",
-    "densenet121", "inception_v3", "cspresnet50", "edgenext_xx_small", "rexnet_100", "nfnet_l0",
-    "hrnet_w18_small", "tresnet_m", "xception41", "repvgg_a0", "fastvit_t8", "coatnet_0_rw_224",
-    "swin_tiny_patch4_window7_224", "swinv2_cr_tiny_224", "dla34", "vit_small_patch16_224 (global_pool='avg')",
-    "vit_medium_patch16_gap_256", "mobilenetv3_large_100", "mobilenetv4_conv_small", "mobilenetv4_hybrid_medium",
-    "lcnet_050", "fbnetv3_b", "ghostnet_100", "vit_small_patch16_224", "vit_base_patch16_224",
-    "vit_base_patch16_clip_224", "deit_small_patch16_224", "deit_small_distilled_patch16_224",
-)
-
-#: Heads that are refused, and why; the same reasons appear in the load-time error messages.
-REFUSED_HEADS = {
-    "ViT with global_pool='token' and qk_norm, scale_norm, gated attention or another block class": (
-        "the held split reads timm's plain Block, Attention and Mlp only; the rest is refused by name"),
-    "ViT with global_pool='map' (SigLIP-style attention pooling)": "the pooling weights depend on the input",
-    "global_pool='max', 'avgmax', 'catavgmax'": "a maximum over space is not linear in F",
-    "MaxViT (maxvit_*)": "NormMlpClassifierHead with head_hidden_size: a hidden Linear and tanh after the pool",
-    "EfficientViT MSRA (efficientvit_m*)": "a BatchNorm1d between the pool and the Linear (not folded)",
-    "LeViT, Eva (rotary SwiGLU blocks), PVT v2, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
-        "a head this adapter does not read (two heads, or pooling inside a custom head); no adapter yet"),
-}
 
 #: timm classes (module.qualname, compared by name: timm is never imported here) that apply a 1x1
 #: convolution and an activation after the global pool: read with the activation's gate held.
@@ -98,8 +49,8 @@ _POOL_REASONS = {
 
 _SUPPORTED = (
     "an average over space (global_pool='avg'), optionally followed by a LayerNorm, then one Linear; "
-    "tested for ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin and VisionTransformer with global_pool='avg'; "
-    "a VisionTransformer with global_pool='token' is split by the held linearisation"
+    "tested for ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin, VisionTransformer and Eva with global_pool='avg'; "
+    "a VisionTransformer or distilled DeiT with global_pool='token' is split by the held linearisation"
 )
 
 
@@ -246,7 +197,7 @@ def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
     name = _qualified(timm_model)
     if name in _POST_POOL_CLASSES:
         return _gated_head(timm_model, architecture)
-    if name == "timm.models.vision_transformer.VisionTransformer":
+    if name in _TOKEN_AVERAGE_CLASSES:
         return _vit_head(timm_model, architecture)
     head = getattr(timm_model, "head", None)
     norm: nn.LayerNorm | None = None
@@ -297,13 +248,20 @@ def _qualified(obj: object) -> str:
 
 
 _SELECT_POOL = "timm.layers.adaptive_avgmax_pool.SelectAdaptivePool2d"
+#: Token models whose global_pool='avg' head is the mean of the patch tokens, fc_norm, then head:
+#: whatever their blocks compute (Eva's rotary attention and SwiGLU included), F is the patch tokens.
+_TOKEN_AVERAGE_CLASSES = ("timm.models.vision_transformer.VisionTransformer", "timm.models.eva.Eva")
 
 
 def _vit_head(timm_model: nn.Module, architecture: str) -> TimmHead:
-    """VisionTransformer: an average of the patch tokens (global_pool='avg'), then fc_norm and head."""
+    """VisionTransformer or Eva: an average of the patch tokens (global_pool='avg'), then fc_norm and head."""
     if getattr(timm_model, "attn_pool", None) is not None:
         raise _refuse(architecture, timm_model, _POOL_REASONS["map"])
-    _check_pool_type(str(timm_model.global_pool), architecture, "VisionTransformer")
+    if _qualified(timm_model) == "timm.models.eva.Eva" and timm_model.global_pool == "token":
+        raise _refuse(architecture, timm_model, f"{_POOL_REASONS['token']}, through Eva blocks (rotary attention, "
+                      "SwiGLU MLP, norms inside) that the held split of a CLS token does not read; an Eva with "
+                      "global_pool='avg' (EVA-02's default) is supported")
+    _check_pool_type(str(timm_model.global_pool), architecture, type(timm_model).__name__)
     if getattr(timm_model, "pool_include_prefix", False):
         raise _refuse(architecture, timm_model, "averages its class/register tokens together with the "
                       "patch tokens (pool_include_prefix=True), and those have no place on the image grid")
