@@ -46,6 +46,10 @@ TINY_TIMM = {
         "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2}),
     "eva02_avg": ("eva02_tiny_patch14_224", {  # rotary attention, SwiGLU MLP; avg pool, fc_norm, head
         "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2, "ref_feat_shape": [4, 4]}),
+    "beit_avg": ("beit_base_patch16_224", {  # relative position bias in every block; avg pool, fc_norm, head
+        "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2}),
+    "vit_relpos_avg": ("vit_relpos_base_patch16_224", {
+        "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2}),
     "mobilenetv3": ("mobilenetv3_small_050", {"depth_multiplier": 0.5}),  # conv_head + hard-swish: gates held
     "resnet_max_refused": ("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8,
                                         "global_pool": "max"}),

@@ -31,6 +31,10 @@ VERIFIED_ARCHITECTURES = {
         "patch tokens (the class token dropped) on the patch grid, fc_norm folded into F: the blocks compute "
         "whatever they compute, the head is a mean, a LayerNorm and a Linear"
     ),
+    "beit_base_patch16_224 and vit_relpos_base_patch16_224 with global_pool='avg' (Beit, VisionTransformerRelPos)": (
+        "patch tokens on the patch grid, fc_norm folded into F, as for Eva: relative position biases change "
+        "the blocks, not the head"
+    ),
     "vit_tiny_patch16_224 with global_pool='avg' (VisionTransformer)": (
         "patch tokens (num_prefix_tokens: class and register tokens dropped) on the patch grid; fc_norm "
         "folded into F, or nothing to fold with fc_norm=False (the per-token norm comes before the mean)"
@@ -48,6 +52,7 @@ CHECKED_ARCHITECTURES = (
     "lcnet_050", "fbnetv3_b", "ghostnet_100", "vit_small_patch16_224", "vit_base_patch16_224",
     "vit_base_patch16_clip_224", "deit_small_patch16_224", "deit_small_distilled_patch16_224",
     "eva02_tiny_patch14_224", "eva02_small_patch14_336", "eva02_base_patch14_224", "eva_giant_patch14_224",
+    "beit_base_patch16_224", "beitv2_base_patch16_224", "vit_relpos_base_patch16_224", "vit_srelpos_small_patch16_224",
 )
 
 #: Heads that are refused, and why; the same reasons appear in the load-time error messages.

@@ -49,7 +49,8 @@ _POOL_REASONS = {
 
 _SUPPORTED = (
     "an average over space (global_pool='avg'), optionally followed by a LayerNorm, then one Linear; "
-    "tested for ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin, VisionTransformer and Eva with global_pool='avg'; "
+    "tested for ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin, and for VisionTransformer, Eva, BEiT and "
+    "the relpos ViTs with global_pool='avg'; "
     "a VisionTransformer or distilled DeiT with global_pool='token' is split by the held linearisation"
 )
 
@@ -249,8 +250,10 @@ def _qualified(obj: object) -> str:
 
 _SELECT_POOL = "timm.layers.adaptive_avgmax_pool.SelectAdaptivePool2d"
 #: Token models whose global_pool='avg' head is the mean of the patch tokens, fc_norm, then head:
-#: whatever their blocks compute (Eva's rotary attention and SwiGLU included), F is the patch tokens.
-_TOKEN_AVERAGE_CLASSES = ("timm.models.vision_transformer.VisionTransformer", "timm.models.eva.Eva")
+#: whatever their blocks compute (Eva's rotary attention and SwiGLU, BEiT's and the relpos ViTs'
+#: relative position biases included), F is the patch tokens.
+_TOKEN_AVERAGE_CLASSES = ("timm.models.vision_transformer.VisionTransformer", "timm.models.eva.Eva",
+                          "timm.models.beit.Beit", "timm.models.vision_transformer_relpos.VisionTransformerRelPos")
 
 
 def _vit_head(timm_model: nn.Module, architecture: str) -> TimmHead:
