@@ -50,6 +50,9 @@ TINY_TIMM = {
         "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2}),
     "vit_relpos_avg": ("vit_relpos_base_patch16_224", {
         "img_size": IMAGE_SIZE, "patch_size": 16, "embed_dim": 16, "depth": 2, "num_heads": 2}),
+    "pvt_v2": ("pvt_v2_b0", {"embed_dims": [8, 8, 16, 16], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}),
+    "twins": ("twins_svt_small", {"embed_dims": (8, 8, 16, 16), "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2),
+                                  "wss": (2, 2, 2, 2), "sr_ratios": (4, 2, 1, 1)}),
     "mobilenetv3": ("mobilenetv3_small_050", {"depth_multiplier": 0.5}),  # conv_head + hard-swish: gates held
     "resnet_max_refused": ("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8,
                                         "global_pool": "max"}),
@@ -63,7 +66,7 @@ REFUSED = [name for name in TINY_TIMM if name.endswith("_refused")]
 
 
 def make_tiny_timm(name: str, seed: int = 0) -> torch.nn.Module:
-    """The timm model itself, with random non-trivial norms and biases (as a trained model has)."""
+    """The timm model itself, with random non-trivial norms, biases and classifier (as a trained model has)."""
     architecture, model_args = TINY_TIMM[name]
     torch.manual_seed(seed)
     model = timm.create_model(architecture, pretrained=False, num_classes=len(LABELS), **model_args)
@@ -71,6 +74,9 @@ def make_tiny_timm(name: str, seed: int = 0) -> torch.nn.Module:
         for parameter_name, parameter in model.named_parameters():
             if parameter.ndim == 1 and ("norm" in parameter_name or "bias" in parameter_name or "bn" in parameter_name):
                 parameter.add_(torch.randn_like(parameter) * 0.1)
+            elif parameter_name.split(".")[0] in ("head", "head_dist", "fc", "classifier"):
+                # timm starts some classifiers at zero or at 1e-3 scale (Mixer, Eva, BEiT): a trained head is not
+                parameter.add_(torch.randn_like(parameter) * 0.3)
     return model.eval()
 
 

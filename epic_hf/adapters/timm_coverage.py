@@ -35,6 +35,11 @@ VERIFIED_ARCHITECTURES = {
         "patch tokens on the patch grid, fc_norm folded into F, as for Eva: relative position biases change "
         "the blocks, not the head"
     ),
+    "pvt_v2_b0 and twins_svt_small (PyramidVisionTransformerV2, Twins)": (
+        "the mean forward_head writes itself (global_pool='avg'), over a (B, C, H, W) map (PVT v2) or over "
+        "(B, N, C) tokens (Twins, MLP-Mixer), the layout read by trying both shapes on random features and the "
+        "token grid from the last stage's reduction; then the Linear head"
+    ),
     "vit_tiny_patch16_224 with global_pool='avg' (VisionTransformer)": (
         "patch tokens (num_prefix_tokens: class and register tokens dropped) on the patch grid; fc_norm "
         "folded into F, or nothing to fold with fc_norm=False (the per-token norm comes before the mean)"
@@ -53,6 +58,8 @@ CHECKED_ARCHITECTURES = (
     "vit_base_patch16_clip_224", "deit_small_patch16_224", "deit_small_distilled_patch16_224",
     "eva02_tiny_patch14_224", "eva02_small_patch14_336", "eva02_base_patch14_224", "eva_giant_patch14_224",
     "beit_base_patch16_224", "beitv2_base_patch16_224", "vit_relpos_base_patch16_224", "vit_srelpos_small_patch16_224",
+    "pvt_v2_b0", "visformer_tiny", "twins_svt_small", "twins_pcpvt_small", "mixer_b16_224", "resmlp_12_224",
+    "gmlp_ti16_224",
 )
 
 #: Heads that are refused, and why; the same reasons appear in the load-time error messages.
@@ -66,6 +73,8 @@ REFUSED_HEADS = {
     "Eva with global_pool='token'": (
         "its CLS token passes Eva blocks (rotary attention, SwiGLU MLP, norms inside), which the held split does "
         "not read; Eva with global_pool='avg' is exact"),
-    "LeViT, PVT v2, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
+    "CaiT, XCiT (class-attention blocks on the CLS token)": (
+        "global_pool='token' through blocks other than timm's plain Block, which the held split does not read"),
+    "LeViT, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
         "a head this adapter does not read (two heads, or pooling inside a custom head); no adapter yet"),
 }

@@ -35,6 +35,7 @@ from .base import (
 from .gated import GatedPointwise, eval_norm, pointwise
 from .registry import register_adapter
 from .timm_coverage import CHECKED_ARCHITECTURES, REFUSED_HEADS, VERIFIED_ARCHITECTURES
+from .timm_tokens import token_grid, token_layout
 from .timm_vit import TimmTokenViT, is_token_vision_transformer
 
 #: timm classes (module.qualname, compared by name: timm is never imported here) that apply a 1x1
@@ -148,9 +149,7 @@ class TimmWrapperAdapter(ModelAdapter):
         features = method(timm_model, "forward_features")(pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
         grid = (0, 0)
         if self.timm_head.prefix_tokens is not None:
-            feat_size = method(submodule(timm_model, "patch_embed", nn.Module), "dynamic_feat_size")
-            height, width = feat_size(tuple(pixel_values.shape[-2:]))
-            grid = (height, width)
+            grid = token_grid(timm_model, tuple(pixel_values.shape[-2:]), features.shape[1] - self.timm_head.prefix_tokens)
         return self.timm_head.to_map(features, grid)
 
     def classifier(self) -> nn.Module:
@@ -213,6 +212,11 @@ def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
             norm = _post_pool_norm(head.get_submodule("norm"), architecture, timm_model)
         elif _qualified(getattr(timm_model, "global_pool", None)) == _SELECT_POOL:
             pool, fc = timm_model.get_submodule("global_pool"), method(timm_model, "get_classifier")()
+        elif isinstance(getattr(timm_model, "global_pool", None), str) and isinstance(head, nn.Linear):
+            # the mean written in forward_head itself, over a (B, C, H, W) map (PVT v2, Visformer) or over
+            # (B, N, C) tokens (MLP-Mixer, ResMLP, Twins); check_head_is_pool_then_linear proves it is one
+            _check_pool_type(str(timm_model.global_pool), architecture, type(timm_model).__name__)
+            return TimmHead(fc=head, prefix_tokens=token_layout(timm_model, head))
         else:
             raise AttributeError("no known head")
         pool_dims = _average_pool_dims(pool, architecture, timm_model)
@@ -318,7 +322,11 @@ def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, archit
     else:
         shape = (2, 3, 3, width) if head.channels_last else (2, width, 3, 3)
     features = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(next(timm_model.parameters()))
-    ran, logits = _run_head_with_hooks(timm_model, features)
+    try:
+        ran, logits = _run_head_with_hooks(timm_model, features)
+    except (RuntimeError, ValueError, IndexError) as error:  # its head reads another layout (tokens, say)
+        raise _refuse(architecture, timm_model, "does not read a (B, C, H, W) feature map in forward_head as "
+                      f"EPIC averages it ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from None
     allowed = _allowed_head_modules(timm_model, head)
     extra = [f"{name} ({type(module).__name__})" for name, module in ran if module not in allowed]
     if extra:
