@@ -27,7 +27,7 @@ from epic_hf.adapters.timm_wrapper import (  # noqa: E402
     read_timm_head,
 )
 from epic_hf.disentangle import Disentangler  # noqa: E402
-from tiny_timm import EXACT, IMAGE_SIZE, REFUSED, TINY_TIMM, make_tiny_timm, save_tiny_timm  # noqa: E402
+from tiny_timm import EXACT, IMAGE_SIZE, REFUSED, TINY_TIMM, make_tiny_timm, randomize, save_tiny_timm  # noqa: E402
 
 REFUSAL_REASONS = {
     "resnet_max_refused": r"global_pool='max'",
@@ -121,6 +121,29 @@ def test_the_timm_module_itself_is_refused(name):
     """Without a telling config.json (no global_pool recorded), the head read off the module refuses."""
     with pytest.raises(UnsupportedModelError, match=REFUSAL_REASONS[name]):
         read_timm_head(make_tiny_timm(name), TINY_TIMM[name][0])
+
+
+@pytest.mark.parametrize("mlp_head", [False, True], ids=["poolformer_head", "mlp_head"])
+def test_metaformer_heads_fold_exactly(mlp_head):
+    """PoolFormer's pool, LayerNorm2d and Linear, and ConvFormer/CAFormer's MlpHead after them (its
+    activation's gate held, its LayerNorm folded): the mean of F through the classifier is the logits.
+
+    MetaFormer is built from its class: its registered names fix depths and widths, so no tiny one loads
+    through TimmWrapper."""
+    from timm.models.metaformer import MetaFormer
+
+    torch.manual_seed(0)
+    model = randomize(MetaFormer(num_classes=3, depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), use_mlp_head=mlp_head))
+    head = read_timm_head(model, "metaformer")
+    check_head_is_pool_then_linear(model, head, "metaformer")
+    assert (head.gated is not None) == mlp_head
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fmap = head.to_map(model.forward_features(pixels), (0, 0))
+        logits = fmap.mean(dim=(2, 3)) @ head.fc.weight.T + head.fc.bias
+        expected = model(pixels)
+    assert fmap.shape[2] * fmap.shape[3] > 1 and expected.abs().max() > 0.1
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_the_head_probe_catches_a_post_pool_layer_the_reading_missed():

@@ -69,7 +69,11 @@ def make_tiny_timm(name: str, seed: int = 0) -> torch.nn.Module:
     """The timm model itself, with random non-trivial norms, biases and classifier (as a trained model has)."""
     architecture, model_args = TINY_TIMM[name]
     torch.manual_seed(seed)
-    model = timm.create_model(architecture, pretrained=False, num_classes=len(LABELS), **model_args)
+    return randomize(timm.create_model(architecture, pretrained=False, num_classes=len(LABELS), **model_args))
+
+
+def randomize(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial norms, biases and classifier in place (timm initialises some to 0 or 1); the model in eval mode."""
     with torch.no_grad():
         for parameter_name, parameter in model.named_parameters():
             if parameter.ndim == 1 and ("norm" in parameter_name or "bias" in parameter_name or "bn" in parameter_name):

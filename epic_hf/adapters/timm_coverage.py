@@ -40,6 +40,10 @@ VERIFIED_ARCHITECTURES = {
         "(B, N, C) tokens (Twins, MLP-Mixer), the layout read by trying both shapes on random features and the "
         "token grid from the last stage's reduction; then the Linear head"
     ),
+    "MetaFormer built from its class (PoolFormer's head; ConvFormer's and CAFormer's MlpHead)": (
+        "forward_features map; pool, LayerNorm2d folded into F, then the Linear, or MlpHead's fc1 and activation "
+        "cell by cell with the gate held and its LayerNorm folded: F = the head's hidden units"
+    ),
     "vit_tiny_patch16_224 with global_pool='avg' (VisionTransformer)": (
         "patch tokens (num_prefix_tokens: class and register tokens dropped) on the patch grid; fc_norm "
         "folded into F, or nothing to fold with fc_norm=False (the per-token norm comes before the mean)"
@@ -59,7 +63,7 @@ CHECKED_ARCHITECTURES = (
     "eva02_tiny_patch14_224", "eva02_small_patch14_336", "eva02_base_patch14_224", "eva_giant_patch14_224",
     "beit_base_patch16_224", "beitv2_base_patch16_224", "vit_relpos_base_patch16_224", "vit_srelpos_small_patch16_224",
     "pvt_v2_b0", "visformer_tiny", "twins_svt_small", "twins_pcpvt_small", "mixer_b16_224", "resmlp_12_224",
-    "gmlp_ti16_224",
+    "gmlp_ti16_224", "poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18",
 )
 
 #: Heads that are refused, and why; the same reasons appear in the load-time error messages.
@@ -75,6 +79,6 @@ REFUSED_HEADS = {
         "not read; Eva with global_pool='avg' is exact"),
     "CaiT, XCiT (class-attention blocks on the CLS token)": (
         "global_pool='token' through blocks other than timm's plain Block, which the held split does not read"),
-    "LeViT, PoolFormer/MetaFormer, EfficientViT MIT, EfficientFormerV2": (
+    "LeViT, EfficientViT MIT, EfficientFormerV2": (
         "a head this adapter does not read (two heads, or pooling inside a custom head); no adapter yet"),
 }
