@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,9 @@ from safetensors.torch import load_file, save_file
 
 from epic_hf import BankFormatError, BankMismatchError, EpicExplainer, PrototypeBank
 from epic_hf.bank_format import CONFIG_NAME, WEIGHTS_NAME
-from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier
+from epic_hf.synthetic import planted_dataset, tiny_resnet
 from epic_hf.viz import render_prototype_sheet
-from tiny_models import make_tiny_model, tiny_processor
+from tiny_models import make_tiny_model, push_tiny_resnet, tiny_processor
 
 pytestmark = pytest.mark.slow  # subprocesses or the local Hub server
 
@@ -26,10 +25,7 @@ FIT = dict(prototypes_per_channel=3, schedule_start=8, schedule_end=3, schedule_
 def pushed(hub_server, tmp_path_factory):
     """A classifier on the hub, an explainer loaded from it, fitted and pushed as an EPIC repo."""
     data = planted_dataset(60, num_classes=3, size=32, seed=4)
-    model, processor = tiny_resnet(3, (8, 8), seed=2)
-    train_classifier(model, processor, data, epochs=1)
-    model.push_to_hub("tiny-org/resnet-tiny")
-    processor.push_to_hub("tiny-org/resnet-tiny")
+    push_tiny_resnet("tiny-org/resnet-tiny", data, seed=2)
     explainer = EpicExplainer.from_pretrained("tiny-org/resnet-tiny")
     explainer.fit(data, **FIT)
     url = explainer.push_to_hub("tiny-org/resnet-tiny-epic", commit_message="EPIC bank for tests")

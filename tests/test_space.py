@@ -20,8 +20,9 @@ from huggingface_hub import HfApi, snapshot_download  # noqa: E402
 
 from epic_hf import EpicExplainer, __version__  # noqa: E402
 from epic_hf.app.space import CODE_END, SPACE_START  # noqa: E402
-from epic_hf.synthetic import planted_dataset, tiny_resnet, train_classifier  # noqa: E402
+from epic_hf.synthetic import planted_dataset  # noqa: E402
 from epic_hf.viz.captions import signed  # noqa: E402
+from tiny_models import push_tiny_resnet  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the local Hub server and a subprocess
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +32,7 @@ BANK, SPACE = "space-org/resnet-tiny-epic", "space-org/resnet-tiny-epic-demo"
 @pytest.fixture(scope="module")
 def pushed(hub_server):
     data = planted_dataset(40, num_classes=3, size=32, seed=4)
-    model, processor = tiny_resnet(3, (8, 8), seed=3)
-    train_classifier(model, processor, data, epochs=1)
-    model.push_to_hub("space-org/resnet-tiny")
-    processor.push_to_hub("space-org/resnet-tiny")
+    push_tiny_resnet("space-org/resnet-tiny", data, seed=3)
     explainer = EpicExplainer.from_pretrained("space-org/resnet-tiny")
     explainer.fit(data, prototypes_per_channel=3, schedule_start=6, schedule_end=3, schedule_steps=1, lr=1e-2)
     url = explainer.push_to_hub(BANK, space=SPACE, space_title="Tiny EPIC")

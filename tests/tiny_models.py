@@ -262,3 +262,13 @@ def save_tiny_model(name: str, directory: Path, seed: int = 0) -> Path:
     make_tiny_model(name, seed).save_pretrained(directory)
     processor_for(name).save_pretrained(directory)
     return directory
+
+
+def push_tiny_resnet(repo_id: str, data, seed: int, num_classes: int = 3) -> None:
+    """A tiny ResNet trained one epoch on ``data`` and pushed with its processor to ``repo_id`` (the test Hub)."""
+    from epic_hf.synthetic import tiny_resnet, train_classifier
+
+    model, processor = tiny_resnet(num_classes, (8, 8), seed=seed)
+    train_classifier(model, processor, data, epochs=1)
+    model.push_to_hub(repo_id)
+    processor.push_to_hub(repo_id)
