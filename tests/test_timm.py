@@ -26,6 +26,7 @@ from epic_hf.adapters.timm_wrapper import (  # noqa: E402
     check_head_is_pool_then_linear,
     read_timm_head,
 )
+from epic_hf.adapters.timm_tokens import token_grid  # noqa: E402
 from epic_hf.disentangle import Disentangler  # noqa: E402
 from tiny_timm import EXACT, IMAGE_SIZE, REFUSED, TINY_TIMM, make_tiny_timm, randomize, save_tiny_timm  # noqa: E402
 
@@ -123,27 +124,44 @@ def test_the_timm_module_itself_is_refused(name):
         read_timm_head(make_tiny_timm(name), TINY_TIMM[name][0])
 
 
-@pytest.mark.parametrize("mlp_head", [False, True], ids=["poolformer_head", "mlp_head"])
-def test_metaformer_heads_fold_exactly(mlp_head):
-    """PoolFormer's pool, LayerNorm2d and Linear, and ConvFormer/CAFormer's MlpHead after them (its
-    activation's gate held, its LayerNorm folded): the mean of F through the classifier is the logits.
-
-    MetaFormer is built from its class: its registered names fix depths and widths, so no tiny one loads
-    through TimmWrapper."""
+def _built_from_class(name: str) -> torch.nn.Module:
+    """timm models whose registered names fix depths and widths, so no tiny one loads through TimmWrapper."""
+    from timm.models.efficientformer_v2 import EfficientFormerV2
+    from timm.models.levit import LevitDistilled
     from timm.models.metaformer import MetaFormer
 
+    if name in ("poolformer_head", "metaformer_mlp_head"):
+        return MetaFormer(num_classes=3, depths=(1, 1, 1, 1), dims=(8, 8, 16, 16),
+                          use_mlp_head=name == "metaformer_mlp_head")
+    if name == "levit_distilled":  # tokens (B, N, C); head and head_dist are NormLinears (BatchNorm1d, Linear)
+        return LevitDistilled(img_size=64, num_classes=3, embed_dim=(16, 16), key_dim=8, depth=(1, 1),
+                              num_heads=(2, 2))
+    return EfficientFormerV2(depths=(1, 1, 1, 1), embed_dims=(8, 8, 16, 16), img_size=64, num_classes=3)
+
+
+@pytest.mark.parametrize("name", ["poolformer_head", "metaformer_mlp_head", "levit_distilled",
+                                  "efficientformerv2_distilled"])
+def test_heads_of_models_built_from_their_class_decompose_exactly(name):
+    """PoolFormer's pool, LayerNorm2d and Linear; ConvFormer/CAFormer's MlpHead after them (its activation's
+    gate held, its LayerNorm folded); LeViT's and EfficientFormerV2's two heads averaged on one pooled vector
+    (LeViT's BatchNorm1d folded): the mean of F through the one classifier read is the model's logits."""
     torch.manual_seed(0)
-    model = randomize(MetaFormer(num_classes=3, depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), use_mlp_head=mlp_head))
-    head = read_timm_head(model, "metaformer")
-    check_head_is_pool_then_linear(model, head, "metaformer")
-    assert (head.gated is not None) == mlp_head
+    model = randomize(_built_from_class(name))
+    head = read_timm_head(model, name)
+    check_head_is_pool_then_linear(model, head, name)
+    assert (head.gated is not None) == (name == "metaformer_mlp_head")
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        fmap = head.to_map(model.forward_features(pixels), (0, 0))
+        features = model.forward_features(pixels)
+        grid = (0, 0)
+        if head.prefix_tokens is not None:
+            grid = token_grid(model, (64, 64), features.shape[1] - head.prefix_tokens)
+        fmap = head.to_map(features, grid)
         logits = fmap.mean(dim=(2, 3)) @ head.fc.weight.T + head.fc.bias
         expected = model(pixels)
-    assert fmap.shape[2] * fmap.shape[3] > 1 and expected.abs().max() > 0.1
-    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    assert fmap.shape[2] * fmap.shape[3] > 1  # a real spatial map
+    assert head.fc.weight.abs().max() > 0.05 and not torch.allclose(expected[0], expected[1], atol=1e-3)  # not vacuous
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_the_head_probe_catches_a_post_pool_layer_the_reading_missed():

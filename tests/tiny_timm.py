@@ -53,6 +53,8 @@ TINY_TIMM = {
     "pvt_v2": ("pvt_v2_b0", {"embed_dims": [8, 8, 16, 16], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}),
     "twins": ("twins_svt_small", {"embed_dims": (8, 8, 16, 16), "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2),
                                   "wss": (2, 2, 2, 2), "sr_ratios": (4, 2, 1, 1)}),
+    "efficientvit_msra": ("efficientvit_m0", {  # its head is a NormLinear: BatchNorm1d, then the Linear
+        "img_size": IMAGE_SIZE, "embed_dim": [16, 16], "depth": [1, 1], "num_heads": [2, 2], "window_size": [4, 4]}),
     "mobilenetv3": ("mobilenetv3_small_050", {"depth_multiplier": 0.5}),  # conv_head + hard-swish: gates held
     "resnet_max_refused": ("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8,
                                         "global_pool": "max"}),

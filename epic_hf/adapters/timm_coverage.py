@@ -40,6 +40,14 @@ VERIFIED_ARCHITECTURES = {
         "(B, N, C) tokens (Twins, MLP-Mixer), the layout read by trying both shapes on random features and the "
         "token grid from the last stage's reduction; then the Linear head"
     ),
+    "efficientvit_m0 (EfficientVitMsra)": (
+        "forward_features map; SelectAdaptivePool2d; its NormLinear head (BatchNorm1d, Linear) folded into one Linear"
+    ),
+    "LevitDistilled and EfficientFormerV2 built from their classes (two heads averaged)": (
+        "the mean forward_head writes over tokens (LeViT) or a map (EfficientFormerV2); head and head_dist act "
+        "on the same pooled vector and are averaged, one affine map folded into one frozen Linear (LeViT's "
+        "BatchNorm1d before each Linear folded in); the token grid of a square input is square"
+    ),
     "MetaFormer built from its class (PoolFormer's head; ConvFormer's and CAFormer's MlpHead)": (
         "forward_features map; pool, LayerNorm2d folded into F, then the Linear, or MlpHead's fc1 and activation "
         "cell by cell with the gate held and its LayerNorm folded: F = the head's hidden units"
@@ -63,7 +71,8 @@ CHECKED_ARCHITECTURES = (
     "eva02_tiny_patch14_224", "eva02_small_patch14_336", "eva02_base_patch14_224", "eva_giant_patch14_224",
     "beit_base_patch16_224", "beitv2_base_patch16_224", "vit_relpos_base_patch16_224", "vit_srelpos_small_patch16_224",
     "pvt_v2_b0", "visformer_tiny", "twins_svt_small", "twins_pcpvt_small", "mixer_b16_224", "resmlp_12_224",
-    "gmlp_ti16_224", "poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18",
+    "gmlp_ti16_224", "poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18", "levit_128s",
+    "levit_256", "levit_conv_128s", "efficientformer_l1", "efficientformerv2_s0", "efficientvit_m0",
 )
 
 #: Heads that are refused, and why; the same reasons appear in the load-time error messages.
@@ -73,12 +82,11 @@ REFUSED_HEADS = {
     "ViT with global_pool='map' (SigLIP-style attention pooling)": "the pooling weights depend on the input",
     "global_pool='max', 'avgmax', 'catavgmax'": "a maximum over space is not linear in F",
     "MaxViT (maxvit_*)": "NormMlpClassifierHead with head_hidden_size: a hidden Linear and tanh after the pool",
-    "EfficientViT MSRA (efficientvit_m*)": "a BatchNorm1d between the pool and the Linear (not folded)",
     "Eva with global_pool='token'": (
         "its CLS token passes Eva blocks (rotary attention, SwiGLU MLP, norms inside), which the held split does "
         "not read; Eva with global_pool='avg' is exact"),
     "CaiT, XCiT (class-attention blocks on the CLS token)": (
         "global_pool='token' through blocks other than timm's plain Block, which the held split does not read"),
-    "LeViT, EfficientViT MIT, EfficientFormerV2": (
-        "a head this adapter does not read (two heads, or pooling inside a custom head); no adapter yet"),
+    "EfficientViT MIT (efficientvit_b*, efficientvit_l*)": (
+        "a hidden Linear, a LayerNorm and an activation after the pool inside its own head class; no reader yet"),
 }

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import activation, attribute, fold_post_pool_layernorm, method, submodule, tokens_to_grid
+from .base import activation, attribute, batchnorm_affine, fold_post_pool_layernorm, method, submodule, tokens_to_grid
 from .gated import GatedPointwise, eval_norm, pointwise
 from .timm_tokens import token_layout
 
@@ -130,18 +130,73 @@ def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
                 return _mlp_head(fc, norm, architecture, timm_model)
         elif qualified(getattr(timm_model, "global_pool", None)) == SELECT_POOL:
             pool, fc = timm_model.get_submodule("global_pool"), method(timm_model, "get_classifier")()
-        elif isinstance(getattr(timm_model, "global_pool", None), str) and isinstance(head, nn.Linear):
-            # the mean written in forward_head itself, over a (B, C, H, W) map (PVT v2, Visformer) or over
-            # (B, N, C) tokens (MLP-Mixer, ResMLP, Twins); check_head_is_pool_then_linear proves it is one
+            if isinstance(head, nn.Module) and qualified(head) in _NORM_LINEARS:
+                fc = head  # get_classifier names the Linear inside it, not the BatchNorm1d before that
+        elif isinstance(getattr(timm_model, "global_pool", None), str) and (classifier := _classifier(timm_model)):
+            # the mean written in forward_head itself, over a (B, C, H, W) map (PVT v2, Visformer, EfficientFormerV2)
+            # or over (B, N, C) tokens (MLP-Mixer, ResMLP, Twins, LeViT); check_head_is_pool_then_linear proves it
             check_pool_type(str(timm_model.global_pool), architecture, type(timm_model).__name__)
-            return TimmHead(fc=head, prefix_tokens=token_layout(timm_model, head))
+            fc, modules = classifier
+            return TimmHead(fc=fc, prefix_tokens=token_layout(timm_model, fc), head_modules=modules)
         else:
             raise AttributeError("no known head")
         pool_dims = _average_pool_dims(pool, architecture, timm_model)
     except AttributeError:
         raise refuse(architecture, timm_model, "has a head EPIC does not know how to read (none of timm's "
                       "ClassifierHead, NormMlpClassifierHead, or a global_pool and a classifier)") from None
+    if qualified(fc) in _NORM_LINEARS:  # EfficientViT MSRA: a BatchNorm1d before its Linear, folded in
+        folded = _folded_linear([fc])
+        if folded is not None:
+            return TimmHead(fc=folded, norm=norm, channels_last=pool_dims == (1, 2), head_modules=tuple(fc.modules()))
     return TimmHead(fc=_linear(fc, architecture, timm_model), norm=norm, channels_last=pool_dims == (1, 2))
+
+
+#: LeViT's and EfficientViT MSRA's classifier: a BatchNorm1d, dropout, then a Linear (``bn``, ``drop``, ``linear``).
+_NORM_LINEARS = ("timm.models.levit.NormLinear", "timm.models.efficientvit_msra.NormLinear")
+
+
+def _affine(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(W, b) of a Linear, or of LeViT's NormLinear with its eval-mode BatchNorm1d folded in; else None."""
+    if isinstance(module, nn.Linear):
+        weight = module.weight.detach()
+        return weight, module.bias.detach() if module.bias is not None else torch.zeros(weight.shape[0]).to(weight)
+    if qualified(module) in _NORM_LINEARS and isinstance(getattr(module, "bn", None), nn.BatchNorm1d):
+        inner, norm = _affine(submodule(module, "linear", nn.Linear)), submodule(module, "bn", nn.BatchNorm1d)
+        if inner is None or norm.training:
+            return None
+        scale, shift = batchnorm_affine(norm)
+        return inner[0] * scale.to(inner[0])[None, :], inner[1] + inner[0] @ shift.to(inner[0])
+    return None
+
+
+def _classifier(timm_model: nn.Module) -> tuple[nn.Linear, tuple[nn.Module, ...]] | None:
+    """The one Linear a pooled vector meets, and the modules it stands for; None if there is none.
+
+    ``head`` itself when it is a Linear. A distilled model (LeViT, EfficientFormer, EfficientFormerV2)
+    averages ``head`` and ``head_dist`` on the same pooled vector in eval: one affine map, folded here
+    into a new frozen Linear, as is LeViT's BatchNorm1d before its Linear.
+    """
+    head = getattr(timm_model, "head", None)
+    dist = getattr(timm_model, "head_dist", None)
+    heads = [m for m in (head, dist) if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)]
+    if isinstance(head, nn.Linear) and len(heads) == 1:
+        return head, ()
+    fc = _folded_linear(heads)
+    return (fc, tuple(module for m in heads for module in m.modules())) if fc is not None else None
+
+
+def _folded_linear(heads: list[nn.Module]) -> nn.Linear | None:
+    """One new frozen Linear computing the average of ``heads`` (each a Linear or a NormLinear); None if one is not."""
+    maps = [_affine(m) for m in heads]
+    if not maps or any(m is None for m in maps):
+        return None
+    weight = torch.stack([m[0] for m in maps if m is not None]).mean(dim=0)
+    bias = torch.stack([m[1] for m in maps if m is not None]).mean(dim=0)
+    fc = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        fc.weight.copy_(weight)
+        fc.bias.copy_(bias)
+    return fc.requires_grad_(False)
 
 
 def _gated_head(timm_model: nn.Module, architecture: str) -> TimmHead:

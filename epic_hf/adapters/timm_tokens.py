@@ -7,6 +7,8 @@ placed on the image by the patch embedding or the last stage's reduction.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -39,7 +41,8 @@ def token_grid(timm_model: nn.Module, size: tuple[int, ...], tokens: int) -> tup
     """The (rows, columns) of the ``tokens`` spatial tokens a timm model gives for an input of ``size``.
 
     The patch embedding says it where there is one (``dynamic_feat_size``); otherwise the last
-    stage's reduction (``feature_info``) does. A grid that does not hold ``tokens`` is refused.
+    stage's reduction (``feature_info``) does, or, for a square input, the square root of the token
+    count. A grid that does not hold ``tokens`` is refused.
     """
     patch_embed = getattr(timm_model, "patch_embed", None)
     if isinstance(patch_embed, nn.Module) and callable(getattr(patch_embed, "dynamic_feat_size", None)):
@@ -48,6 +51,9 @@ def token_grid(timm_model: nn.Module, size: tuple[int, ...], tokens: int) -> tup
         info = getattr(timm_model, "feature_info", None) or [{}]
         reduction = int(info[-1].get("reduction", 0) or 0) if isinstance(info[-1], dict) else 0
         height, width = (size[0] // reduction, size[1] // reduction) if reduction else (0, 0)
+    side = math.isqrt(tokens)
+    if height * width != tokens and size[0] == size[1] and side * side == tokens:
+        height = width = side  # a square input gives a square grid (LeViT rounds its strides up)
     if height * width != tokens:
         raise UnsupportedModelError(f"{type(timm_model).__name__} gives {tokens} tokens for a {size[0]} x {size[1]} "
                                     f"input, not a {height} x {width} grid, so EPIC cannot place them on the image")
