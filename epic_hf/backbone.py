@@ -97,7 +97,13 @@ class FrozenClassifier:
         return self._fingerprint
 
     def head(self) -> LinearHead:
-        return self.adapter.head()
+        """(A, b) on the model's device: some adapters read it once at load (DeiT's two heads, a folded
+        timm head), and a fit may have moved the model since (:meth:`placed_on`)."""
+        head = self.adapter.head()
+        device = self.device
+        if head.weight.device == device and head.bias.device == device:
+            return head
+        return LinearHead(weight=head.weight.to(device), bias=head.bias.to(device))
 
     # -- inputs ----------------------------------------------------------------------------
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:

@@ -271,6 +271,18 @@ def test_deit_with_teacher_stacks_both_heads_halved():
                                (model.cls_classifier.bias + model.distillation_classifier.bias) / 2)
 
 
+def test_the_head_follows_the_model_to_another_device():
+    """DeiT's two heads are read once, at load; a fit moves the model (FrozenClassifier.placed_on), and the
+    head it reads must move with it ("meta" stands in for a GPU on a CPU-only machine)."""
+    from epic_hf.backbone import FrozenClassifier
+
+    classifier = FrozenClassifier(make_tiny_model("deit-teacher"), tiny_processor())
+    assert classifier.head().weight.device.type == "cpu"
+    classifier.model.to("meta")  # no way back from "meta": this classifier ends here
+    head = classifier.head()
+    assert head.weight.device.type == "meta" and head.bias.device.type == "meta"
+
+
 def test_cvt_without_a_last_stage_cls_token_is_refused_from_its_config():
     config = TINY_CONFIGS["cvt"]()
     config.cls_token = [False, False]
