@@ -55,6 +55,8 @@ TINY_TIMM = {
                                   "wss": (2, 2, 2, 2), "sr_ratios": (4, 2, 1, 1)}),
     "efficientvit_msra": ("efficientvit_m0", {  # its head is a NormLinear: BatchNorm1d, then the Linear
         "img_size": IMAGE_SIZE, "embed_dim": [16, 16], "depth": [1, 1], "num_heads": [2, 2], "window_size": [4, 4]}),
+    "efficientvit_mit": ("efficientvit_b0", {  # in_conv before the pool; Linear, LayerNorm, hard-swish after it
+        "widths": [8, 8, 8, 16, 16], "depths": [1, 1, 1, 1, 1], "head_dim": 8, "head_widths": [16, 24]}),
     "mobilenetv3": ("mobilenetv3_small_050", {"depth_multiplier": 0.5}),  # conv_head + hard-swish: gates held
     "resnet_max_refused": ("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8,
                                         "global_pool": "max"}),

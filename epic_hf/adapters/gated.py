@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import ModelAdapter, activation, attribute, batchnorm_affine, submodule
+from .base import ModelAdapter, activation, attribute, batchnorm_affine, fold_post_pool_layernorm, submodule
 from .held import activation_gate
 from .registry import register_adapter
 
@@ -38,6 +38,7 @@ class GatedPointwise:
     shift: torch.Tensor  # (out,)
     act: Callable[[torch.Tensor], torch.Tensor]
     factor: float = 1.0  # a constant the model multiplies by after the activation (PP-LCNet's 1 - dropout)
+    norm: nn.LayerNorm | None = None  # a LayerNorm between the map and the activation (EfficientViT MIT), folded
 
     def apply(self, fmap: torch.Tensor) -> torch.Tensor:
         """F (B, in, H, W) -> F' (B, out, H, W) whose spatial mean is exactly the head's activation."""
@@ -45,6 +46,8 @@ class GatedPointwise:
         weight, bias, scale, shift = (t.to(like) for t in (self.weight, self.bias, self.scale, self.shift))
         cells = torch.einsum("oc,bchw->bohw", weight, like) + bias[None, :, None, None]
         cells = cells * scale[None, :, None, None] + shift[None, :, None, None]
+        if self.norm is not None:  # its scale held at the pooled value: the mean of the cells is LN(z)
+            cells = fold_post_pool_layernorm(cells, self.norm)
         gate = activation_gate(self.act, cells.mean(dim=(2, 3)))
         return cells * (gate * self.factor)[:, :, None, None]
 

@@ -40,6 +40,10 @@ VERIFIED_ARCHITECTURES = {
         "(B, N, C) tokens (Twins, MLP-Mixer), the layout read by trying both shapes on random features and the "
         "token grid from the last stage's reduction; then the Linear head"
     ),
+    "efficientvit_b0 (EfficientVit, MIT)": (
+        "forward_features map through the head's in_conv cell by cell; after the pool, the Linear, its LayerNorm "
+        "(folded, scale held) and hard-swish (gate held): F = the head's hidden units, per image"
+    ),
     "efficientvit_m0 (EfficientVitMsra)": (
         "forward_features map; SelectAdaptivePool2d; its NormLinear head (BatchNorm1d, Linear) folded into one Linear"
     ),
@@ -73,6 +77,7 @@ CHECKED_ARCHITECTURES = (
     "pvt_v2_b0", "visformer_tiny", "twins_svt_small", "twins_pcpvt_small", "mixer_b16_224", "resmlp_12_224",
     "gmlp_ti16_224", "poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18", "levit_128s",
     "levit_256", "levit_conv_128s", "efficientformer_l1", "efficientformerv2_s0", "efficientvit_m0",
+    "efficientvit_b0", "efficientvit_b1", "efficientvit_l1",
 )
 
 #: Heads that are refused, and why; the same reasons appear in the load-time error messages.
@@ -87,6 +92,4 @@ REFUSED_HEADS = {
         "not read; Eva with global_pool='avg' is exact"),
     "CaiT, XCiT (class-attention blocks on the CLS token)": (
         "global_pool='token' through blocks other than timm's plain Block, which the held split does not read"),
-    "EfficientViT MIT (efficientvit_b*, efficientvit_l*)": (
-        "a hidden Linear, a LayerNorm and an activation after the pool inside its own head class; no reader yet"),
 }

@@ -3,7 +3,8 @@
 The structure is read off the timm module itself, without importing timm. A :class:`TimmHead`
 names where F comes from (a map, channels-last, or tokens after their prefix) and each step after
 the pool that folds into F exactly: a LayerNorm, a held-gate pointwise head (MobileNetV3/V4, LCNet,
-FBNetV3, GhostNet, MetaFormer's MlpHead) and the classifier. Anything else is refused here with
+FBNetV3, GhostNet, MetaFormer's MlpHead, EfficientViT MIT's head), two distillation heads averaged,
+and the classifier. Anything else is refused here with
 the reason; :func:`~epic_hf.adapters.timm_wrapper.check_head_is_pool_then_linear` then proves the
 reading on random features.
 """
@@ -48,6 +49,8 @@ class TimmHead:
     prefix_tokens: int | None = None  # token models: class/register tokens dropped before the grid
     gated: GatedPointwise | None = None  # conv_head [+ norm] + activation after the pool, gates held
     gated_norm: nn.LayerNorm | None = None  # a LayerNorm on the gated head's hidden units, folded in too
+    pre_pool: nn.Module | None = None  # a module the head runs on the map cell by cell before its pool
+    pre_pool_width: int | None = None  # forward_features' channels when pre_pool changes them
     head_modules: tuple[nn.Module, ...] = ()  # the modules of that gated head, allowed in forward_head
 
     def to_map(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -62,6 +65,8 @@ class TimmHead:
             fmap = features.permute(0, 3, 1, 2)
         else:
             fmap = features
+        if self.pre_pool is not None:
+            fmap = self.pre_pool(fmap)
         if self.norm is not None:
             fmap = fold_post_pool_layernorm(fmap, self.norm)
         if self.gated is not None:
@@ -73,6 +78,8 @@ class TimmHead:
     @property
     def input_width(self) -> int:
         """Channels of forward_features' output (the gated head's input, else the classifier's)."""
+        if self.pre_pool_width is not None:
+            return self.pre_pool_width
         return int(self.gated.weight.shape[1]) if self.gated is not None else int(self.fc.weight.shape[1])
 
 
@@ -111,6 +118,8 @@ def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
     if name in _TOKEN_AVERAGE_CLASSES:
         return _vit_head(timm_model, architecture)
     head = getattr(timm_model, "head", None)
+    if isinstance(head, nn.Module) and qualified(head) == _EFFICIENTVIT_MIT_HEAD:
+        return _efficientvit_mit_head(head, architecture, timm_model)
     norm: nn.LayerNorm | None = None
     try:  # get_submodule raises AttributeError, as a missing attribute does: "no known head"
         if isinstance(head, nn.Module) and qualified(head) == "timm.layers.classifier.ClassifierHead":
@@ -237,6 +246,35 @@ def _mlp_head(mlp: nn.Module, norm: nn.LayerNorm | None, architecture: str, timm
     return TimmHead(fc=_linear(submodule(mlp, "fc2", nn.Module), architecture, timm_model), norm=norm,
                     gated=GatedPointwise(weight, bias, scale, shift, activation(mlp, "act")),
                     gated_norm=hidden_norm, head_modules=tuple(mlp.modules()))
+
+
+_EFFICIENTVIT_MIT_HEAD = "timm.models.efficientvit_mit.ClassifierHead"
+
+
+def _efficientvit_mit_head(head: nn.Module, architecture: str, timm_model: nn.Module) -> TimmHead:
+    """EfficientViT MIT: in_conv (1x1 conv, BatchNorm, activation) on every cell, the pool, then
+    Linear (no bias), LayerNorm, activation, dropout, Linear.
+
+    in_conv acts cell by cell before the pool, so it is part of F. After the pool the first Linear
+    is a pointwise map, the LayerNorm folds in with its scale held and the activation's gate is held:
+    F = the hidden units of the head, per image, as for the other gated heads.
+    """
+    where = f"timm architecture {architecture!r} ({type(timm_model).__name__})"
+    in_conv = submodule(head, "in_conv", nn.Module)
+    average = _average_pool_dims(submodule(head, "global_pool", nn.Module), architecture, timm_model)
+    layers = list(submodule(head, "classifier", nn.Sequential))
+    if average != (2, 3) or len(layers) != 5 or not isinstance(layers[0], nn.Linear) \
+            or not isinstance(layers[1], nn.LayerNorm) or not isinstance(layers[3], nn.Dropout):
+        raise refuse(architecture, timm_model, "has an EfficientViT head laid out other than in_conv, pool, "
+                     "Linear, LayerNorm, activation, dropout, Linear")
+    first = layers[0]
+    weight = first.weight.detach()
+    bias = first.bias.detach() if first.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
+    scale, shift = eval_norm(None, weight.shape[0], where)
+    conv = submodule(in_conv, "conv", nn.Conv2d)
+    return TimmHead(fc=_linear(layers[4], architecture, timm_model),
+                    gated=GatedPointwise(weight, bias, scale, shift, layers[2], norm=layers[1]),
+                    pre_pool=in_conv, pre_pool_width=int(conv.in_channels), head_modules=tuple(head.modules()))
 
 
 def qualified(obj: object) -> str:
