@@ -35,7 +35,10 @@ SUPPORTED = (
     "an average over space (global_pool='avg'), optionally followed by a LayerNorm, then one Linear; "
     "tested for ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin, and for VisionTransformer, Eva, BEiT and "
     "the relpos ViTs with global_pool='avg'; "
-    "a VisionTransformer or distilled DeiT with global_pool='token' is split by the held linearisation"
+    "a VisionTransformer or distilled DeiT with global_pool='token' is split by the held linearisation; "
+    "a pointwise layer and activation after the pool is read with its gate held (MobileNetV3/V4, LCNet, "
+    "GhostNet, ConvFormer, CAFormer, EfficientViT); two heads on one pooled vector are averaged (LeViT, "
+    "EfficientFormer); docs/supported_models.md lists every architecture checked"
 )
 
 
