@@ -39,6 +39,7 @@ class GatedPointwise:
     act: Callable[[torch.Tensor], torch.Tensor]
     factor: float = 1.0  # a constant the model multiplies by after the activation (PP-LCNet's 1 - dropout)
     norm: nn.LayerNorm | None = None  # a LayerNorm between the map and the activation (EfficientViT MIT), folded
+    norm_after: nn.LayerNorm | None = None  # a LayerNorm after the activation (MetaFormer's MlpHead), folded
 
     def apply(self, fmap: torch.Tensor) -> torch.Tensor:
         """F (B, in, H, W) -> F' (B, out, H, W) whose spatial mean is exactly the head's activation."""
@@ -49,7 +50,8 @@ class GatedPointwise:
         if self.norm is not None:  # its scale held at the pooled value: the mean of the cells is LN(z)
             cells = fold_post_pool_layernorm(cells, self.norm)
         gate = activation_gate(self.act, cells.mean(dim=(2, 3)))
-        return cells * (gate * self.factor)[:, :, None, None]
+        gated = cells * (gate * self.factor)[:, :, None, None]
+        return fold_post_pool_layernorm(gated, self.norm_after) if self.norm_after is not None else gated
 
 
 def pointwise(conv: nn.Module, where: str) -> tuple[torch.Tensor, torch.Tensor]:

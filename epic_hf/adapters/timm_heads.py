@@ -11,13 +11,23 @@ reading on random features.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import activation, attribute, batchnorm_affine, fold_post_pool_layernorm, method, submodule, tokens_to_grid
+from .base import (
+    activation,
+    attribute,
+    batchnorm_affine,
+    fold_post_pool_layernorm,
+    linear_head,
+    method,
+    submodule,
+    tokens_to_grid,
+)
 from .gated import GatedPointwise, eval_norm, pointwise
 from .timm_tokens import token_layout
 
@@ -51,7 +61,6 @@ class TimmHead:
     channels_last: bool = False  # forward_features gives (B, H, W, C)
     prefix_tokens: int | None = None  # token models: class/register tokens dropped before the grid
     gated: GatedPointwise | None = None  # conv_head [+ norm] + activation after the pool, gates held
-    gated_norm: nn.LayerNorm | None = None  # a LayerNorm on the gated head's hidden units, folded in too
     pre_pool: nn.Module | None = None  # a module the head runs on the map cell by cell before its pool
     pre_pool_width: int | None = None  # forward_features' channels when pre_pool changes them
     head_modules: tuple[nn.Module, ...] = ()  # the modules of that gated head, allowed in forward_head
@@ -59,8 +68,9 @@ class TimmHead:
     def to_map(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """forward_features output to F (B, D, H, W): each step after the pool made one F's mean commutes with.
 
-        The post-pool norm is folded in, then the gated head's hidden units (gates held) and their
-        norm: each step is a per-image affine map whose spatial mean is exactly the head's value.
+        The head's cell-by-cell module runs first, then the post-pool norm is folded in, then the
+        gated head's hidden units (gates held, its norms folded): each step is a per-image affine map
+        whose spatial mean is exactly the head's value.
         """
         if self.prefix_tokens is not None:
             fmap = tokens_to_grid(features[:, self.prefix_tokens:, :], grid[0], grid[1])
@@ -74,8 +84,6 @@ class TimmHead:
             fmap = fold_post_pool_layernorm(fmap, self.norm)
         if self.gated is not None:
             fmap = self.gated.apply(fmap)
-            if self.gated_norm is not None:
-                fmap = fold_post_pool_layernorm(fmap, self.gated_norm)
         return fmap
 
     @property
@@ -170,8 +178,8 @@ _NORM_LINEARS = ("timm.models.levit.NormLinear", "timm.models.efficientvit_msra.
 def _affine(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(W, b) of a Linear, or of LeViT's NormLinear with its eval-mode BatchNorm1d folded in; else None."""
     if isinstance(module, nn.Linear):
-        weight = module.weight.detach()
-        return weight, module.bias.detach() if module.bias is not None else torch.zeros(weight.shape[0]).to(weight)
+        head = linear_head(module)
+        return head.weight, head.bias
     if qualified(module) in _NORM_LINEARS and isinstance(getattr(module, "bn", None), nn.BatchNorm1d):
         inner, norm = _affine(submodule(module, "linear", nn.Linear)), submodule(module, "bn", nn.BatchNorm1d)
         if inner is None or norm.training:
@@ -240,15 +248,18 @@ def _mlp_head(mlp: nn.Module, norm: nn.LayerNorm | None, architecture: str, timm
     is held at the pooled value, and the LayerNorm after it folds in as a post-pool norm; F is the
     head's hidden units, per image.
     """
-    where = f"timm architecture {architecture!r} ({type(timm_model).__name__})"
-    fc1 = submodule(mlp, "fc1", nn.Linear)
-    weight = fc1.weight.detach()
-    bias = fc1.bias.detach() if fc1.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
-    scale, shift = eval_norm(None, weight.shape[0], where)
     hidden_norm = _post_pool_norm(submodule(mlp, "norm", nn.Module), architecture, timm_model)
     return TimmHead(fc=_linear(submodule(mlp, "fc2", nn.Module), architecture, timm_model), norm=norm,
-                    gated=GatedPointwise(weight, bias, scale, shift, activation(mlp, "act")),
-                    gated_norm=hidden_norm, head_modules=tuple(mlp.modules()))
+                    gated=_linear_gate(submodule(mlp, "fc1", nn.Linear), activation(mlp, "act"), after=hidden_norm),
+                    head_modules=tuple(mlp.modules()))
+
+
+def _linear_gate(linear: nn.Linear, act: Callable[[torch.Tensor], torch.Tensor], norm: nn.LayerNorm | None = None,
+                 after: nn.LayerNorm | None = None) -> GatedPointwise:
+    """A Linear after the pool, [a LayerNorm,] ``act`` [, a LayerNorm], as a pointwise map of F, the gate held."""
+    head = linear_head(linear)
+    ones, zeros = torch.ones_like(head.bias), torch.zeros_like(head.bias)
+    return GatedPointwise(head.weight, head.bias, ones, zeros, act, norm=norm, norm_after=after)
 
 
 _EFFICIENTVIT_MIT_HEAD = "timm.models.efficientvit_mit.ClassifierHead"
@@ -262,7 +273,6 @@ def _efficientvit_mit_head(head: nn.Module, architecture: str, timm_model: nn.Mo
     is a pointwise map, the LayerNorm folds in with its scale held and the activation's gate is held:
     F = the hidden units of the head, per image, as for the other gated heads.
     """
-    where = f"timm architecture {architecture!r} ({type(timm_model).__name__})"
     in_conv = submodule(head, "in_conv", nn.Module)
     average = _average_pool_dims(submodule(head, "global_pool", nn.Module), architecture, timm_model)
     layers = list(submodule(head, "classifier", nn.Sequential))
@@ -270,13 +280,9 @@ def _efficientvit_mit_head(head: nn.Module, architecture: str, timm_model: nn.Mo
             or not isinstance(layers[1], nn.LayerNorm) or not isinstance(layers[3], nn.Dropout):
         raise refuse(architecture, timm_model, "has an EfficientViT head laid out other than in_conv, pool, "
                      "Linear, LayerNorm, activation, dropout, Linear")
-    first = layers[0]
-    weight = first.weight.detach()
-    bias = first.bias.detach() if first.bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
-    scale, shift = eval_norm(None, weight.shape[0], where)
     conv = submodule(in_conv, "conv", nn.Conv2d)
     return TimmHead(fc=_linear(layers[4], architecture, timm_model),
-                    gated=GatedPointwise(weight, bias, scale, shift, layers[2], norm=layers[1]),
+                    gated=_linear_gate(layers[0], layers[2], norm=layers[1]),
                     pre_pool=in_conv, pre_pool_width=int(conv.in_channels), head_modules=tuple(head.modules()))
 
 
