@@ -30,7 +30,7 @@ def token_layout(timm_model: nn.Module, fc: nn.Linear) -> int | None:
         try:
             with torch.no_grad():
                 logits = method(timm_model, "forward_head")(features)
-        except (RuntimeError, ValueError, IndexError):
+        except (RuntimeError, ValueError, IndexError, TypeError, AssertionError):  # written for the other layout
             continue
         if tuple(logits.shape) == (2, fc.out_features):
             return layout

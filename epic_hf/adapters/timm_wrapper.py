@@ -145,7 +145,7 @@ def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, archit
     features = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(next(timm_model.parameters()))
     try:
         ran, logits = _run_head_with_hooks(timm_model, features)
-    except (RuntimeError, ValueError, IndexError) as error:  # its head reads another layout (tokens, say)
+    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as error:  # another layout
         raise refuse(architecture, timm_model, "does not read a (B, C, H, W) feature map in forward_head as "
                       f"EPIC averages it ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from None
     allowed = _allowed_head_modules(timm_model, head)
