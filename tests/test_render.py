@@ -300,6 +300,20 @@ def test_fit_cuts_with_an_ellipsis_at_the_end_or_middle() -> None:
     assert font.fit("ok", 120) == "ok"
 
 
+def test_a_label_caption_keeps_its_start_and_key_a_file_name_its_end() -> None:
+    font = fonts.ChainFont(14)
+    shark = "great white shark, white shark, man-eater, man-eating shark, Carcharodon carcharias #5"
+    assert captions.short_prototype_name(shark, font, 160) == "great white shark #5"
+    long_label = "astronaut Eileen Collins in her official NASA portrait #1042"
+    cut = captions.short_prototype_name(long_label, font, 150)
+    assert cut.startswith("astronaut") and cut.endswith("… #1042") and font.getlength(cut) <= 150
+    assert captions.short_prototype_name(long_label, font, font.getlength("#1042") + 4) == "#1042"
+    file_name = "gcompris_screenshot_of_the_animals_board_0042.jpg (animals)"
+    cut = captions.short_prototype_name(file_name, font, 150)
+    assert cut.startswith("…") and cut.endswith("0042.jpg (animals)") and font.getlength(cut) <= 150
+    assert captions.short_prototype_name("tabby cat #1", font, 150) == "tabby cat #1"
+
+
 def test_signed_numbers_keep_their_sign() -> None:
     assert captions.signed(1.5, 2) == "+1.50"
     assert captions.signed(-0.0004, 3) == "\u22120.000"  # tiny negatives stay negative (colour agrees)

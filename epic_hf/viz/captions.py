@@ -10,7 +10,9 @@ falls back to ``-`` where no font does).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Protocol
 
 from ..results import ChannelExplanation, PrototypeMatch
 from ..results import ExplanationData as Explanation  # the numbers; this module words them
@@ -18,6 +20,8 @@ from ..results import ExplanationData as Explanation  # the numbers; this module
 MINUS = "\u2212"
 SHARE_MEANING = "share = contribution ÷ Σ|contribution| over all {count} channels"
 THIS_IMAGE = "this image"
+LABEL_AND_KEY = re.compile(r"(?P<label>.+) (?P<key>#\d+)")  # how the data layer names an image by its label
+SYNONYM_SEPARATOR = ", "  # ImageNet-style labels list synonyms: "great white shark, white shark, man-eater"
 
 
 def signed(value: float, digits: int = 4) -> str:
@@ -127,6 +131,34 @@ def verdict(explanation: Explanation) -> tuple[str, bool] | None:
 def prototype_name(prototype: PrototypeMatch) -> str:
     """The prototype's display name: its file or dataset name, else ``#<sample key>``."""
     return prototype.name if prototype.name else f"#{prototype.sample_key}"
+
+
+class TextFitter(Protocol):
+    """What a caption is cut with: a font that measures text and cuts it with an ellipsis."""
+
+    def getlength(self, text: str) -> float: ...
+
+    def fit(self, text: str, max_width: float, middle: bool = False, tail: bool = False) -> str: ...
+
+
+def short_prototype_name(name: str, font: TextFitter, room: float) -> str:
+    """``name`` cut to ``room`` (in ``font``) where its useful part survives.
+
+    A name made from a dataset label (``label #key``) reads from its start: a label's first words
+    say what it is ("great white shark, white shark, man-eater, ..."), so it keeps its first
+    synonym, then as much of its start as fits, always with its ``#key``. Any other name is a
+    file name, whose useful part is its end (``…animals_0042.jpg (animals)``).
+    """
+    if font.getlength(name) <= room:
+        return name
+    match = LABEL_AND_KEY.fullmatch(name)
+    if match is None:
+        return font.fit(name, room, tail=True)
+    suffix = " " + match.group("key")
+    label_room = room - font.getlength(suffix)
+    if label_room < 2 * font.getlength("…"):  # no room for a word of the label: the key alone
+        return font.fit(suffix.strip(), room)
+    return font.fit(match.group("label").split(SYNONYM_SEPARATOR)[0], label_room) + suffix
 
 
 def prototype_caption(prototype: PrototypeMatch) -> tuple[str, str]:

@@ -1,8 +1,9 @@
 """Prototype cells (shared by the explanation sheet) and a bank's per-channel prototype sheet.
 
 A prototype cell is the prototype's image with its box in the channel's colour, the patch under
-the box zoomed beside it, and a caption naming it (the end of a long name, where a file name's
-useful part is) (``PrototypeMatch.name``, else ``#<key>``) with its score. When the explained image is
+the box zoomed beside it, and a caption naming it (``PrototypeMatch.name``, else ``#<key>``,
+cut by :func:`~.captions.short_prototype_name`: a label keeps its start, a file name its end)
+with its score. When the explained image is
 itself a prototype (``is_query``) its cell says so, in a dark banner and the caption, so the
 reader does not take the image as outside evidence for itself.
 """
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw
 
 from ..results import PrototypeMatch
-from .captions import THIS_IMAGE, plural, prototype_caption
+from .captions import THIS_IMAGE, plural, prototype_caption, short_prototype_name
 from .colors import INK, MUTED, PANEL, RGB, channel_color
 from .draw import crop_box, draw_box, draw_tag, frame, new_canvas, paste_fitted
 from .layout import Metrics, Rect, prototype_sheet_layout, scale_box, zoom_cell
@@ -50,7 +51,7 @@ def draw_prototype(
     caption = (cell[0], cell[3], zoom[2], cell[3] + m.caption_height)
     score_text = f"  ·  {score}"
     name_room = caption[2] - caption[0] - 4 - small.getlength(score_text)
-    small.draw_centered(draw, caption, small.fit(name, name_room, tail=True) + score_text,
+    small.draw_centered(draw, caption, short_prototype_name(name, small, name_room) + score_text,
                         INK if prototype.is_query else MUTED)
 
 
