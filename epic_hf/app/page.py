@@ -78,7 +78,9 @@ def build_app(explainer: AppExplainer, title: str | None = None) -> Any:
         with gr.Tab("Channel"):
             number = gr.Number(label="channel", value=0, precision=0, minimum=0, maximum=bank.num_channels - 1)
             show = gr.Button("Show the channel")
-            sheet = gr.Image(label="prototypes", type="filepath", elem_id="channel-sheet", interactive=False)
+            # the picture has its own title: gradio's label badge would cover it
+            sheet = gr.Image(label="prototypes", show_label=False, type="filepath", elem_id="channel-sheet",
+                             interactive=False)
             about = gr.Markdown(elem_id="channel-classes")
             show.click(_channel_handler(gr, bank, work / "pictures"), [number], [sheet, about], api_name=CHANNEL_API.strip("/"))
         with gr.Tab("Class"):
@@ -113,7 +115,7 @@ def _explain_tab(gr: ModuleType, explainer: AppExplainer, bank: PrototypeBank, e
                      interactive=False)
     with gr.Row():
         channel = gr.Radio([], label="see all prototypes of a shown channel", elem_id="channels")
-    channel_sheet = gr.Image(label="the channel's prototypes", type="filepath", interactive=False)
+    channel_sheet = gr.Image(label="the channel's prototypes", show_label=False, type="filepath", interactive=False)
     channel_text = gr.Markdown()
     run.click(_explain_handler(gr, explainer, pictures), [image, target, top_k], [label, decomposition, sheet, channel],
               api_name=EXPLAIN_API.strip("/"), preprocess=False)
