@@ -3,9 +3,9 @@
 A prototype cell is the prototype's image with its box in the channel's colour, the patch under
 the box zoomed beside it, and a caption naming it (``PrototypeMatch.name``, else ``#<key>``,
 cut by :func:`~.captions.short_prototype_name`: a label keeps its start, a file name its end)
-with its score. When the explained image is
-itself a prototype (``is_query``) its cell says so, in a dark banner and the caption, so the
-reader does not take the image as outside evidence for itself.
+with its score. When the explained image is itself a prototype (``is_query``) its cell says
+so, in a dark banner and the caption, so the reader does not take the image as outside
+evidence for itself.
 """
 
 from __future__ import annotations
