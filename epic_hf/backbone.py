@@ -2,9 +2,11 @@
 
 Everything that runs the backbone goes through :class:`FrozenClassifier`, so the fit, the
 explainer and the evaluation share one preprocessing path and one notion of "the model's
-feature map". The classifier is never trained: every forward runs under ``torch.no_grad``, and
-``requires_grad`` of the caller's parameters is left as it was. Moving the model for a fit is
-scoped (:meth:`FrozenClassifier.placed_on`) and undone afterwards.
+feature map". The classifier is never trained or changed: every run is scoped by
+:meth:`FrozenClassifier.running`, which holds the model's lock (one forward at a time per model,
+so that hooks of two threads never mix), puts it in eval mode for the call and restores every
+module's own training flag after, under ``torch.no_grad``. Moving the model for a fit is scoped
+(:meth:`FrozenClassifier.placed_on`) and undone afterwards.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +24,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .adapters import LinearHead, ModelAdapter, PooledFeatures, SpatialFeatures, adapter_for, model_config
+from .adapters import (
+    LinearHead,
+    ModelAdapter,
+    ModelForward,
+    PooledFeatures,
+    SpatialFeatures,
+    adapter_for,
+    check_decomposition,
+    full_precision,
+    model_config,
+    tolerance_for,
+)
 from .images import pixel_values_to_image, to_rgb
 
 logger = logging.getLogger(__name__)
@@ -55,26 +70,60 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:32]
 
 
-class FrozenClassifier:
-    """A classifier of the form ``logits = A . avg_hw(F) + b (+ a non-spatial term)``, checked on load.
+#: One lock per model object, whoever wraps it: two explainers (the app and a notebook) over one model
+#: share it. Re-entrant, so a run inside a run (a check inside a fit) does not wait on itself.
+_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
 
-    The model is put in eval mode (batch norm and dropout must behave as at inference for the
-    decomposition to be exact); nothing else about it is changed.
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock that lets one forward at a time run on ``model`` (hooks are per model, not per thread)."""
+    with _LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
+
+
+class FrozenClassifier:
+    """A classifier of the form ``logits = A . avg_hw(F) + b (+ a non-spatial term)``, checked on load and per batch.
+
+    The model runs with eval-mode semantics (batch norm and dropout must behave as at inference for
+    the decomposition to be exact), but its own training flags are left as the caller set them:
+    :meth:`running` forces eval for each call and restores them after.
     """
 
     def __init__(self, model: nn.Module, image_processor: Any, reference: ModelReference | None = None, *,
                  split_cls: bool = False) -> None:
-        self.model = model.eval()
+        self.model = model
         self.image_processor = image_processor
         self.split_cls = split_cls
-        self.adapter: ModelAdapter = adapter_for(model, split_cls=split_cls)
-        self.adapter.bind_processor(image_processor)
         self.reference = reference or ModelReference(getattr(model, "name_or_path", None) or None)
         self._fingerprint: str | None = None
         self._probe: torch.Tensor | None = None
-        with torch.no_grad():
+        with self.running():  # the adapter reads folded heads (an eval-mode BatchNorm) as it is built
+            self.adapter: ModelAdapter = adapter_for(model, split_cls=split_cls)
+            self.adapter.bind_processor(image_processor)
             self.adapter.verify(self.probe_pixel_values())
         self.num_channels: int = self.head().weight.shape[1]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Run a block on the model: its lock held, eval mode, no grad; every module's training flag restored after.
+
+        Explaining must never change the caller's model: a model left in train mode (a notebook after
+        fine-tuning) would otherwise update its BatchNorm statistics and be explained as the train-mode
+        function, and two threads' hooks would see each other's forwards.
+        """
+        with model_lock(self.model):
+            modes = [(module, module.training) for module in self.model.modules()]
+            try:
+                self.model.eval()
+                with torch.no_grad():
+                    yield
+            finally:
+                for module, training in modes:
+                    module.training = training
 
     # -- facts -----------------------------------------------------------------------------
     @property
@@ -99,7 +148,8 @@ class FrozenClassifier:
     def head(self) -> LinearHead:
         """(A, b) on the model's device: some adapters read it once at load (DeiT's two heads, a folded
         timm head), and a fit may have moved the model since (:meth:`placed_on`)."""
-        head = self.adapter.head()
+        with self.running():
+            head = self.adapter.head()
         device = self.device
         if head.weight.device == device and head.bias.device == device:
             return head
@@ -138,31 +188,52 @@ class FrozenClassifier:
         return self._probe.to(self.device)
 
     # -- the backbone --------------------------------------------------------------------------
-    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor, pooled: bool = False) -> ModelForward:
+        """The model's own forward on a batch, F read from that same run, and the check that they agree.
+
+        ``pooled=True`` keeps only ``avg_hw(F)`` (cheaper for a held split). Runs under the caller's
+        autocast, if any; the check's tolerance follows the least precise dtype that took part.
+        Raises :class:`~epic_hf.errors.DecompositionError` where ``A . avg_hw(F) + b (+ extra)`` is not
+        the logits the model returned, so nothing downstream presents terms that are not the model's.
+        """
+        with self.running():
+            forward = self.adapter.forward(pixel_values, pooled=pooled)
+        self.check(forward.decomposed_logits(self.head()), forward)
+        return forward
+
+    def check(self, decomposed: torch.Tensor, forward: ModelForward, what: str = "the decomposition") -> float:
+        """Raise :class:`~epic_hf.errors.DecompositionError` unless ``decomposed`` is ``forward``'s logits."""
+        dtypes = [forward.logits.dtype, forward.pooled.pooled.dtype]
+        if forward.pooled.extra_logits is not None:
+            dtypes.append(forward.pooled.extra_logits.dtype)
+        with full_precision():
+            return check_decomposition(decomposed, forward.logits, tolerance=tolerance_for(*dtypes),
+                                       model_type=self.model_type, id2label=self.id2label, what=what)
+
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
-        """F and, for models with a CLS term, the exact non-spatial part of the logits."""
-        return self.adapter.features(pixel_values)
+        """F and, for models with a CLS term, the exact non-spatial part of the logits, checked against the logits."""
+        return self.forward(pixel_values).spatial()
 
-    @torch.no_grad()
     def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
-        """``avg_hw(F)``, the non-spatial term and the grid, without keeping F where that is cheaper."""
-        return self.adapter.pooled_features(pixel_values)
+        """``avg_hw(F)``, the non-spatial term and the grid, without keeping F where that is cheaper; checked."""
+        return self.forward(pixel_values, pooled=True).pooled
 
-    @torch.no_grad()
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """F (B, D, H, W) in float32, whose spatial mean feeds the linear head."""
-        return self.adapter.feature_map(pixel_values).float()
+        """F (B, D, H, W) in float32, whose spatial mean feeds the linear head (no logits, so no check)."""
+        with self.running():
+            return self.adapter.feature_map(pixel_values).float()
 
     def logits_from(self, pooled: torch.Tensor, extra_logits: torch.Tensor | None = None) -> torch.Tensor:
         """``A . avg_hw(F) + b (+ the non-spatial term)``: the model's logits from a pooled vector."""
         head = self.head()
-        logits = pooled.float() @ head.weight.float().T + head.bias.float()
-        return logits if extra_logits is None else logits + extra_logits.float()
+        with full_precision():
+            logits = pooled.float() @ head.weight.float().T + head.bias.float()
+            return logits if extra_logits is None else logits + extra_logits.float()
 
-    @torch.no_grad()
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's own logits, for checks."""
-        return self.adapter.model_logits(pixel_values).float()
+        with self.running():
+            return self.adapter.model_logits(pixel_values).float()
 
     @contextlib.contextmanager
     def placed_on(self, device: torch.device | str) -> Iterator[FrozenClassifier]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as nnf
 
-from .adapters import IDENTITY_TOLERANCE
+from .adapters import IDENTITY_TOLERANCE, ModelForward, full_precision, relative_gaps
 from .backbone import FrozenClassifier
 from .bank import PrototypeBank
 from .disentangle import Disentangler, cell_box, peak_cells
@@ -25,13 +25,17 @@ from .explanation import ChannelExplanation, Explanation
 
 
 class Decomposer:
-    """U, ``A' = A U^-1`` and ``b`` for one state of the disentangler (rebuilt when S changes)."""
+    """U, ``A' = A U^-1`` and ``b`` for one state of the disentangler (rebuilt when S changes).
+
+    Its arithmetic runs in float32 (float64 for sums) whatever autocast the caller has; only the
+    model's own forward runs under it.
+    """
 
     tolerance = IDENTITY_TOLERANCE
 
     def __init__(self, classifier: FrozenClassifier, disentangler: Disentangler) -> None:
         self.classifier = classifier
-        with torch.no_grad():
+        with torch.no_grad(), full_precision():
             head = classifier.head()
             self.U = disentangler.matrix().detach().to(classifier.device)
             inverse = disentangler.inverse().detach().to(classifier.device)
@@ -40,12 +44,11 @@ class Decomposer:
 
     @torch.no_grad()
     def exactness_error(self) -> float:
-        """Relative error of the decomposed logits against the model's own, on the probe images."""
-        pixel_values = self.classifier.probe_pixel_values()
-        features = self.classifier.features(pixel_values)
-        logits = self._logits(features.fmap.float().mean(dim=(2, 3)) @ self.U.T, features.extra_logits)
-        expected = self.classifier.logits(pixel_values).double()
-        return float((logits - expected).abs().max() / expected.abs().max().clamp_min(1e-6))
+        """Relative error of the logits decomposed under U against the model's own, on the probe images."""
+        forward = self.classifier.forward(self.classifier.probe_pixel_values())
+        with full_precision():
+            logits = self._logits(forward.pooled.pooled.float() @ self.U.T, forward.pooled.extra_logits)
+            return float(relative_gaps(logits, forward.logits).max())
 
     def _logits(self, pooled_G: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         logits = pooled_G.double() @ self.weight.double().T + self.bias.double()
@@ -58,15 +61,24 @@ class Decomposer:
             pixel_values = self.classifier.preprocess(images)
         except UnreadableImageError as error:  # re-number positions within the whole list
             raise error.shifted(offset) from None
-        features = self.classifier.features(pixel_values)
-        fmap = features.fmap.float()
-        pooled = fmap.mean(dim=(2, 3)) @ self.U.T  # avg_hw(G) = U avg_hw(F)
-        logits = self._logits(pooled, features.extra_logits)
+        forward = self.classifier.forward(pixel_values)  # the model's own forward, checked against its terms
+        with full_precision():
+            return self._explanations(forward, pixel_values, images, target, top_k, bank, true_labels)
+
+    def _explanations(self, forward: ModelForward, pixel_values: torch.Tensor, images: list, target: int | str | None,
+                      top_k: int, bank: PrototypeBank | None, true_labels: Sequence[Any]) -> list[Explanation]:
+        assert forward.fmap is not None  # a full forward keeps F
+        fmap = forward.fmap.float()
+        extra = forward.pooled.extra_logits
+        pooled = forward.pooled.pooled.float() @ self.U.T  # avg_hw(G) = U avg_hw(F)
+        # the terms under U must add up to the model's own logits too (U's conditioning, this batch's values)
+        self.classifier.check(self._logits(pooled, extra), forward, what="the decomposition under U")
+        logits = forward.logits.float()  # the model's own numbers, not the decomposition's
         results = []
         for index in range(fmap.shape[0]):
             target_index = self.resolve_target(target, logits[index])
             results.append(self._explanation(index, target_index, fmap[index], pooled[index], logits[index],
-                                             features.extra_logits, pixel_values[index], top_k, bank,
+                                             extra, pixel_values[index], top_k, bank,
                                              true_labels[index], images[index]))
         return results
 

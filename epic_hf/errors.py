@@ -64,3 +64,27 @@ def shown(value: object, limit: int = 60) -> str:
     """
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 15]}...({len(text)} chars)"
+
+
+class DecompositionError(EpicError, RuntimeError):
+    """The terms of a decomposition do not add up to the logits the model's own forward returned.
+
+    Raised per batch, instead of presenting an explanation that is no longer the model's: the model
+    was changed after it was loaded (a forward hook on its classifier, new weights), or ran in a
+    precision the decomposition cannot follow. ``gap`` is relative to the image's largest |logit|.
+    """
+
+    def __init__(self, *, model_type: str, class_index: int, label: str, gap: float, tolerance: float,
+                 image: int = 0, what: str = "the decomposition") -> None:
+        super().__init__(
+            f"{what} of the {model_type!r} model does not reproduce its own logits: image {image}, class "
+            f"{class_index} ({label!r}) is off by {gap:.3g} relative to its largest |logit|, above the "
+            f"{tolerance:.0e} tolerance. Was the model changed after loading (a hook on its head, new "
+            "weights)? Load it again with EpicExplainer.from_pretrained, or remove the change."
+        )
+        self.model_type = model_type
+        self.class_index = class_index
+        self.label = label
+        self.gap = gap
+        self.tolerance = tolerance
+        self.image = image

@@ -49,8 +49,10 @@ class EpicExplainer(HubMixin):
 
     Construct with :meth:`from_pretrained` (a Hub id or local directory of a classifier or of
     an EPIC bank), or directly from a loaded model and image processor. EPIC never changes a
-    prediction, and leaves the model as it was handed over: in eval mode, on its device (a fit
-    moves it to the accelerator's device and back), with ``requires_grad`` untouched.
+    prediction, and leaves the model as it was handed over: every run is in eval mode and restores
+    the caller's training flags, the model stays on its device (a fit moves it to the accelerator's
+    device and back), ``requires_grad`` and the buffers are untouched. Each batch's decomposition is
+    checked against the model's own forward (:class:`~epic_hf.errors.DecompositionError` where they part).
     """
 
     def __init__(self, model: nn.Module, image_processor: Any, matrix: MatrixKind = "orthogonal",

@@ -44,13 +44,15 @@ def test_the_callers_model_keeps_requires_grad_and_device():
     model, processor = tiny_resnet(3, (8, 8), seed=1)
     model.requires_grad_(True)
     device = next(model.parameters()).device
+    flags = [module.training for module in model.modules()]  # explaining runs in eval mode and restores these
     explainer = EpicExplainer(model, processor)
     explainer.fit(planted_dataset(12, num_classes=3, size=32), schedule_start=4, schedule_end=2, schedule_steps=1,
                   prototypes_per_channel=2)
     explainer.explain(planted_dataset(1, num_classes=3, size=32)["image"][0])
     assert all(parameter.requires_grad for parameter in model.parameters())
     assert all(parameter.grad is None for parameter in model.parameters())
-    assert next(model.parameters()).device == device and not model.training
+    assert next(model.parameters()).device == device
+    assert [module.training for module in model.modules()] == flags
 
 
 def _config_values() -> dict:

@@ -75,14 +75,16 @@ def test_purity_recomputed_on_the_dataset_matches_the_report(fitted, trained):
 def test_explanations_use_bank_prototypes(fitted):
     explainer, _ = fitted
     held_out = planted_dataset(4, num_classes=4, seed=99)
-    for explanation in explainer.explain(list(held_out["image"])):
+    with torch.no_grad():  # the model's own forward, run here on its own
+        own = explainer.model(pixel_values=explainer.preprocess(list(held_out["image"]))).logits
+    for explanation, logits in zip(explainer.explain(list(held_out["image"])), own):
         assert explanation.channels
         for channel in explanation.channels:
             assert [p.sample_key for p in channel.prototypes] == explainer.bank.sample_keys[channel.channel].tolist()
             thumb = channel.prototypes[0].image
             assert thumb.size == (explainer.bank.input_size[1], explainer.bank.input_size[0])
         total = explanation.contributions.sum() + explanation.bias
-        assert float(total) == pytest.approx(float(explanation.logits[explanation.target_index]), abs=1e-5)
+        assert float(total) == pytest.approx(float(logits[explanation.target_index]), abs=1e-5)
 
 
 def test_orthogonal_fit_runs_and_reports(trained):

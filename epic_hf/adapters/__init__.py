@@ -26,15 +26,16 @@ from . import (  # noqa: F401 - importing registers each family
     vit,
 )
 from .base import (
-    IDENTITY_TOLERANCE,
     LinearHead,
     ModelAdapter,
+    ModelForward,
     PooledFeatures,
     SpatialFeatures,
     fold_post_pool_layernorm,
     model_config,
     tokens_to_grid,
 )
+from .exactness import IDENTITY_TOLERANCE, check_decomposition, full_precision, relative_gaps, tolerance_for
 from .registry import (
     ADAPTERS,
     CLS_TOKEN_FAMILIES,
@@ -53,6 +54,11 @@ __all__ = [
     "REFUSED",
     "LinearHead",
     "ModelAdapter",
+    "ModelForward",
+    "check_decomposition",
+    "full_precision",
+    "relative_gaps",
+    "tolerance_for",
     "PooledFeatures",
     "SpatialFeatures",
     "adapter_class_for",

@@ -13,19 +13,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
+from .exactness import IDENTITY_TOLERANCE, relative_gaps
+from .reads import ModuleT, T, activation, attribute, layers, method, model_config, patch_size, submodule
 from .registry import supported_families_text
 
-#: Relative error (of the largest |logit|) above which the linear-head identity is considered broken.
-IDENTITY_TOLERANCE = 1e-4
+__all__ = [  # the typed reads live in .reads; the family modules import them from here with the contract
+    "IDENTITY_TOLERANCE", "LinearHead", "ModelAdapter", "ModelForward", "ModuleT", "PooledFeatures",
+    "SpatialFeatures", "T", "activation", "attribute", "average_heads", "batchnorm_affine", "find_linear",
+    "fold_batchnorm1d", "fold_post_pool_layernorm", "layers", "linear_head", "method", "model_config",
+    "patch_grid", "patch_size", "submodule", "tokens_to_grid",
+]
 
-ModuleT = TypeVar("ModuleT", bound=nn.Module)
-T = TypeVar("T")
 
 
 @dataclass
@@ -57,6 +61,31 @@ class PooledFeatures:
     grid: tuple[int, int]
 
 
+@dataclass
+class ModelForward:
+    """One run of the model's own forward: its logits, and F (or only ``avg_hw F``) read from that same run.
+
+    ``pooled`` always holds ``avg_hw(F)``, the non-spatial logit term and the grid; ``fmap`` holds F
+    itself unless only the pooled vector was asked for.
+    """
+
+    logits: torch.Tensor  # (B, num_classes), as the model returned them
+    pooled: PooledFeatures
+    fmap: torch.Tensor | None = None  # (B, D, H, W)
+
+    def spatial(self) -> SpatialFeatures:
+        """F and the non-spatial term, for a forward that kept F."""
+        if self.fmap is None:
+            raise ValueError("this forward kept only avg_hw(F); run it with pooled=False for F itself")
+        return SpatialFeatures(self.fmap, self.pooled.extra_logits)
+
+    def decomposed_logits(self, head: LinearHead) -> torch.Tensor:
+        """``A . avg_hw(F) + b (+ extra)`` in float64: what the model's logits must equal."""
+        logits = self.pooled.pooled.double() @ head.weight.double().T + head.bias.double()
+        extra = self.pooled.extra_logits
+        return logits if extra is None else logits + extra.double()
+
+
 class ModelAdapter:
     """Contract: :meth:`features` gives F (and any non-spatial logit term), :meth:`head` gives (A, b).
 
@@ -75,6 +104,9 @@ class ModelAdapter:
     pooled_is_cheaper: bool = False
     #: The variant that splits the family's CLS term over the tokens too (``split_cls=True``), if any.
     cls_split_variant: ClassVar[type[ModelAdapter] | None] = None
+    #: During :meth:`forward`, the trunk's output from the model's own forward (see :meth:`trunk_output`).
+    _replay: tuple[nn.Module, Any] | None = None
+
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.check_config(model_config(model))
@@ -128,7 +160,8 @@ class ModelAdapter:
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The spatial map F (B, D, H, W) whose spatial mean feeds the linear head."""
-        return self.base_model()(pixel_values=pixel_values).last_hidden_state
+        base = self.base_model()
+        return self.trunk_output(base, lambda: base(pixel_values=pixel_values)).last_hidden_state
 
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
         """F plus the exact non-spatial logit term (None unless ``has_extra_logits``)."""
@@ -143,6 +176,50 @@ class ModelAdapter:
     def classifier(self) -> nn.Module:
         return submodule(self.model, "classifier", nn.Module)
 
+    def trunk(self) -> nn.Module | None:
+        """The module whose output F is read from (transformers' base model by default).
+
+        :meth:`forward` records its output during the model's own forward, and :meth:`trunk_output`
+        hands that output to :meth:`features`, so F and the logits come from one pass. None where no
+        single module's output carries F: F is then read by a pass of its own.
+        """
+        base = self.base_model()
+        return None if base is self.model else base
+
+    def trunk_output(self, module: nn.Module, run: Callable[[], T]) -> T:
+        """``module``'s output: the one the model's own forward just produced, inside :meth:`forward`; else ``run()``."""
+        replay = self._replay
+        if replay is not None and replay[0] is module:
+            return replay[1]
+        return run()
+
+    def forward(self, pixel_values: torch.Tensor, pooled: bool = False) -> ModelForward:
+        """The model's own forward, once, and F read from it (``pooled=True``: only ``avg_hw F``).
+
+        The trunk's output is recorded by a forward hook (so it is what the model really computed,
+        after any hook of the user's) and replayed to :meth:`features`. Not thread-safe on its own:
+        :class:`~epic_hf.backbone.FrozenClassifier` runs one forward at a time per model.
+        """
+        module = self.trunk()
+        recorded: list[Any] = []
+        handle = module.register_forward_hook(lambda _m, _a, out: recorded.append(out)) if module is not None else None
+        try:
+            logits = self.model_logits(pixel_values)
+        finally:
+            if handle is not None:
+                handle.remove()
+        # a trunk the forward did not call exactly once cannot be replayed: F is then read by a pass of its own
+        self._replay = (module, recorded[0]) if module is not None and len(recorded) == 1 else None
+        try:
+            if pooled:
+                return ModelForward(logits, self.pooled_features(pixel_values))
+            features = self.features(pixel_values)
+        finally:
+            self._replay = None
+        fmap = features.fmap
+        grid = (int(fmap.shape[-2]), int(fmap.shape[-1]))
+        return ModelForward(logits, PooledFeatures(fmap.mean(dim=(2, 3)), features.extra_logits, grid), fmap)
+
     def model_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's own logits: what every decomposition is checked against."""
         return self.model(pixel_values=pixel_values).logits
@@ -155,30 +232,37 @@ class ModelAdapter:
     def verify(self, pixel_values: torch.Tensor) -> float:
         """Check ``A . avg(F) + b + extra_logits`` against the model's logits on ``pixel_values``.
 
-        Returns the relative error; raises :class:`UnsupportedModelError` above tolerance.
+        F is read both ways: from the model's own forward (:meth:`forward`, what every explanation
+        uses) and by :meth:`features` alone (what prototype maps use); the two must agree, and the
+        first must reproduce the logits. Returns the relative error; raises
+        :class:`UnsupportedModelError` above tolerance.
         """
         with torch.no_grad():
-            expected = self.model_logits(pixel_values).float()
-            features = self.features(pixel_values)
-            head = self.head()
-            got = features.fmap.float().mean(dim=(2, 3)) @ head.weight.float().T + head.bias.float()
-            if features.extra_logits is not None:
-                got = got + features.extra_logits.float()
+            forward = self.forward(pixel_values)
+            alone = self.features(pixel_values)
         model_type = self.model_type
-        if (features.extra_logits is not None) != self.has_extra_logits:
+        if (forward.pooled.extra_logits is not None) != self.has_extra_logits:
             raise UnsupportedModelError(
                 f"the {type(self).__name__} adapter for model_type={model_type!r} declares "
                 f"has_extra_logits={self.has_extra_logits} but its features() "
-                f"{'returns' if features.extra_logits is not None else 'does not return'} extra logits."
+                f"{'returns' if forward.pooled.extra_logits is not None else 'does not return'} extra logits."
             )
-        scale = expected.abs().max().clamp_min(1e-6)
-        error = float((got - expected).abs().max() / scale)
+        error = float(relative_gaps(forward.decomposed_logits(self.head()), forward.logits).max())
         if not math.isfinite(error) or error > IDENTITY_TOLERANCE:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__} (model_type={model_type!r}) does not "
                 f"satisfy logits = A . avg_hw(F) + b on a probe input (relative error {error:.2e} > "
                 f"{IDENTITY_TOLERANCE:.0e}), so EPIC cannot decompose its logits exactly. "
                 f"Supported families: {supported_families_text()}."
+            )
+        assert forward.fmap is not None  # a full forward keeps F
+        scale = forward.fmap.float().abs().amax().clamp_min(1e-6)
+        drift = float((forward.fmap.float() - alone.fmap.float()).abs().amax() / scale)
+        if not drift <= IDENTITY_TOLERANCE:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} (model_type={model_type!r}): F read from the model's own forward "
+                f"differs from F read by the adapter alone (relative gap {drift:.2e}), so the module it reads "
+                f"({type(self.trunk()).__name__}) does not compute F in the model's forward as the adapter expects."
             )
         return error
 
@@ -275,88 +359,3 @@ def patch_grid(pixel_values: torch.Tensor, patch: int | Sequence[int]) -> tuple[
     """The (H, W) grid of a non-overlapping patch embedding (a convolution with stride = kernel)."""
     ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
     return pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw
-
-
-# -- typed reads of a model's parts ------------------------------------------------------------
-# torch types ``nn.Module.__getattr__`` as ``Tensor | Module`` and configs are untyped bags, so every
-# step of a walk such as ``model.base_model.pooler.layernorm`` goes through one of these: each
-# checks what it reads and refuses a model that does not have the expected shape, by name.
-
-
-def submodule(model: nn.Module, path: str, kind: type[ModuleT]) -> ModuleT:
-    """``model.get_submodule(path)`` (dotted; properties such as ``base_model`` count), checked to be a ``kind``."""
-    try:
-        module = model.get_submodule(path)
-    except AttributeError as error:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no module {path!r} ({error}), which EPIC reads to decompose it; "
-            "was it loaded with AutoModelForImageClassification, with its classification head?"
-        ) from None
-    if not isinstance(module, kind):
-        raise UnsupportedModelError(
-            f"{type(model).__name__}.{path} has type {type(module).__name__}, not the {kind.__name__} "
-            "that EPIC reads there to decompose this model exactly."
-        )
-    return module
-
-
-def method(module: nn.Module, name: str) -> Callable[..., Any]:
-    """A module's own method that torch's types cannot see (Hiera's ``reroll``, timm's ``forward_features``)."""
-    found = getattr(module, name, None)
-    if not callable(found):
-        raise UnsupportedModelError(f"{type(module).__name__} has no method {name!r}, which EPIC calls to read it.")
-    return found
-
-
-def layers(model: nn.Module, path: str) -> list[nn.Module]:
-    """The modules of the ``nn.ModuleList`` or ``nn.Sequential`` at ``path``, in order (a stack of blocks or stages).
-
-    Families keep their blocks in either container, and torch types neither's contents through attributes.
-    """
-    container = submodule(model, path, nn.Module)
-    if not isinstance(container, (nn.ModuleList, nn.Sequential)):
-        raise UnsupportedModelError(
-            f"{type(model).__name__}.{path} is a {type(container).__name__}, not the list of blocks EPIC reads there."
-        )
-    return list(container)
-
-
-def activation(module: nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A module's activation (``mlp.act_fn`` and the like): a module, or a plain function a config can name.
-
-    Held as a gate (``act(z) / z``), so any callable is read as it is, the way the model calls it.
-    """
-    found = getattr(module, name, None)
-    if not callable(found):
-        raise UnsupportedModelError(f"{type(module).__name__}.{name} is {found!r}, not the activation EPIC holds.")
-    return found
-
-
-def model_config(model: nn.Module) -> Any:
-    """A model's transformers config. ``Any``: its fields depend on the family (read them with :func:`attribute`)."""
-    config = getattr(model, "config", None)
-    if config is None:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no config; EPIC explains transformers image classifiers "
-            "(load one with AutoModelForImageClassification)."
-        )
-    return config
-
-
-def attribute(owner: object, name: str, kind: type[T] | tuple[type[T], ...]) -> T:
-    """``owner.name`` (a config field, or a plain attribute of a module), checked to be a ``kind``."""
-    value = getattr(owner, name, None)
-    if not isinstance(value, kind):
-        kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise UnsupportedModelError(
-            f"{type(owner).__name__}.{name} is {value!r}, not the {kinds} that EPIC reads to decompose this model."
-        )
-    return value
-
-
-def patch_size(config: object) -> int | Sequence[int]:
-    """``config.patch_size``: one side, or (height, width)."""
-    size = getattr(config, "patch_size", None)
-    if isinstance(size, int) or (isinstance(size, (list, tuple)) and len(size) == 2):
-        return size
-    raise UnsupportedModelError(f"{type(config).__name__}.patch_size is {size!r}, not a side or a (height, width).")

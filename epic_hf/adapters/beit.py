@@ -34,6 +34,6 @@ class MeanPooledViTAdapter(ModelAdapter):
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         base = self.base_model()
-        tokens = base(pixel_values=pixel_values).last_hidden_state[:, 1:, :]
+        tokens = self.trunk_output(base, lambda: base(pixel_values=pixel_values)).last_hidden_state[:, 1:, :]
         grid = tokens_to_grid(tokens, *patch_grid(pixel_values, patch_size(self.config)))
         return fold_post_pool_layernorm(grid, submodule(base, "pooler.layernorm", nn.LayerNorm))

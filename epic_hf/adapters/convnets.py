@@ -42,8 +42,11 @@ class FcHeadConvNetAdapter(ModelAdapter):
         if self.model_type == "hgnet_v2":  # no base model: embedder and encoder sit on the classifier
             embedder = submodule(self.model, "embedder", nn.Module)
             encoder = submodule(self.model, "encoder", nn.Module)
-            return encoder(embedder(pixel_values)).last_hidden_state
-        return self.base_model()(pixel_values=pixel_values).last_hidden_state
+            return self.trunk_output(encoder, lambda: encoder(embedder(pixel_values))).last_hidden_state
+        return super().feature_map(pixel_values)
+
+    def trunk(self) -> nn.Module | None:
+        return submodule(self.model, "encoder", nn.Module) if self.model_type == "hgnet_v2" else super().trunk()
 
     def classifier(self) -> nn.Module:
         return submodule(self.model, "fc", nn.Module)

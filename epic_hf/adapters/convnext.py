@@ -23,5 +23,5 @@ class ConvNextAdapter(ModelAdapter):
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         base = self.base_model()
-        hidden = base(pixel_values=pixel_values).last_hidden_state
+        hidden = self.trunk_output(base, lambda: base(pixel_values=pixel_values)).last_hidden_state
         return fold_post_pool_layernorm(hidden, submodule(base, "layernorm", nn.LayerNorm))

@@ -15,6 +15,8 @@ and the extra channels are not the backbone's own features but their share in th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -22,6 +24,7 @@ from ..errors import UnsupportedModelError
 from .base import (
     LinearHead,
     ModelAdapter,
+    ModelForward,
     PooledFeatures,
     SpatialFeatures,
     activation,
@@ -35,7 +38,7 @@ from .base import (
 )
 from .held import HeldBlock, HeldStack, held_linearisation
 from .registry import register_adapter
-from .vit import HeldTokenAdapter, read_parts, read_pooled
+from .vit import HeldTokenAdapter, read_forward
 
 
 def _linear(owner: nn.Module, name: str) -> nn.Linear:
@@ -86,7 +89,8 @@ class Dinov2Adapter(ModelAdapter):
         return linear_head(find_linear(self.classifier(), self.model_type))
 
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
-        tokens = self.base_model()(pixel_values=pixel_values).last_hidden_state
+        base = self.base_model()
+        tokens = self.trunk_output(base, lambda: base(pixel_values=pixel_values)).last_hidden_state
         fmap = tokens_to_grid(tokens[:, self.prefix:, :], *patch_grid(pixel_values, patch_size(self.config)))
         cls_weight = self._full_head().weight[:, : tokens.shape[-1]]
         return SpatialFeatures(fmap=fmap, extra_logits=tokens[:, 0, :] @ cls_weight.T.to(tokens))
@@ -134,22 +138,28 @@ class Dinov2HeldAdapter(HeldTokenAdapter):
         layers = submodule(submodule(base, "encoder", nn.Module), "layer", nn.Module)
         return HeldStack(dinov2_blocks(layers), submodule(base, "layernorm", nn.LayerNorm), readouts=(0,))
 
-    def _run(self, pixel_values: torch.Tensor, track: int | None):
-        with held_linearisation(self.stack, track=track) as split:
-            tokens = self.base_model()(pixel_values=pixel_values).last_hidden_state
-        return split, tokens, patch_grid(pixel_values, patch_size(self.config))
-
-    def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
-        split, tokens, grid = self._run(pixel_values, track=None)
-        cls_half = read_parts(split, self._weights(), grid)
-        patches = tokens_to_grid(tokens[:, self.prefix:, :], *grid).to(cls_half.fmap)
-        return SpatialFeatures(torch.cat([patches, cls_half.fmap], dim=1), cls_half.extra_logits)
-
-    def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
-        split, tokens, grid = self._run(pixel_values, track=self.prefix)
-        cls_half = read_pooled(split, self._weights(), grid)
-        patches = tokens[:, self.prefix:, :].mean(dim=1).to(cls_half.pooled)
-        return PooledFeatures(torch.cat([patches, cls_half.pooled], dim=1), cls_half.extra_logits, grid)
+    def forward(self, pixel_values: torch.Tensor, pooled: bool = False) -> ModelForward:
+        """The model's own forward, once: the held split of the CLS half, and the patch tokens from the same run."""
+        base = self.base_model()
+        recorded: list[Any] = []
+        handle = base.register_forward_hook(lambda _m, _a, out: recorded.append(out))
+        try:
+            with held_linearisation(self.stack, track=self.prefix if pooled else None) as split:
+                logits = self.model_logits(pixel_values)
+        finally:
+            handle.remove()
+        if len(recorded) != 1:
+            raise UnsupportedModelError(f"the DINOv2 backbone ran {len(recorded)} times in one forward, not once")
+        tokens = recorded[0].last_hidden_state
+        grid = patch_grid(pixel_values, patch_size(self.config))
+        cls_half = read_forward(logits, split, self._weights(), grid, pooled)
+        if pooled:
+            patches = tokens[:, self.prefix:, :].mean(dim=1).to(cls_half.pooled.pooled)
+            return ModelForward(logits, PooledFeatures(torch.cat([patches, cls_half.pooled.pooled], dim=1),
+                                                       cls_half.pooled.extra_logits, grid))
+        assert cls_half.fmap is not None
+        fmap = torch.cat([tokens_to_grid(tokens[:, self.prefix:, :], *grid).to(cls_half.fmap), cls_half.fmap], dim=1)
+        return ModelForward(logits, PooledFeatures(fmap.mean(dim=(2, 3)), cls_half.pooled.extra_logits, grid), fmap)
 
     def head(self) -> LinearHead:
         cls_weight, patch_weight, bias = self._halves()

@@ -94,9 +94,12 @@ class PPLCNetAdapter(ModelAdapter):
         self.gated = GatedPointwise(weight, bias, scale, shift, activation(model, "act_fn"),
                                     factor=1.0 - float(dropout))
 
+    def trunk(self) -> nn.Module:
+        return submodule(self.model, "encoder", nn.Module)
+
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        encoder = submodule(self.model, "encoder", nn.Module)
-        return self.gated.apply(encoder(pixel_values).last_hidden_state)
+        encoder = self.trunk()
+        return self.gated.apply(self.trunk_output(encoder, lambda: encoder(pixel_values)).last_hidden_state)
 
     def classifier(self) -> nn.Module:
         return submodule(self.model, "head", nn.Module)

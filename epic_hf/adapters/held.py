@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .exactness import full_precision
+
 #: The gate of an activation at exactly 0, where ``act(z) / z`` is undefined. Any value is exact
 #: there (the parts of z sum to 0, and ``g * 0 = act(0) = 0`` for GELU, ReLU, SiLU, QuickGELU).
 GATE_AT_ZERO = 0.5
@@ -235,6 +237,14 @@ def _input_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
     return value
 
 
+def _finish(stack: HeldStack, run: _Run, x: torch.Tensor) -> None:
+    """Each read-out token through the final norm, its scale held at the token's value: the last step of the split."""
+    for stream in run.streams:  # the norm sees every token, or the read-out token alone (timm's fc_norm)
+        token = x if x.ndim == 2 else x[:, stream.token if x.shape[1] > stream.token else 0]
+        linear, beta = _held_norm(stack.final_norm, token)
+        run.final.append(TokenParts(linear(stream.parts), linear(stream.const) + beta, linear(token) + beta))
+
+
 @contextmanager
 def held_linearisation(stack: HeldStack, track: int | None = None) -> Iterator[list[TokenParts]]:
     """Hook ``stack`` for one forward: yields a list that holds each read-out token's parts once it ran.
@@ -246,9 +256,18 @@ def held_linearisation(stack: HeldStack, track: int | None = None) -> Iterator[l
     """
     run = _Run(stack.readouts, track)
     handles: list[RemovableHandle] = []
+    started: list[int] = []  # the blocks whose forward began, in order: one forward is 0, 1, ..., then the norm
 
-    def remember_input(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        run.block_input = _input_tensor(args, kwargs)
+    def remember_input(index: int) -> Callable[[nn.Module, tuple, dict], None]:
+        def remember(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if run.final or index != len(started):
+                raise RuntimeError(
+                    f"the held linearisation saw block {index} start after "
+                    f"{'the final norm' if run.final else f'{len(started)} blocks'}: a second forward inside "
+                    "one held_linearisation context (or a block run out of order); use one context per forward")
+            started.append(index)
+            run.block_input = _input_tensor(args, kwargs)
+        return remember
 
     def tap(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
         def keep(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
@@ -257,19 +276,21 @@ def held_linearisation(stack: HeldStack, track: int | None = None) -> Iterator[l
 
     def finish_block(block: HeldBlock) -> Callable[[nn.Module, tuple, object], None]:
         def finish(_module: nn.Module, _args: tuple, _output: object) -> None:
-            _update(block, run)
+            with full_precision():  # the split's own products, whatever autocast the forward runs under
+                _update(block, run)
         return finish
 
     def finish_stack(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = _computing(_input_tensor(args, kwargs))
-        for stream in run.streams:  # the norm sees every token, or the read-out token alone (timm's fc_norm)
-            token = x if x.ndim == 2 else x[:, stream.token if x.shape[1] > stream.token else 0]
-            linear, beta = _held_norm(stack.final_norm, token)
-            run.final.append(TokenParts(linear(stream.parts), linear(stream.const) + beta, linear(token) + beta))
+        if run.final or len(started) != len(stack.blocks):
+            raise RuntimeError(f"the held linearisation saw the final norm run after {len(started)} of "
+                               f"{len(stack.blocks)} blocks{' and once before' if run.final else ''}: one "
+                               "held_linearisation context holds exactly one forward")
+        with full_precision():
+            _finish(stack, run, _computing(_input_tensor(args, kwargs)))
 
     try:
-        for block in stack.blocks:
-            handles.append(block.module.register_forward_pre_hook(remember_input, with_kwargs=True))
+        for index, block in enumerate(stack.blocks):
+            handles.append(block.module.register_forward_pre_hook(remember_input(index), with_kwargs=True))
             handles.extend(module.register_forward_hook(tap(name)) for name, module in block.qkv.items())
             handles.append(block.module.register_forward_hook(finish_block(block)))
         handles.append(stack.final_norm.register_forward_pre_hook(finish_stack, with_kwargs=True))

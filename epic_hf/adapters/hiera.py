@@ -40,7 +40,7 @@ class HieraAdapter(ModelAdapter):
                 f"{tuple(pixel_values.shape[-2:])}; resize inputs to the configured size",
             ))
         hiera = self.base_model()
-        tokens = hiera(pixel_values=pixel_values).last_hidden_state
+        tokens = self.trunk_output(hiera, lambda: hiera(pixel_values=pixel_values)).last_hidden_state
         reroll = method(submodule(hiera, "encoder", nn.Module), "reroll")
         grid = reroll(tokens, stage_idx=len(attribute(self.config, "depths", (list, tuple))) - 1)  # (B, H, W, D)
         return grid.permute(0, 3, 1, 2)

@@ -63,9 +63,12 @@ class ImageGptAdapter(ModelAdapter):
         pixels = pixel_values.float().permute(0, 2, 3, 1).reshape(-1, pixel_values.shape[1])
         return color_quantize_torch(pixels, self.clusters.to(pixels.device)).reshape(batch, -1)
 
+    def trunk(self) -> nn.Module:
+        return submodule(self.model, "transformer", nn.Module)
+
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        transformer = submodule(self.model, "transformer", nn.Module)
-        tokens = transformer(input_ids=self.input_ids(pixel_values)).last_hidden_state
+        transformer = self.trunk()
+        tokens = self.trunk_output(transformer, lambda: transformer(input_ids=self.input_ids(pixel_values))).last_hidden_state
         return tokens_to_grid(tokens, int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
 
     def model_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:

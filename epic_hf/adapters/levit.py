@@ -26,7 +26,8 @@ class LevitAdapter(ModelAdapter):
     )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        tokens = self.base_model()(pixel_values=pixel_values).last_hidden_state
+        base = self.base_model()
+        tokens = self.trunk_output(base, lambda: base(pixel_values=pixel_values)).last_hidden_state
         side = math.isqrt(tokens.shape[1])  # LeViT's subsampling keeps a square resolution
         return tokens_to_grid(tokens, side, side)
 

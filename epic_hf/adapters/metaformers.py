@@ -26,7 +26,8 @@ class PoolFormerAdapter(ModelAdapter):
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         norm = submodule(self.model, "norm", nn.Module)
-        return norm(self.base_model()(pixel_values=pixel_values).last_hidden_state)
+        base = self.base_model()
+        return norm(self.trunk_output(base, lambda: base(pixel_values=pixel_values)).last_hidden_state)
 
 
 @register_adapter

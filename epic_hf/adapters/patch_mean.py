@@ -31,8 +31,13 @@ class PatchMeanAdapter(ModelAdapter):
         config = self.config
         return patch_size(getattr(config, "vision_config", config))
 
+    def trunk(self) -> nn.Module:
+        return self.backbone()
+
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        tokens = self.backbone()(pixel_values=pixel_values).last_hidden_state[:, self.num_prefix_tokens:, :]
+        backbone = self.backbone()
+        output = self.trunk_output(backbone, lambda: backbone(pixel_values=pixel_values))
+        tokens = output.last_hidden_state[:, self.num_prefix_tokens:, :]
         return tokens_to_grid(tokens, *patch_grid(pixel_values, self.patch_size()))
 
 

@@ -28,7 +28,7 @@ class SegformerAdapter(ModelAdapter):
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
         base = self.base_model()
-        hidden = base(pixel_values=pixel_values).last_hidden_state
+        hidden = self.trunk_output(base, lambda: base(pixel_values=pixel_values)).last_hidden_state
         if hidden.ndim == 4:
             return hidden
         height, width = pixel_values.shape[-2:]

@@ -87,9 +87,12 @@ class Siglip2Adapter(ModelAdapter):
         mask = torch.ones(batch, rows * columns, dtype=torch.int32, device=pixel_values.device)
         return {"pixel_values": patches, "pixel_attention_mask": mask, "spatial_shapes": shapes}
 
+    def trunk(self) -> nn.Module:
+        return submodule(self.model, "vision_model", nn.Module)
+
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        vision = submodule(self.model, "vision_model", nn.Module)
-        tokens = vision(**self.model_inputs(pixel_values)).last_hidden_state
+        vision = self.trunk()
+        tokens = self.trunk_output(vision, lambda: vision(**self.model_inputs(pixel_values))).last_hidden_state
         return tokens_to_grid(tokens, pixel_values.shape[-2] // self.patch, pixel_values.shape[-1] // self.patch)
 
     def model_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:

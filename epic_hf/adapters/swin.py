@@ -26,7 +26,8 @@ class SwinAdapter(ModelAdapter):
     )
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        tokens = self.base_model()(pixel_values=pixel_values).last_hidden_state
+        base = self.base_model()
+        tokens = self.trunk_output(base, lambda: base(pixel_values=pixel_values)).last_hidden_state
         height, width = self.grid_size(pixel_values.shape[-2:], tokens.shape[1])
         return tokens_to_grid(tokens, height, width)
 

@@ -13,14 +13,15 @@ block or MLP class such as Eva's rotary SwiGLU blocks) is refused by name at loa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
 from .base import (
     LinearHead,
-    PooledFeatures,
-    SpatialFeatures,
+    ModelForward,
     activation,
     attribute,
     layers,
@@ -28,8 +29,8 @@ from .base import (
     method,
     submodule,
 )
-from .held import HeldBlock, HeldStack, TokenParts, held_linearisation
-from .vit import read_parts, read_pooled
+from .held import HeldBlock, HeldStack, held_linearisation
+from .vit import read_forward
 
 VISION_TRANSFORMER = "timm.models.vision_transformer.VisionTransformer"
 #: DeiT with a distillation token: ``forward_head`` averages ``head`` on the CLS token and
@@ -134,19 +135,15 @@ class TimmTokenViT:
     def _weights(self) -> list[torch.Tensor]:
         return [head.weight * share for head, share in self.readouts]
 
-    def _split(self, model: nn.Module, pixel_values: torch.Tensor,
-               track: int | None) -> tuple[list[TokenParts], tuple[int, int]]:
+    def forward(self, run_model: Callable[[], torch.Tensor], pixel_values: torch.Tensor,
+                pooled: bool = False) -> ModelForward:
+        """``run_model()`` (the wrapper's own forward on ``pixel_values``) once, with the held split riding on it.
+
+        ``pooled=True`` splits the class and register tokens one by one and sums the patches (the index pass's need).
+        """
+        track = attribute(self.timm_model, "num_prefix_tokens", int) if pooled else None
         with held_linearisation(self.stack, track=track) as tokens:
-            model(pixel_values=pixel_values)
+            logits = run_model()
         feat_size = method(submodule(self.timm_model, "patch_embed", nn.Module), "dynamic_feat_size")
         grid = tuple(feat_size(tuple(pixel_values.shape[-2:])))
-        return tokens, (int(grid[0]), int(grid[1]))
-
-    def features(self, model: nn.Module, pixel_values: torch.Tensor) -> SpatialFeatures:
-        tokens, grid = self._split(model, pixel_values, track=None)
-        return read_parts(tokens, self._weights(), grid)
-
-    def pooled_features(self, model: nn.Module, pixel_values: torch.Tensor) -> PooledFeatures:
-        """The class and register tokens split one by one, the patches summed (the index pass's need)."""
-        tokens, grid = self._split(model, pixel_values, track=attribute(self.timm_model, "num_prefix_tokens", int))
-        return read_pooled(tokens, self._weights(), grid)
+        return read_forward(logits, tokens, self._weights(), (int(grid[0]), int(grid[1])), pooled)

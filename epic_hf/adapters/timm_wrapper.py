@@ -22,6 +22,7 @@ from torch import nn
 from .base import (
     LinearHead,
     ModelAdapter,
+    ModelForward,
     PooledFeatures,
     SpatialFeatures,
     attribute,
@@ -91,14 +92,25 @@ class TimmWrapperAdapter(ModelAdapter):
                      "CAFormer)"))
         return rows + [(name, "refused", why) for name, why in REFUSED_HEADS.items()]
 
+    def trunk(self) -> None:
+        """None: timm's ``forward_features`` is a method, not a module whose output a hook can record, so a
+        non-token timm model's F is read by a pass of its own (token ViTs ride the held split on the forward)."""
+        return None
+
+    def forward(self, pixel_values: torch.Tensor, pooled: bool = False) -> ModelForward:
+        if self.token_vit is not None:
+            values = pixel_values.to(attribute(self.model, "dtype", torch.dtype))
+            return self.token_vit.forward(lambda: self.model_logits(values), values, pooled)
+        return super().forward(pixel_values, pooled)
+
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
         if self.token_vit is not None:
-            return self.token_vit.features(self.model, pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
+            return self.forward(pixel_values).spatial()
         return SpatialFeatures(self.feature_map(pixel_values))
 
     def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
         if self.token_vit is not None:
-            return self.token_vit.pooled_features(self.model, pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
+            return self.forward(pixel_values, pooled=True).pooled
         return super().pooled_features(pixel_values)
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from .base import (
     IDENTITY_TOLERANCE,
     LinearHead,
     ModelAdapter,
+    ModelForward,
     PooledFeatures,
     SpatialFeatures,
     activation,
@@ -47,7 +48,7 @@ def read_parts(parts: list[TokenParts], weights: list[torch.Tensor], grid: tuple
     """
     cells = grid[0] * grid[1]
     maps, extra = [], None
-    for split, weight in zip(parts, weights):
+    for split, weight in zip(parts, weights, strict=True):  # one split per read-out head, never cut short
         prefix = split.parts.shape[1] - cells
         if prefix < 0:
             raise UnsupportedModelError(f"the model has {split.parts.shape[1]} tokens, fewer than its {cells} "
@@ -66,12 +67,22 @@ def read_pooled(parts: list[TokenParts], weights: list[torch.Tensor], grid: tupl
     parts times the patch count, its mean their sum); the prefix parts and the constants are the extra term.
     """
     pooled, extra = [], None
-    for split, weight in zip(parts, weights):
+    for split, weight in zip(parts, weights, strict=True):  # one split per read-out head, never cut short
         pooled.append(split.untracked)
         rest = split.parts.sum(dim=1) + split.const
         term = rest @ weight.T.to(rest)
         extra = term if extra is None else extra + term
     return PooledFeatures(torch.cat(pooled, dim=1), extra, grid)
+
+
+def read_forward(logits: torch.Tensor, parts: list[TokenParts], weights: list[torch.Tensor], grid: tuple[int, int],
+                 pooled: bool) -> ModelForward:
+    """One held forward's logits with its split read as F (or, ``pooled``, as ``avg_hw F`` alone)."""
+    if pooled:
+        return ModelForward(logits, read_pooled(parts, weights, grid))
+    features = read_parts(parts, weights, grid)
+    return ModelForward(logits, PooledFeatures(features.fmap.mean(dim=(2, 3)), features.extra_logits, grid),
+                        features.fmap)
 
 
 def _bias(linear: nn.Linear) -> torch.Tensor:
@@ -131,28 +142,32 @@ class HeldTokenAdapter(ModelAdapter):
         """How many tokens come before the patches (CLS, distillation, registers): never spatial."""
         return 1
 
-    def _split(self, pixel_values: torch.Tensor, track: int | None) -> tuple[list[TokenParts], tuple[int, int]]:
+    def forward(self, pixel_values: torch.Tensor, pooled: bool = False) -> ModelForward:
+        """The model's own forward, once, with the held split riding on it through hooks.
+
+        ``pooled=True`` splits the prefix tokens one by one and sums the patches: about the cost of
+        the forward alone, what the index pass needs.
+        """
         grids: list[tuple[int, int]] = []
         handle = self.grid_hook(grids)
         try:
-            with held_linearisation(self.stack, track=track) as tokens:
-                self.model(pixel_values=pixel_values)
+            with held_linearisation(self.stack, track=self.prefix_tokens() if pooled else None) as tokens:
+                logits = self.model_logits(pixel_values)
         finally:
             if handle is not None:
                 handle.remove()
-        return tokens, grids[-1] if grids else patch_grid(pixel_values, patch_size(self.config))
+        grid = grids[-1] if grids else patch_grid(pixel_values, patch_size(self.config))
+        return read_forward(logits, tokens, self._weights(), grid, pooled)
 
     def _weights(self) -> list[torch.Tensor]:
         return [head.weight * share for head, share in self.readouts]
 
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
-        tokens, grid = self._split(pixel_values, track=None)
-        return read_parts(tokens, self._weights(), grid)
+        return self.forward(pixel_values).spatial()
 
     def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
         """The prefix tokens split one by one, the patches summed: about the cost of the forward alone."""
-        tokens, grid = self._split(pixel_values, track=self.prefix_tokens())
-        return read_pooled(tokens, self._weights(), grid)
+        return self.forward(pixel_values, pooled=True).pooled
 
     def verify(self, pixel_values: torch.Tensor) -> float:
         """The identity on the full split, and the pooled path against it (the index pass uses the latter)."""

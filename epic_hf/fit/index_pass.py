@@ -50,19 +50,14 @@ def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: 
         if not keys:  # the last records were all unreadable
             continue
         pixel_values = classifier.preprocess(images)
-        if cheap_pool:  # F costs more than its mean here: store the mean; F comes later, for prototypes only
-            with accelerator.autocast():
-                summary = classifier.pooled_features(pixel_values)
-            pooled, extra, grid = summary.pooled.float(), summary.extra_logits, list(summary.grid)
-        else:
-            with accelerator.autocast():
-                features = classifier.features(pixel_values)
-            fmap = features.fmap.float()
-            pooled, extra, grid = fmap.mean(dim=(2, 3)), features.extra_logits, list(fmap.shape[-2:])
-            if keep_maps is not None:
-                keep_maps(keys, fmap)
+        with accelerator.autocast():  # the model's own forward, checked against its terms at the autocast's dtype
+            forward = classifier.forward(pixel_values, pooled=cheap_pool)
+        # where F costs more than its mean (cheap_pool), only the mean is kept; F comes later, for prototypes only
+        pooled, extra, grid = forward.pooled.pooled.float(), forward.pooled.extra_logits, list(forward.pooled.grid)
+        if keep_maps is not None and forward.fmap is not None:
+            keep_maps(keys, forward.fmap.float())
         writer.add(keys, pooled)
-        predicted = classifier.logits_from(pooled, extra).argmax(dim=1)
+        predicted = forward.logits.float().argmax(dim=1)
         predictions.append(predicted.cpu())
         if extra is not None:  # the CLS term of the predicted class, for the patches' share of the evidence
             cls_terms.append(extra.float().gather(1, predicted[:, None])[:, 0].abs().cpu())
