@@ -237,13 +237,18 @@ class FrozenClassifier:
 
     @contextlib.contextmanager
     def placed_on(self, device: torch.device | str) -> Iterator[FrozenClassifier]:
-        """Run a block with the model on ``device``, then move it back to where the caller had it."""
-        original = self.device
-        target = torch.device(device)
-        if target != original:
-            self.model.to(target)
-        try:
-            yield self
-        finally:
+        """Run a block with the model on ``device``, then move it back to where the caller had it.
+
+        Holds the model's lock throughout: another thread's explanation waits rather than running on a
+        model that is halfway to another device.
+        """
+        with model_lock(self.model):
+            original = self.device
+            target = torch.device(device)
             if target != original:
-                self.model.to(original)
+                self.model.to(target)
+            try:
+                yield self
+            finally:
+                if target != original:
+                    self.model.to(original)

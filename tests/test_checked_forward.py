@@ -159,14 +159,47 @@ def test_an_ambient_bfloat16_autocast_is_explained_within_its_tolerance(name):
                                    atol=5e-2 * scale)
 
 
+def test_the_held_split_keeps_float32_parts_under_a_bfloat16_autocast():
+    """The split's own products run outside the autocast: its parts are float32 whatever the forward runs in."""
+    explainer = explainer_for("vit")
+    pixel_values = explainer.preprocess(noise_images(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with held_linearisation(explainer.classifier.adapter.stack) as tokens:
+            logits = explainer.model(pixel_values=pixel_values).logits
+    assert logits.dtype == torch.bfloat16  # the forward itself did run in bfloat16
+    assert tokens[0].parts.dtype == torch.float32 and tokens[0].const.dtype == torch.float32
+
+
+BF16_FIT = """
+import torch
+from epic_hf import EpicExplainer
+from epic_hf.synthetic import planted_dataset, tiny_resnet
+
+model, processor = tiny_resnet(3, (8, 8), seed=1)
+explainer = EpicExplainer(model.eval(), processor)
+data = planted_dataset(24, num_classes=3, size=32, seed=1)
+report = explainer.fit(data, prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1,
+                       mixed_precision="bf16", batch_size=8)
+assert report.purity_after == report.purity_after, "purity is NaN"
+image = data[0]["image"]
+explanation = explainer.explain(image)
+with torch.no_grad():
+    own = model(pixel_values=explainer.preprocess([image])).logits[0]
+total = float(explanation.contributions.sum()) + explanation.bias
+assert abs(total - float(own[explanation.target_index])) <= 1e-4 * float(own.abs().max()), (total, own)
+print("bf16 fit ok")
+"""
+
+
+@pytest.mark.slow
 def test_a_fit_in_bfloat16_is_checked_batch_by_batch_and_gives_a_bank():
-    explainer = explainer_for("resnet")
-    data = planted_dataset(24, num_classes=3, size=32, seed=1)
-    report = explainer.fit(data, prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1,
-                           mixed_precision="bf16", batch_size=8)
-    assert report.purity_after == report.purity_after  # a number, not NaN
-    explanation = explainer.explain(data[0]["image"])
-    assert_terms_are_the_logits(explanation, reference_logits(explainer, [data[0]["image"]])[0])
+    """accelerate's precision is process-wide (AcceleratorState), so the fit runs in a process of its own."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", BF16_FIT], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bf16 fit ok" in result.stdout
 
 
 # -- threads ---------------------------------------------------------------------------------------------

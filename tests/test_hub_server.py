@@ -30,6 +30,8 @@ from huggingface_hub.errors import (
 from hub_server import HubServer
 
 SMALL_TEXT = "a few words that travel inline in the commit payload\n"
+pytestmark = pytest.mark.slow  # the local Hub server: the fast tier skips these, as the README says
+
 LARGE_BINARY = os.urandom(64 * 1024)  # above the LFS threshold and binary: must go through the LFS protocol
 
 
@@ -271,8 +273,6 @@ import huggingface_hub
 from huggingface_hub import constants, hf_hub_download
 import pytest
 from conftest_hub import point_huggingface_hub_at, start_hub_server
-
-pytestmark = pytest.mark.slow  # subprocesses or the local Hub server
 
 assert constants.ENDPOINT == "https://huggingface.co" and not constants.HF_HUB_DISABLE_XET
 server = start_hub_server()
