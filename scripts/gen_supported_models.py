@@ -54,10 +54,10 @@ supported family works (`microsoft/resnet-50`, `facebook/convnext-base-224`,
 OUTRO = """\
 ## Adding a family
 
-Subclass `epic_hf.ModelAdapter`, set `model_types`, `family` and `doc`, override `feature_map`
-(and `classifier`, `head` or `check_config` if needed; `features` and `has_extra_logits = True`
-for a non-spatial logit term) and decorate it with `epic_hf.register_adapter` (it refuses to
-replace an existing model type unless `override=True`). Add a tiny config to
+A model type of your own (a CNN, or a CLS-token transformer) is added in your own code with
+`epic_hf.ModelAdapter` (or `epic_hf.adapters.HeldTokenAdapter`) and `epic_hf.register_adapter`:
+[adding_a_family.md](adding_a_family.md) works both through, for model types registered with
+transformers' Auto classes. A family added to this package also gets a tiny config in
 `tests/tiny_models.py`: `tests/test_adapters.py` then proves the identity for it and fails if a
 registered family has no tiny model. Rerun `python scripts/gen_supported_models.py`.
 """

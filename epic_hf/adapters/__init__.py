@@ -4,6 +4,11 @@
 ``config.model_type`` (and the refused families with their reasons), and one module per family
 registers its adapter on import. Importing this package registers every family;
 :func:`adapter_for` is the one entry point.
+
+The extension API (docs/adding_a_family.md): :class:`ModelAdapter` and :func:`register_adapter` for
+a model whose logits are a linear map of an averaged feature map; :class:`HeldTokenAdapter`, whose
+``build_stack()`` returns a :class:`HeldStack` of :class:`HeldBlock` (:func:`hf_vit_blocks` reads
+transformers' ViT layers), for one that reads a CLS token.
 """
 
 from . import (  # noqa: F401 - importing registers each family
@@ -36,9 +41,9 @@ from .base import (
     tokens_to_grid,
 )
 from .exactness import IDENTITY_TOLERANCE, check_decomposition, full_precision, relative_gaps, tolerance_for
+from .held import HeldBlock, HeldStack
 from .registry import (
     ADAPTERS,
-    CLS_TOKEN_FAMILIES,
     REFUSED,
     adapter_class_for,
     adapter_for,
@@ -46,12 +51,15 @@ from .registry import (
     supported_families_text,
     supported_model_types,
 )
+from .vit import HeldTokenAdapter, hf_vit_blocks
 
 __all__ = [
     "ADAPTERS",
-    "CLS_TOKEN_FAMILIES",
     "IDENTITY_TOLERANCE",
     "REFUSED",
+    "HeldBlock",
+    "HeldStack",
+    "HeldTokenAdapter",
     "LinearHead",
     "ModelAdapter",
     "ModelForward",
@@ -64,6 +72,7 @@ __all__ = [
     "adapter_class_for",
     "adapter_for",
     "fold_post_pool_layernorm",
+    "hf_vit_blocks",
     "model_config",
     "register_adapter",
     "supported_families_text",

@@ -21,7 +21,6 @@ from torch import nn
 from ..errors import UnsupportedModelError
 from .exactness import IDENTITY_TOLERANCE, relative_gaps
 from .reads import ModuleT, T, activation, attribute, layers, method, model_config, patch_size, submodule
-from .registry import supported_families_text
 
 __all__ = [  # the typed reads live in .reads; the family modules import them from here with the contract
     "IDENTITY_TOLERANCE", "LinearHead", "ModelAdapter", "ModelForward", "ModuleT", "PooledFeatures",
@@ -102,8 +101,6 @@ class ModelAdapter:
     #: True where :meth:`pooled_features` is much cheaper than F itself (the held linearisation): the
     #: index pass then stores pooled vectors only, and F is computed again for prototype images alone.
     pooled_is_cheaper: bool = False
-    #: The variant that splits the family's CLS term over the tokens too (``split_cls=True``), if any.
-    cls_split_variant: ClassVar[type[ModelAdapter] | None] = None
     #: During :meth:`forward`, the trunk's output from the model's own forward (see :meth:`trunk_output`).
     _replay: tuple[nn.Module, Any] | None = None
 
@@ -125,6 +122,11 @@ class ModelAdapter:
         return submodule(self.model, "base_model", nn.Module)
 
     # -- to override -------------------------------------------------------------------
+    @classmethod
+    def cls_split_variant(cls) -> type[ModelAdapter] | None:
+        """The variant that splits the family's CLS term over the tokens too (``split_cls=True``), if any."""
+        return None
+
     @classmethod
     def check_config(cls, config: Any) -> None:
         """Refuse configurations of a supported family that cannot be decomposed.
@@ -252,8 +254,8 @@ class ModelAdapter:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__} (model_type={model_type!r}) does not "
                 f"satisfy logits = A . avg_hw(F) + b on a probe input (relative error {error:.2e} > "
-                f"{IDENTITY_TOLERANCE:.0e}), so EPIC cannot decompose its logits exactly. "
-                f"Supported families: {supported_families_text()}."
+                f"{IDENTITY_TOLERANCE:.0e}), so EPIC cannot decompose its logits exactly "
+                "(docs/supported_models.md lists the supported families and how to add one)."
             )
         assert forward.fmap is not None  # a full forward keeps F
         scale = forward.fmap.float().abs().amax().clamp_min(1e-6)

@@ -80,6 +80,10 @@ class Dinov2Adapter(ModelAdapter):
     )
     has_extra_logits = True
 
+    @classmethod
+    def cls_split_variant(cls) -> type[ModelAdapter]:
+        return Dinov2HeldAdapter
+
     @property
     def prefix(self) -> int:
         """The CLS token and the registers: the tokens before the patches."""
@@ -110,7 +114,7 @@ class Dinov2HeldAdapter(HeldTokenAdapter):
     F stacks the patch tokens (channels 0..D-1, read by ``A_patch``) and the patches' parts of the
     normed CLS token (channels D..2D-1, read by ``A_cls``); the extra term is ``A_cls`` on the CLS's own
     part, the registers' and the constants. Not registered: :func:`~epic_hf.adapters.adapter_for` picks
-    it through :attr:`Dinov2Adapter.cls_split_variant`.
+    it through :meth:`Dinov2Adapter.cls_split_variant`.
     """
 
     model_types = Dinov2Adapter.model_types
@@ -165,5 +169,3 @@ class Dinov2HeldAdapter(HeldTokenAdapter):
         cls_weight, patch_weight, bias = self._halves()
         return LinearHead(weight=torch.cat([patch_weight, cls_weight], dim=1), bias=bias)
 
-
-Dinov2Adapter.cls_split_variant = Dinov2HeldAdapter

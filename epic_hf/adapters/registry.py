@@ -1,48 +1,27 @@
 """The adapter registry: which ``config.model_type`` values EPIC can decompose, and why not the rest.
 
-This module holds data and lookups only (no adapter code), so that the contract in ``base`` and
-every family module can import it without a cycle. Importing :mod:`epic_hf.adapters` fills
-:data:`ADAPTERS`; :data:`REFUSED` says, for each family that has no adapter, what breaks exactness.
+This module holds data and lookups only (no adapter code). It sits above the contract in ``base``
+(which never imports it), so the table is typed by the contract itself: ``type[ModelAdapter]``.
+Importing :mod:`epic_hf.adapters` fills :data:`ADAPTERS`; :data:`REFUSED` says, for each family that
+has no adapter, what breaks exactness.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, TypeVar, overload
 
 from torch import nn
 
 from ..errors import UnsupportedModelError
+from .base import ModelAdapter
 
+AdapterT = TypeVar("AdapterT", bound=type[ModelAdapter])
 
-class AdapterClass(Protocol):
-    """A ``ModelAdapter`` subclass, as the registry uses it: what it serves, how it checks a config, and
-    how it is built. A Protocol because ``base`` imports this module for its error messages, and
-    importing ``base`` back would make a cycle.
-
-    The members describe the class object, read-only: a ``ClassVar`` member can never match a class
-    object, and a subclass's ``model_types = ("a", "b")`` is a narrower tuple. ``__name__`` is not
-    declared (mypy would then match the Protocol against ``type``, not the class): see :func:`_name`."""
-
-    @property
-    def model_types(self) -> tuple[str, ...]: ...
-
-    def check_config(self, config: Any) -> None: ...
-
-    @property
-    def cls_split_variant(self) -> AdapterClass | None: ...
-
-    def __call__(self, model: nn.Module) -> Any: ...
-
-
-def _name(adapter: AdapterClass, qualified: bool = False) -> str:
-    """An adapter class's ``__name__`` (or ``__qualname__``), for error messages."""
-    if not isinstance(adapter, type):
-        return repr(adapter)
-    return adapter.__qualname__ if qualified else adapter.__name__
 
 #: ``config.model_type`` -> the adapter class that serves it.
-ADAPTERS: dict[str, AdapterClass] = {}
+ADAPTERS: dict[str, type[ModelAdapter]] = {}
 
 RefusalKind = Literal["cls_token", "nonlinear_head", "input", "not_testable"]
 
@@ -95,11 +74,15 @@ REFUSED: dict[str, Refusal] = {
     ),
 }
 
-#: Families refused because their logits read a CLS (or distillation / latent) token.
-CLS_TOKEN_FAMILIES = tuple(sorted(t for t, r in REFUSED.items() if r.kind == "cls_token"))
+@overload
+def register_adapter(cls: AdapterT, *, override: bool = False) -> AdapterT: ...
 
 
-def register_adapter(cls: AdapterClass | None = None, *, override: bool = False) -> Any:
+@overload
+def register_adapter(cls: None = None, *, override: bool = False) -> Callable[[AdapterT], AdapterT]: ...
+
+
+def register_adapter(cls: AdapterT | None = None, *, override: bool = False) -> AdapterT | Callable[[AdapterT], AdapterT]:
     """Add an adapter class to the registry under each of its ``model_types``.
 
     Use as ``@register_adapter`` or ``@register_adapter(override=True)``. Registering a model type
@@ -107,16 +90,18 @@ def register_adapter(cls: AdapterClass | None = None, *, override: bool = False)
     replacement would change how every model of that family is explained.
     """
 
-    def add(adapter: AdapterClass) -> AdapterClass:
+    def add(adapter: AdapterT) -> AdapterT:
+        if not (isinstance(adapter, type) and issubclass(adapter, ModelAdapter)):
+            raise TypeError(f"register_adapter takes a ModelAdapter subclass, got {adapter!r}")
         if not adapter.model_types:
-            raise ValueError(f"{_name(adapter)} sets no model_types; nothing to register.")
+            raise ValueError(f"{adapter.__name__} sets no model_types; nothing to register.")
         for model_type in adapter.model_types:
             current = ADAPTERS.get(model_type)
             if current is not None and current is not adapter and not override:
-                served_by = f"{current.__module__}.{_name(current, qualified=True)}"
+                served_by = f"{current.__module__}.{current.__qualname__}"
                 raise ValueError(
                     f"model_type {model_type!r} is already served by {served_by}; "
-                    f"pass override=True to replace it with {_name(adapter, qualified=True)}."
+                    f"pass override=True to replace it with {adapter.__qualname__}."
                 )
         for model_type in adapter.model_types:
             ADAPTERS[model_type] = adapter
@@ -141,7 +126,7 @@ def refusal_message(model_type: str | None, why: str) -> str:
     )
 
 
-def adapter_class_for(model_type: str | None, config: Any = None) -> AdapterClass:
+def adapter_class_for(model_type: str | None, config: Any = None) -> type[ModelAdapter]:
     """The adapter class for ``model_type``, or :class:`UnsupportedModelError` naming the supported ones.
 
     With ``config``, the family's configuration check runs too (e.g. BEiT without mean pooling is
@@ -160,7 +145,7 @@ def adapter_class_for(model_type: str | None, config: Any = None) -> AdapterClas
     raise UnsupportedModelError(refusal_message(model_type, why))
 
 
-def adapter_for(model: nn.Module, *, split_cls: bool = False) -> Any:
+def adapter_for(model: nn.Module, *, split_cls: bool = False) -> ModelAdapter:
     """The adapter for a loaded model; it checks the model's configuration too.
 
     ``split_cls=True`` asks for a family's variant that splits its CLS term over the tokens too
@@ -169,7 +154,7 @@ def adapter_for(model: nn.Module, *, split_cls: bool = False) -> Any:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     cls = adapter_class_for(model_type)
     if split_cls:
-        variant = cls.cls_split_variant
+        variant = cls.cls_split_variant()
         if variant is None:
             raise UnsupportedModelError(
                 f"split_cls=True splits the CLS half of DINOv2's head over the tokens; {model_type!r} has no such "
