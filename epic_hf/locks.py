@@ -134,7 +134,7 @@ class DirectoryLock:
             holder = self._holder()
             if holder is not None and holder.get("token") == self.token:
                 self.path.unlink(missing_ok=True)
-            else:
+            elif self.path.exists():
                 logger.warning("%s is no longer this run's lock (taken over meanwhile): left in place", self.path)
 
     def __enter__(self) -> DirectoryLock:
