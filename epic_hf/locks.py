@@ -60,10 +60,14 @@ def _process_runs(pid: int) -> bool:
 @contextlib.contextmanager
 def _starters_one_at_a_time(directory: Path) -> Iterator[None]:
     """Hold ``flock`` on ``directory`` for the block: the lock's check-and-take is one step on this host."""
-    if fcntl is None:
+    try:
+        handle = os.open(directory, os.O_RDONLY) if fcntl is not None else None
+    except OSError as error:  # a folder this user may write but not read: creation by link still holds
+        logger.debug("cannot open %s to flock it (%s): taking the lock without it", directory, error)
+        handle = None
+    if handle is None or fcntl is None:
         yield
         return
-    handle = os.open(directory, os.O_RDONLY)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
