@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_path, write_atomic
 from .config import FORMAT_VERSION, EpicConfig
 from .errors import BankFormatError
 
@@ -65,13 +65,6 @@ def unpack_thumbnails(keys: torch.Tensor, offsets: torch.Tensor, data: torch.Ten
     return {int(k): raw[bounds[i]: bounds[i + 1]] for i, k in enumerate(keys.tolist())}
 
 
-def _readable_like_other_files(path: Path) -> None:
-    """safetensors writes 0600 files; give the bank the mode ``open()`` would (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
-
-
 def write_bank_files(directory: Path, files: BankFiles) -> None:
     """Write ``epic_config.json`` and ``epic_bank.safetensors`` to ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,10 +74,9 @@ def write_bank_files(directory: Path, files: BankFiles) -> None:
                 "id2label": json.dumps({str(k): v for k, v in files.id2label.items()}),
                 "sample_names": json.dumps({str(k): v for k, v in files.sample_names.items()}),
                 "U_is_base": "1" if files.u_is_base else "0"}
-    weights = directory / WEIGHTS_NAME
-    save_file(tensors, str(weights), metadata=metadata)
-    _readable_like_other_files(weights)
-    (directory / CONFIG_NAME).write_text(files.config.to_json())
+    with atomic_path(directory / WEIGHTS_NAME) as weights:  # gives the bank the mode open() would, not 0600
+        save_file(tensors, str(weights), metadata=metadata)
+    write_atomic(directory / CONFIG_NAME, files.config.to_json())
 
 
 #: Tensors that hold real numbers, each of which must be finite.

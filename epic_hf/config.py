@@ -5,7 +5,9 @@ whether the default is the paper's, and whether it changes the result (and so be
 checkpoint's fingerprint). ``fit``, the CLI's flags and the checkpoints are all derived from it.
 
 `EpicConfig` is the typed form of a bank's ``epic_config.json``: the base model it explains,
-the shape of the feature map, the matrix kind, the fit that made it and how well it did.
+the shape of the feature map, the matrix kind, the fit that made it and how well it did. Each of
+its fields declares the checks a loaded bank's value must pass (``_fact``), read by the same
+:func:`validate_settings`: a field checked by hand is one a release can forget (``split_cls`` was).
 """
 
 from __future__ import annotations
@@ -72,19 +74,23 @@ def setting_fields(cls: type) -> list[dataclasses.Field]:
 
 
 def validate_settings(config: Any) -> None:
-    """Check every field of a settings dataclass against its metadata, before anything runs or is written.
+    """Check every field of a settings dataclass (or of EpicConfig) against its metadata, before it is used.
 
     Choices are enforced; numbers must be finite (``inf`` and ``nan`` are refused: a learning rate
     of ``nan`` would train a bank of NaNs), at least ``minimum``, at most ``maximum``, and whole
-    where the annotation says ``int``. ``None`` passes where it is the field's default.
+    where the annotation says ``int``; a bank's field may also declare a shape (``_fact``).
+    ``None`` passes where it is the field's default, or where the field says it may be None.
     """
     hints = typing.get_type_hints(type(config))
     for spec in fields(config):
         if is_section(spec):
             continue
         value, meta = getattr(config, spec.name), spec.metadata
-        if value is None and spec.default is None:
+        if "choices" not in meta:  # a programming error, not a bad file: never caught as a bank's fault
+            raise RuntimeError(f"{type(config).__name__}.{spec.name} declares no checks: use _setting(...) or _fact(...)")
+        if value is None and (spec.default is None or meta.get("optional")):
             continue
+        _check_shape(spec.name, value, meta.get("check"))
         choices = meta["choices"]
         if choices is not None and value not in choices:
             raise ValueError(f"{spec.name} must be one of {choices}, got {shown(value)}")
@@ -272,48 +278,43 @@ def _pair_of_sides(name: str, value: Any) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _number(name: str, value: Any, low: float, high: float, *, whole: bool = False, optional: bool = True) -> None:
-    if value is None and optional:
-        return
-    kinds = (int,) if whole else (int, float)
+def _number(name: str, value: Any, low: float, high: float, whole: bool = False) -> None:
+    kinds, kind = ((int,), "a whole number") if whole else ((int, float), "a finite number")
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or not low <= value <= high:
-        kind = "a whole number" if whole else "a finite number"
         raise ValueError(f"{name} must be {kind} from {low} to {high}, got {shown(value)}")
 
 
-def _check_bank_facts(config: EpicConfig) -> None:
-    """Every number and enum of a bank's config, in range; sizes bounded (a hostile file must not allocate)."""
-    _number("num_channels", config.num_channels, 1, 2**20, whole=True, optional=False)
-    _number("prototypes_per_channel", config.prototypes_per_channel, 1, 2**16, whole=True, optional=False)
-    if config.matrix not in MATRIX_NAMES:
-        raise ValueError(f"matrix must be one of {MATRIX_NAMES}, got {shown(config.matrix)}")
-    if config.model_type is not None and not isinstance(config.model_type, str):
-        raise ValueError(f"model_type must be a string, got {shown(config.model_type)}")
-    if config.grid_size[0] > config.input_size[0] or config.grid_size[1] > config.input_size[1]:
-        raise ValueError(f"grid_size {list(config.grid_size)} exceeds input_size {list(config.input_size)}")
-    for name in ("purity_before", "purity_after"):
-        _number(name, getattr(config, name), -PURITY_BOUND, PURITY_BOUND)
-    _number("condition_number", config.condition_number, 1.0, 1e300)
-    _number("patch_share", config.patch_share, 0.0, 1.0)
-    for name in ("num_samples", "num_skipped"):
-        _number(name, getattr(config, name), 0, 2**62, whole=True)
-    for name in ("base_model_name_or_path", "base_model_revision", "base_model_fingerprint", "library_version"):
-        value = getattr(config, name)
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {type(value).__name__}")
-    for name in ("dataset", "evaluation"):
-        if not isinstance(getattr(config, name), dict):
-            raise ValueError(f"{name} must be an object, got {type(getattr(config, name)).__name__}")
-    for name, value in config.evaluation.items():
-        _number(f"evaluation.{name}", value, -1e300, 1e300)
-    if not isinstance(config.steps, list):
-        raise ValueError(f"steps must be a list of schedule steps, got {type(config.steps).__name__}")
-    for position, step in enumerate(config.steps):
+def _fact(check: str | None = None, default: Any = dataclasses.MISSING, *, choices: tuple | None = None,
+          minimum: float | None = None, maximum: float | None = None, optional: bool = False,
+          factory: Any = None) -> Any:
+    """A field of :class:`EpicConfig` with the checks a loaded value must pass, read by validate_settings: a
+    ``check`` of shape (text, flag, sides, object, steps, fit), ``choices``, ``minimum``/``maximum``."""
+    metadata = {"check": check, "choices": choices, "minimum": minimum, "maximum": maximum, "optional": optional}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _check_shape(name: str, value: Any, check: str | None) -> None:
+    """The shape a bank's field declares (``_fact``): sizes bounded, so a hostile file must not allocate."""
+    if check == "text" and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {shown(value)}")
+    if check == "flag" and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {shown(value)}")
+    if check == "sides":
+        _pair_of_sides(name, value)
+    if check == "object" and not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object, got {type(value).__name__}")
+    if check == "fit" and not isinstance(value, FitConfig):
+        raise ValueError(f"{name} must be fit settings, got {type(value).__name__}")
+    if check == "steps" and not isinstance(value, list):
+        raise ValueError(f"steps must be a list of schedule steps, got {type(value).__name__}")
+    for position, step in enumerate(value if check == "steps" else []):
         if not isinstance(step, dict) or any(key not in step for key in STEP_FIELDS):
             raise ValueError(f"steps[{position}] must be an object with {list(STEP_FIELDS)}, got {shown(step)}")
-        _number(f"steps[{position}].prototypes", step["prototypes"], 1, 2**31, whole=True, optional=False)
+        _number(f"steps[{position}].prototypes", step["prototypes"], 1, 2**31, whole=True)
         for key in ("purity_before", "purity_after"):
-            _number(f"steps[{position}].{key}", step[key], -PURITY_BOUND, PURITY_BOUND, optional=False)
+            _number(f"steps[{position}].{key}", step[key], -PURITY_BOUND, PURITY_BOUND)
 
 
 @dataclass
@@ -325,28 +326,30 @@ class EpicConfig:
     ``base_model_fingerprint`` recognises the same weights wherever they are later.
     """
 
-    model_type: str
-    num_channels: int
-    prototypes_per_channel: int
-    matrix: str
-    grid_size: tuple[int, int]
-    input_size: tuple[int, int]
-    base_model_name_or_path: str | None = None
-    base_model_revision: str | None = None
-    base_model_fingerprint: str | None = None
-    fit: FitConfig = field(default_factory=FitConfig)
-    dataset: dict[str, Any] = field(default_factory=dict)
-    purity_before: float | None = None
-    purity_after: float | None = None
-    num_samples: int | None = None
-    num_skipped: int | None = None
-    condition_number: float | None = None
-    patch_share: float | None = None  # CLS-token models: the patches' mean share of |evidence| over the data
-    split_cls: bool = False  # DINOv2 loaded with split_cls=True: its CLS half split over the tokens (2D channels)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    library_version: str | None = None
-    format_version: int = FORMAT_VERSION
+    model_type: str = _fact("text", optional=True)
+    num_channels: int = _fact(minimum=1, maximum=2**20)
+    prototypes_per_channel: int = _fact(minimum=1, maximum=2**16)
+    matrix: str = _fact(choices=MATRIX_NAMES)
+    grid_size: tuple[int, int] = _fact("sides")
+    input_size: tuple[int, int] = _fact("sides")
+    base_model_name_or_path: str | None = _fact("text", None)
+    base_model_revision: str | None = _fact("text", None)
+    base_model_fingerprint: str | None = _fact("text", None)
+    fit: FitConfig = _fact("fit", factory=FitConfig)
+    dataset: dict[str, Any] = _fact("object", factory=dict)
+    purity_before: float | None = _fact(None, None, minimum=-PURITY_BOUND, maximum=PURITY_BOUND)
+    purity_after: float | None = _fact(None, None, minimum=-PURITY_BOUND, maximum=PURITY_BOUND)
+    num_samples: int | None = _fact(None, None, minimum=0, maximum=2**62)
+    num_skipped: int | None = _fact(None, None, minimum=0, maximum=2**62)
+    condition_number: float | None = _fact(None, None, minimum=1.0, maximum=1e300)
+    #: CLS-token models: the patches' mean share of |evidence| over the data
+    patch_share: float | None = _fact(None, None, minimum=0.0, maximum=1.0)
+    #: DINOv2 loaded with split_cls=True: its CLS half split over the tokens (2D channels)
+    split_cls: bool = _fact("flag", False)
+    steps: list[dict[str, Any]] = _fact("steps", factory=list)
+    evaluation: dict[str, Any] = _fact("object", factory=dict)
+    library_version: str | None = _fact("text", None)
+    format_version: int = _fact(None, FORMAT_VERSION, minimum=FORMAT_VERSION, maximum=FORMAT_VERSION)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -373,9 +376,14 @@ class EpicConfig:
             if not isinstance(fit, dict):
                 raise TypeError(f"'fit' must be an object of fit settings, got {type(fit).__name__}")
             config = cls(**{**values, "fit": FitConfig.from_dict(fit, "epic_config.json's fit settings")})
+            validate_settings(config)  # every field, by the checks it declares
             config.grid_size = _pair_of_sides("grid_size", config.grid_size)
             config.input_size = _pair_of_sides("input_size", config.input_size)
-            _check_bank_facts(config)
+            if config.grid_size[0] > config.input_size[0] or config.grid_size[1] > config.input_size[1]:
+                raise ValueError(f"grid_size {list(config.grid_size)} exceeds input_size {list(config.input_size)}")
+            for name, value in config.evaluation.items():
+                if value is not None:
+                    _number(f"evaluation.{name}", value, -1e300, 1e300)
         except (TypeError, ValueError) as error:
             raise BankFormatError(f"epic_config.json is incomplete or inconsistent ({error})") from None
         return config
@@ -387,3 +395,4 @@ class EpicConfig:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BankFormatError(f"epic_config.json is not valid JSON ({error}); the bank is corrupt") from None
         return cls.from_dict(values)
+

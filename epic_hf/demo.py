@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .atomic import write_atomic
 from .explainer import EpicExplainer
 from .synthetic import planted_dataset, tiny_resnet, tiny_vit, train_classifier
 from .viz import write_html_report
@@ -141,7 +142,7 @@ def _write_explanations(output: Path, explanations: list) -> dict[str, Any]:
     pictures = [str(e.save(output / f"explanation_{i}.png")) for i, e in enumerate(explanations)]
     html_path = write_html_report(explanations, output / "report.html", png_paths=pictures)
     json_path = output / "explanations.json"
-    json_path.write_text(json.dumps([e.to_dict() for e in explanations], indent=2))
+    write_atomic(json_path, json.dumps([e.to_dict() for e in explanations], indent=2))
     return {"explanations": pictures, "explained": [e.source for e in explanations], "report_html": str(html_path),
             "explanations_json": str(json_path),
             "held_out_correct": sum(bool(e.is_correct) for e in explanations), "held_out_total": len(explanations)}

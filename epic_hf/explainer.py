@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, cast, overload
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from huggingface_hub import ModelCard
 from PIL import Image
 from torch import nn
 
+from .atomic import atomic_path
 from .backbone import FrozenClassifier, ModelReference
 from .bank import PrototypeBank
 from .bank_format import CONFIG_NAME
@@ -280,12 +280,9 @@ class EpicExplainer(HubMixin):
         """
         config = (config or FitConfig()).replace(**overrides)
         bank, report = run_fit(self.classifier, dataset, config, self._matrix,
-                               output_dir=str(output_dir) if output_dir is not None else None, accelerator=accelerator)
+                               output_dir=str(output_dir) if output_dir is not None else None, accelerator=accelerator,
+                               write_extras=_write_purity_curve)
         self.set_bank(bank, check_base_model=False)
-        if output_dir is not None and PartialState().is_main_process:
-            curve = render_purity_curve([step.to_dict() for step in report.steps], report.purity_before,
-                                        report.purity_after)
-            curve.save(Path(output_dir) / "purity.png")
         return report
 
     def purity(self, dataset: DatasetLike, config: FitConfig | None = None, **overrides: Any) -> float:
@@ -355,6 +352,13 @@ class EpicExplainer(HubMixin):
         bank = "no bank" if self.bank is None else repr(self.bank)
         return (f"EpicExplainer({self.classifier.model_type} {self.base_model_name_or_path!r}, "
                 f"D={self.num_channels}, matrix={self.matrix!r}, {bank})")
+
+
+def _write_purity_curve(output_dir: Path, report: FitReport) -> None:
+    """``purity.png`` beside the fit's checkpoints; run_fit calls it while the directory's lock is held."""
+    curve = render_purity_curve([step.to_dict() for step in report.steps], report.purity_before, report.purity_after)
+    with atomic_path(output_dir / "purity.png") as partial:
+        curve.save(partial, format="PNG")
 
 
 def _is_single_image(image: Any) -> bool:

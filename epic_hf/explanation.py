@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .atomic import atomic_path, write_atomic
 from .results import Box, ChannelExplanation, ExplanationData, PrototypeMatch
 from .viz import explanation_html, render_explanation
 
@@ -30,9 +31,10 @@ class Explanation(ExplanationData):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".json":
-            path.write_text(json.dumps(self.to_dict(), indent=2))
+            write_atomic(path, json.dumps(self.to_dict(), indent=2))
         else:
-            self.to_image().save(path)
+            with atomic_path(path) as partial:  # the partial name keeps the suffix that picks the format
+                self.to_image().save(partial)
         return path
 
     def _repr_png_(self) -> bytes:

@@ -27,6 +27,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 
+from .atomic import atomic_path
 from .errors import HubUnreachableError
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ class HubMixin:
         self._save_pretrained(directory)
         card_path = directory / "README.md"
         existing = ModelCard.load(card_path) if card_path.is_file() else None
-        merge_cards(existing, self._model_card(repo_id)).save(card_path)
+        with atomic_path(card_path) as partial:
+            merge_cards(existing, self._model_card(repo_id)).save(partial)
         logger.info("saved %s to %s", type(self).__name__, directory)
         return directory
 
@@ -197,7 +199,8 @@ class HubMixin:
             directory = Path(tmp)
             published._save_pretrained(directory)
             existing = _hub_card(api, repo_id, revision)
-            merge_cards(existing, published._model_card(repo_id)).save(directory / "README.md")
+            with atomic_path(directory / "README.md") as partial:
+                merge_cards(existing, published._model_card(repo_id)).save(partial)
             return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
                                      revision=revision)
 

@@ -95,7 +95,7 @@ def test_every_checkpoint_file_is_recorded_with_its_size_and_checksum(setup):
     manifest = json.loads((run / MANIFEST_NAME).read_text())
     for name in (ARGS_NAME, INDEX_NAME, VECTORS_NAME, STATE_NAME, REPORT_NAME):
         assert manifest[name]["bytes"] == (run / name).stat().st_size, name
-    assert not list(run.glob("*.partial"))
+    assert not list(run.glob("*.partial")) and not list(run.glob(".epic-partial-*"))
 
 
 @pytest.mark.slow

@@ -94,3 +94,31 @@ def test_invalid_fit_settings_in_a_bank_are_a_format_error(fit, problem):
     values["fit"] = {**values["fit"], **fit} if isinstance(fit, dict) else fit
     with pytest.raises(BankFormatError, match=problem):
         EpicConfig.from_dict(values)
+
+
+def test_every_field_of_a_bank_config_declares_its_checks():
+    """EpicConfig is checked from field metadata, as FitConfig is: a new field without checks cannot pass."""
+    import dataclasses
+
+    from epic_hf import EpicConfig
+
+    unchecked = [spec.name for spec in dataclasses.fields(EpicConfig) if "choices" not in spec.metadata]
+    assert unchecked == [], f"declare these EpicConfig fields with _fact(...): {unchecked}"
+
+    @dataclasses.dataclass
+    class Extended(EpicConfig):
+        forgotten: int = 0  # declared by hand: refused when checked, not let through
+
+    with pytest.raises(RuntimeError, match="Extended.forgotten declares no checks"):
+        Extended.from_dict(_config_values())  # not a bank's fault: not a BankFormatError
+
+
+@pytest.mark.parametrize("value", ["yes", 2, None, [True]])
+def test_a_bad_split_cls_in_a_bank_is_refused_by_name(value):
+    from epic_hf import BankFormatError, EpicConfig
+
+    values = {**_config_values(), "split_cls": value}
+    with pytest.raises(BankFormatError, match=r"split_cls must be true or false, got") as refused:
+        EpicConfig.from_dict(values)
+    assert "epic_config.json" in str(refused.value)
+    assert EpicConfig.from_dict({**_config_values(), "split_cls": True}).split_cls is True

@@ -235,3 +235,32 @@ def test_a_bank_of_local_files_goes_to_the_hub_without_this_machines_paths(hub_s
     pulled = EpicExplainer.from_pretrained("tiny-org/local-epic", base_model=str(model_dir))
     assert torch.equal(pulled.bank.sample_keys, explainer.bank.sample_keys)
     assert explainer.bank.config.base_model_name_or_path == str(model_dir.resolve())  # the push changed nothing here
+
+
+def test_a_streamed_hub_dataset_is_identified_by_its_commit(hub_server, tmp_path):
+    """A stream has no arrow fingerprint: its checkpoint identity is its name and revision, resolved to the
+    commit it was read at, so the same Hub id at another commit (or main after a push) is other data."""
+    from epic_hf.data import resolve_dataset
+    from epic_hf.errors import CheckpointMismatchError
+    from epic_hf.fit.checkpoint import FitCheckpoint
+
+    folder = tmp_path / "moving"
+    folder.mkdir()
+    images = planted_dataset(5, size=32)["image"]
+    for index, image in enumerate(images[:4]):
+        image.save(folder / f"{index}.png")
+    api = HfApi()
+    api.create_repo("tiny-org/moving", repo_type="dataset", exist_ok=True)
+    first = api.upload_folder(folder_path=str(folder), repo_id="tiny-org/moving", repo_type="dataset").oid
+    images[4].save(folder / "4.png")
+    second = api.upload_folder(folder_path=str(folder), repo_id="tiny-org/moving", repo_type="dataset").oid
+    at_first = resolve_dataset("tiny-org/moving", streaming=True, revision=first)
+    at_second = resolve_dataset("tiny-org/moving", streaming=True, revision=second)
+    at_main = resolve_dataset("tiny-org/moving", streaming=True)  # main, resolved to the commit it names now
+    assert at_first.streaming and (at_first.revision, at_main.revision) == (first, second)
+    assert (len(list(at_first.records())), len(list(at_second.records()))) == (4, 5)  # each reads its commit
+    assert at_first.fingerprint() != at_second.fingerprint() == at_main.fingerprint()
+    assert first in at_first.fingerprint()
+    FitCheckpoint(tmp_path / "run", {"dataset": at_first.fingerprint()})
+    with pytest.raises(CheckpointMismatchError, match="differing: \\['dataset'\\]"):
+        FitCheckpoint(tmp_path / "run", {"dataset": at_second.fingerprint()})

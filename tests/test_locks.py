@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -80,3 +81,84 @@ def test_the_command_line_says_who_holds_the_directory(tmp_path, running_process
     completed = epic_hf("fit", str(model_dir), str(tmp_path / "images"), "--output-dir", str(tmp_path / "run"),
                         check=False)
     assert_one_line_error(completed, "in use by another epic-hf fit", str(running_process))
+
+
+#: Trials of the race below, and contenders in each: enough to catch a window of microseconds, in seconds.
+RACE_TRIALS = 200
+CONTENDERS = 3
+
+
+def test_contenders_started_at_one_instant_leave_exactly_one_holder(tmp_path):
+    """Separate processes released by one barrier take the same lock, 200 times; in every second trial the
+    directory holds a stale lock (its process is gone) that all of them want to take over at once."""
+    import multiprocessing
+
+    from lock_race import BARRIER_SECONDS, contend
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    context = multiprocessing.get_context("fork")  # separate processes, without importing torch again
+    start, done = context.Barrier(CONTENDERS + 1), context.Barrier(CONTENDERS + 1)
+    results = context.Queue()
+    workers = [context.Process(target=contend, args=(str(tmp_path), RACE_TRIALS, start, done, results))
+               for _ in range(CONTENDERS)]
+    for worker in workers:
+        worker.start()
+    try:
+        winners_per_trial = []
+        for trial in range(RACE_TRIALS):
+            if trial % 2:
+                _hold(tmp_path / str(trial), dead)
+            start.wait(BARRIER_SECONDS)
+            outcomes = [results.get(timeout=BARRIER_SECONDS) for _ in range(CONTENDERS)]
+            assert {t for t, _, _ in outcomes} == {trial}
+            winners_per_trial.append(sum(won for _, _, won in outcomes))
+            done.wait(BARRIER_SECONDS)
+    finally:
+        for worker in workers:
+            worker.join(BARRIER_SECONDS)
+            if worker.is_alive():
+                worker.kill()
+    assert winners_per_trial == [1] * RACE_TRIALS, [(t, n) for t, n in enumerate(winners_per_trial) if n != 1]
+    assert not list(tmp_path.glob(f"*/{LOCK_NAME}"))  # every winner let go
+    assert not list(tmp_path.glob("*/.epic-partial-*"))  # no record left half-way
+
+
+def test_every_file_of_a_fit_is_written_inside_its_lock_and_whole(tmp_path, monkeypatch):
+    """purity.png included: a second run cannot start between the fit's last file and the picture. Every file
+    opened for writing in the output dir, by Python code (PIL, json, our own), is a temporary one of
+    epic_hf.atomic, so none can be seen half-written."""
+    from epic_hf.atomic import TEMP_PREFIX
+
+    run = tmp_path / "run"
+    seen_at_release: list[set[str]] = []
+    release = DirectoryLock.release
+
+    def release_noting_the_files(lock: DirectoryLock) -> None:
+        if lock.path.parent == run:
+            seen_at_release.append({p.relative_to(run).as_posix() for p in run.rglob("*")})
+        release(lock)
+
+    direct: list[str] = []
+    watching = [True]
+
+    def audit(event: str, args: tuple) -> None:
+        if watching[0] and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            path, mode, flags = os.fsdecode(args[0]), args[1], args[2]
+            writes = (mode is not None and set("wax+") & set(str(mode))) or (
+                mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+            if writes and path.startswith(str(run)) and not os.path.basename(path).startswith(TEMP_PREFIX):
+                direct.append(f"{path} ({mode or flags})")
+
+    monkeypatch.setattr(DirectoryLock, "release", release_noting_the_files)
+    sys.addaudithook(audit)  # an audit hook cannot be removed: it is switched off below
+    try:
+        explainer = EpicExplainer.from_pretrained(str(save_tiny_model("resnet", tmp_path / "model")))
+        explainer.fit(planted_dataset(24, size=32), output_dir=run, prototypes_per_channel=2, schedule_start=4,
+                      schedule_end=2, schedule_steps=1)
+    finally:
+        watching[0] = False
+    assert (run / "purity.png").is_file() and len(seen_at_release) == 1
+    assert {"purity.png", "bank/epic_bank.safetensors", "fit_report.json"} <= seen_at_release[0]
+    assert direct == [], direct
+    assert not list(run.rglob(f"{TEMP_PREFIX}*"))

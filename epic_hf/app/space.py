@@ -21,6 +21,7 @@ from huggingface_hub import HfApi, SpaceCard, SpaceCardData
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from .._version import __version__
+from ..atomic import write_atomic
 from ..hub import CARD_END, CARD_START, hub_endpoint, merge_cards, replace_section
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def push_space(space_id: str, bank_repo: str, revision: str | None = None, *, ti
                 if (text := _download_text(api, space_id, name, "space")) is not None}
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in space_files(bank_repo, sha, title, existing).items():
-            Path(tmp, name).write_text(text, encoding="utf-8")
+            write_atomic(Path(tmp, name), text)
         api.upload_folder(repo_id=space_id, repo_type="space", folder_path=tmp,
                           commit_message=f"EPIC Space for {bank_repo}@{sha[:12]}")
     _link_card_to_space(api, bank_repo, space_id)

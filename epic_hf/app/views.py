@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
+import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..atomic import atomic_path, write_atomic
 from ..errors import UnreadableImageError
 from ..images import to_rgb
 from ..results import ExplanationData
@@ -230,10 +230,11 @@ def picture_file(image: Image.Image, directory: Path, keep: int = KEEP_PICTURES)
     """
     directory.mkdir(parents=True, exist_ok=True)
     # the name starts with the time, so sorting names sorts by age (two handlers may write at once)
-    handle, name = tempfile.mkstemp(prefix=f"{time.time_ns():020d}_", suffix=".jpg", dir=directory)
-    with os.fdopen(handle, "wb") as file:
-        image.convert("RGB").save(file, format="JPEG", quality=92, subsampling=0)
-    for old in sorted(directory.glob("*.jpg"))[:-keep] if keep > 0 else []:
+    name = str(directory / f"{time.time_ns():020d}_{secrets.token_hex(4)}.jpg")
+    with atomic_path(name) as partial:
+        image.convert("RGB").save(partial, format="JPEG", quality=92, subsampling=0)
+    # "[0-9]*": never another handler's picture still being written (epic_hf.atomic's hidden partial file)
+    for old in sorted(directory.glob("[0-9]*.jpg"))[:-keep] if keep > 0 else []:
         if str(old) != name:
             old.unlink(missing_ok=True)
     return name
@@ -249,6 +250,6 @@ def example_files(bank: PrototypeBank, directory: Path, count: int = 6) -> list[
         if int(key) not in bank.thumbnails:
             continue
         path = directory / f"prototype_{int(key)}.jpg"
-        path.write_bytes(bank.thumbnails[int(key)])
+        write_atomic(path, bank.thumbnails[int(key)])
         paths.append(str(path))
     return paths

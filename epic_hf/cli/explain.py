@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..bank import PrototypeBank
 from ..errors import UnreadableImageError
 from ..explainer import EpicExplainer
@@ -69,7 +70,7 @@ def write_outputs(explanations: list, paths: list[Path], output: Path, skipped: 
     if suffix == ".json":
         output.parent.mkdir(parents=True, exist_ok=True)
         records = [{"image": str(path), **e.to_dict()} for path, e in zip(paths, explanations)]
-        output.write_text(json.dumps(records, indent=2))
+        write_atomic(output, json.dumps(records, indent=2))
         return [output]
     if suffix in PICTURE_SUFFIXES:
         if len(explanations) == 1:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..bank_format import CONFIG_NAME
 from ..config import FitConfig
 from ..explainer import EpicExplainer
+from ..locks import DirectoryLock
 from .common import check_local, emit, is_main_process, json_default, model_reference
 from .flags import add_config_flags, config_from_args
 
@@ -55,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0
     bank_dir = Path(args.output_dir) / "bank"
-    if not (bank_dir / CONFIG_NAME).is_file():  # the fit writes it; make sure it is there
-        explainer.save_pretrained(bank_dir)
+    if not (bank_dir / CONFIG_NAME).is_file():  # the fit writes it; make sure it is there, as the fit would
+        with DirectoryLock(args.output_dir, "fit"):
+            explainer.save_pretrained(bank_dir)
     summary = {
         "bank": str(bank_dir), "purity_before": report.purity_before, "purity_after": report.purity_after,
         "num_samples": report.num_samples, "num_skipped": report.num_skipped,

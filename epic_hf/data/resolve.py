@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from huggingface_hub import constants
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError
 
 from ..config import DataConfig
 from ..errors import HubUnreachableError
@@ -72,14 +73,26 @@ def _load_path(path: Path, streaming: bool) -> tuple[Any, str, Path | None]:
     return loaded, str(resolved), resolved.parent
 
 
-def _load_hub(name: str, revision: str | None, streaming: bool) -> Any:
+def _load_hub(name: str, revision: str | None, streaming: bool) -> tuple[Any, str | None]:
+    """(the loaded dataset, the commit it was loaded at): ``revision`` resolved to a commit first.
+
+    Why resolve: a stream has no arrow fingerprint, so its checkpoint identity is its name and
+    revision; a branch (``main`` by default) moves, and a resume that read the branch's newer
+    data would mix two datasets in one fit. Loading at the resolved commit also makes the
+    recorded revision the data that was read. Offline, the revision stays as given.
+    """
     import datasets
 
     if not constants.HF_HUB_OFFLINE and not hub_is_reachable():
         raise HubUnreachableError(
             f"cannot reach the Hugging Face Hub at {hub_endpoint()} to load the dataset {name}; set "
             "HF_HUB_OFFLINE=1 to use a cached copy, or pass a local folder of images")
-    return datasets.load_dataset(name, revision=revision, streaming=streaming)
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            revision = HfApi().dataset_info(name, revision=revision).sha or revision
+        except HfHubHTTPError as error:  # load_dataset below says what is wrong, in its own words
+            logger.debug("could not resolve %s at %s to a commit: %s", name, revision or "main", error)
+    return datasets.load_dataset(name, revision=revision, streaming=streaming), revision
 
 
 def _find_image_column(features: Any, columns: list[str], image_column: str | None) -> str:
@@ -142,7 +155,7 @@ def resolve_dataset(
             dataset, name, path_root = _load_path(path, streaming)
         else:
             name = str(dataset)
-            dataset = _load_hub(name, revision, streaming)
+            dataset, revision = _load_hub(name, revision, streaming)
     if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         dataset, split = _pick_split(dataset, split)
     if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):

@@ -91,8 +91,14 @@ class ImageSource:
                                   "streaming": self.streaming}.items() if v is not None}
 
     def fingerprint(self) -> str:
-        """Identifies the data for checkpoints: the arrow fingerprint, or the stream's name."""
-        return str(getattr(self.dataset, "_fingerprint", None) or self.name or repr(self.describe()))
+        """Identifies the data for checkpoints: the arrow fingerprint, or what names a stream.
+
+        A stream has no fingerprint of its own: it is its name with its split and revision (a Hub
+        dataset's commit, see ``resolve._load_hub``), so that the same Hub id at another commit, or
+        another split, is other data, and a checkpoint of one is not resumed on the other.
+        """
+        arrow = getattr(self.dataset, "_fingerprint", None)
+        return str(arrow) if arrow else repr(self.describe())
 
     # -- reading ---------------------------------------------------------------------------
     def _columns(self) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
+from ..atomic import write_atomic
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
 from ..data import DatasetLike, ImageSource, SkippedSamples, open_source
@@ -34,7 +35,7 @@ from .draws import draw
 from .purity import PairSet, bank_matches, describe, prototype_pass
 from .report import EvaluationReport
 from .stability import PERTURBATIONS, DecisionKept, Stability, add_noise, cell_offset, intensity_scale, shift
-from .state import REPORT_NAME, TABLE_NAME, EvaluationState, write_atomic
+from .state import REPORT_NAME, TABLE_NAME, EvaluationState
 
 logger = logging.getLogger(__name__)
 

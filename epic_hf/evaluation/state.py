@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
 from ..errors import CheckpointMismatchError
 
 logger = logging.getLogger(__name__)
@@ -22,12 +22,6 @@ logger = logging.getLogger(__name__)
 STATE_NAME = "evaluation_state.json"
 REPORT_NAME = "evaluation.json"
 TABLE_NAME = "evaluation.md"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_path, atomic_stream, write_atomic
 from ..bank_format import CONFIG_NAME, WEIGHTS_NAME
 from ..errors import CheckpointMismatchError
-from .integrity import Manifest, write_atomic
+from .integrity import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,8 @@ WRITE_CHUNK_ROWS = 65536
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    partial = path.with_name(path.name + ".partial")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(partial), metadata=metadata)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(partial), metadata=metadata)
 
 
 class FitCheckpoint:
@@ -138,14 +137,10 @@ class FitCheckpoint:
         if path is None or target is None or self.manifest is None or not self.is_main:
             return
         array = vectors.numpy()
-        partial = target.with_name(target.name + ".partial")
-        with open(partial, "wb") as handle:
+        with atomic_stream(target) as handle:
             for start in range(0, array.shape[0], WRITE_CHUNK_ROWS):
                 rows = array[start: start + WRITE_CHUNK_ROWS]
                 handle.write(np.ascontiguousarray(rows, dtype=np.float32).tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
         self.manifest.record(VECTORS_NAME)
         _atomic_save({**tensors, "vectors_shape": torch.tensor(array.shape, dtype=torch.int64)}, path)
         self.manifest.record(INDEX_NAME)

@@ -1,8 +1,8 @@
 """Checkpoint files that are what was written, or are redone: atomic writes, and a manifest of sizes and checksums.
 
-Every checkpoint file is written to ``NAME.partial`` and renamed into place, so a crash leaves
-the old file or the new one, never half of one. After each write, ``manifest.json`` (itself
-replaced atomically) records the file's size and SHA-256. A resume reads a file only if both
+Every checkpoint file is written through :mod:`epic_hf.atomic` (a synced temporary file renamed
+into place), so a crash leaves the old file or the new one, never half of one. After each write,
+``manifest.json`` (itself replaced atomically) records the file's size and SHA-256. A resume reads a file only if both
 still match: a file that was cut, extended, overwritten or flipped by a bit is named in a
 warning and redone, never read, padded or reused.
 """
@@ -12,25 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 #: Bytes read at a time while hashing: an index file may be larger than memory.
 HASH_CHUNK_BYTES = 2**24
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """``data`` at ``path``, replaced in one rename (a crash leaves the old file or the new one)."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def file_digest(path: Path) -> tuple[int, str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -42,18 +44,25 @@ UNBOUNDED_BYTES = 2**62
 
 
 def run_fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfig, matrix: MatrixKind = "orthogonal",
-            output_dir: str | None = None, accelerator: Accelerator | None = None) -> tuple[PrototypeBank, FitReport]:
+            output_dir: str | None = None, accelerator: Accelerator | None = None,
+            write_extras: Callable[[Path, FitReport], None] | None = None) -> tuple[PrototypeBank, FitReport]:
     """Learn a ``matrix`` U from U = I and mine a new bank, which owns it; resumes from ``output_dir``.
 
     Nothing is changed on the caller's side: the U being trained lives in this call, and the
-    bank it returns holds a frozen copy of it.
+    bank it returns holds a frozen copy of it. ``write_extras(output_dir, report)`` is how a
+    caller adds its own files (the purity picture): called on the main process while the
+    directory's lock is still held, so that a second run cannot start between the fit's last
+    file and the caller's.
     """
     started = time.perf_counter()
     accelerator = accelerator or make_accelerator(config.mixed_precision)
     # one writer per output dir: only the main process writes, so only it holds the lock
     lock = DirectoryLock(output_dir, "fit") if output_dir is not None and accelerator.is_main_process else None
     with lock or contextlib.nullcontext():
-        return _fit(classifier, dataset, config, matrix, output_dir, accelerator, started)
+        bank, report = _fit(classifier, dataset, config, matrix, output_dir, accelerator, started)
+        if output_dir is not None and write_extras is not None and accelerator.is_main_process:
+            write_extras(Path(output_dir), report)
+        return bank, report
 
 
 def _fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfig, matrix: MatrixKind, output_dir: str | None,

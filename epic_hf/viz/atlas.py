@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..atomic import write_atomic
+
 if TYPE_CHECKING:  # annotations only: the bank is drawn here, never built
     from ..bank import PrototypeBank
 
@@ -79,10 +81,10 @@ def write_atlas(
                          _class_chunk(bank, start, stop, top_channels))
     assets = resources.files(__package__).joinpath("atlas_assets")
     for name in _ASSETS:
-        (root / name).write_bytes(assets.joinpath(name).read_bytes())
+        write_atomic(root / name, assets.joinpath(name).read_bytes())
     template = assets.joinpath("index.html").read_text(encoding="utf-8")
     index_path = root / "index.html"
-    index_path.write_text(template.replace("{{TITLE}}", html.escape(title)), encoding="utf-8")
+    write_atomic(index_path, template.replace("{{TITLE}}", html.escape(title)))
     logger.info("wrote the atlas of %d channels to %s in %.1f s", bank.num_channels, root,
                 time.perf_counter() - started)
     return index_path
@@ -116,7 +118,7 @@ def _write_images(bank: PrototypeBank, directory: Path) -> list[int]:
         if data is None:
             missing.append(int(key))
             continue
-        (directory / f"{int(key)}.jpg").write_bytes(data)
+        write_atomic(directory / f"{int(key)}.jpg", data)
     if missing:
         logger.warning("the bank has no thumbnail for %d prototype sample(s), e.g. key %d: the atlas shows "
                        "a placeholder for them", len(missing), missing[0])
@@ -233,4 +235,4 @@ def _class_chunk(bank: PrototypeBank, start: int, stop: int,
 def _write_chunk(path: Path, kind: str, index: int, data: dict[str, Any]) -> None:
     # ensure_ascii keeps the files independent of the page's charset (and of U+2028 in names).
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    path.write_text(f"atlasChunk({json.dumps(kind)},{index},{text});\n", encoding="ascii")
+    write_atomic(path, f"atlasChunk({json.dumps(kind)},{index},{text});\n", encoding="ascii")

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from PIL import Image
 
+from ..atomic import write_atomic
 from ..results import ChannelExplanation
 from ..results import ExplanationData as Explanation  # the numbers; this module draws them
 from .captions import (
@@ -100,7 +101,7 @@ def write_html_report(
         items, title, png_links=_links(png_paths, len(items), path.parent, "png_paths"),
         json_links=_links(json_paths, len(items), path.parent, "json_paths"), skipped=skipped,
     )
-    path.write_text(page, encoding="utf-8")
+    write_atomic(path, page)
     return path
 
 
