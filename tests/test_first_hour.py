@@ -101,3 +101,60 @@ def test_label_matching_rules():
     assert match_label("a_b", ["a-b", "a b"]) is None  # two labels match: no guess
     assert match_label("a_b", ["a_b", "a b"]) == "a_b"  # but an exact spelling wins
     assert closest_labels("gren_sqare", labels)[0] == "green square"
+
+
+# -- 2. empty inputs -------------------------------------------------------------------------------
+
+def _no_examples():
+    yield from ()
+
+
+def empty_input(kind: str, tmp_path: Path):
+    """An empty folder, a Dataset of 0 rows, a stream that ends at once, and a CSV file with a header only."""
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(CONCEPTS[:3]))})
+    if kind == "folder":
+        (tmp_path / "photos" / "red_circle").mkdir(parents=True)  # class folders, but no pictures in them
+        (tmp_path / "photos" / "notes.txt").write_text("to do: add the photos")
+        return str(tmp_path / "photos"), "photos"
+    if kind == "dataset":
+        return datasets.Dataset.from_dict({"image": [], "label": []}, features=features), "0 rows"
+    if kind == "stream":
+        return datasets.IterableDataset.from_generator(_no_examples, features=features), "0 rows"
+    (tmp_path / "images.csv").write_text("image,label\n")
+    return str(tmp_path / "images.csv"), "images.csv"
+
+
+@pytest.mark.parametrize("kind", ["folder", "dataset", "stream", "csv"])
+def test_fit_and_evaluate_on_nothing_say_so_and_leave_no_output_dir(project: Path, tmp_path: Path, kind: str):
+    from epic_hf import EmptyDatasetError, EpicError
+
+    data, named = empty_input(kind, tmp_path)
+    classifier = EpicExplainer.from_pretrained(project / "classifier")
+    with pytest.raises(EmptyDatasetError, match="holds no image") as raised:
+        classifier.fit(data, output_dir=tmp_path / "run", **FIT)
+    assert isinstance(raised.value, EpicError) and named in str(raised.value)
+    assert "Instruction" not in str(raised.value) and "data files" not in str(raised.value)
+    assert not (tmp_path / "run").exists()
+    explainer = EpicExplainer.from_pretrained(project / "bank")
+    with pytest.raises(EmptyDatasetError, match="holds no image"):
+        explainer.evaluate(data, output_dir=tmp_path / "evaluation")
+    assert not (tmp_path / "evaluation").exists()
+
+
+def test_the_cli_names_an_empty_folder_in_one_line_and_keeps_the_users_own_folder(project: Path, tmp_path: Path):
+    photos, _ = empty_input("folder", tmp_path)
+    code, stdout, stderr = run_cli("fit", str(project / "classifier"), photos, "--output-dir", str(tmp_path / "run"))
+    assert code == 1 and stdout == ""
+    line = one_error_line(stderr)
+    assert "photos" in line and "holds no image files" in line and "put the images there" in line
+    assert not (tmp_path / "run").exists()
+    mine = tmp_path / "mine"  # a folder the user already had: a failed run never removes it
+    mine.mkdir()
+    (mine / "notes.md").write_text("keep me")
+    code, _, stderr = run_cli("fit", str(project / "classifier"), photos, "--output-dir", str(mine))
+    assert code == 1 and (mine / "notes.md").read_text() == "keep me" and sorted(mine.iterdir()) == [mine / "notes.md"]
+    code, _, stderr = run_cli("evaluate", str(project / "bank"), photos, "--output-dir", str(tmp_path / "evaluation"))
+    assert code == 1 and "holds no image files" in one_error_line(stderr)
+    assert not (tmp_path / "evaluation").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..bank_format import CONFIG_NAME
 from ..config import FitConfig
+from ..data.resolve import check_image_folder
 from ..explainer import EpicExplainer
 from .common import check_local, emit, is_main_process, json_default, model_reference
 from .flags import add_config_flags, config_from_args
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     check_local(dataset, "dataset")
     if Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())
+        check_image_folder(dataset)  # an empty folder is named before any model loads
     explainer = EpicExplainer.from_pretrained(model, revision=args.revision, matrix=args.matrix,
                                               trust_remote_code=args.trust_remote_code,
                                               split_cls=args.split_cls or None)  # a bank keeps its own

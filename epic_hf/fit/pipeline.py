@@ -49,16 +49,17 @@ def run_fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfi
     bank it returns holds a frozen copy of it.
     """
     started = time.perf_counter()
+    # opened before the output dir is made: an input that is missing or empty fails leaving nothing behind
+    source = open_source(dataset, config.data)
     accelerator = accelerator or make_accelerator(config.mixed_precision)
     # one writer per output dir: only the main process writes, so only it holds the lock
     lock = DirectoryLock(output_dir, "fit") if output_dir is not None and accelerator.is_main_process else None
     with lock or contextlib.nullcontext():
-        return _fit(classifier, dataset, config, matrix, output_dir, accelerator, started)
+        return _fit(classifier, source, config, matrix, output_dir, accelerator, started)
 
 
-def _fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfig, matrix: MatrixKind, output_dir: str | None,
+def _fit(classifier: FrozenClassifier, source: ImageSource, config: FitConfig, matrix: MatrixKind, output_dir: str | None,
          accelerator: Accelerator, started: float) -> tuple[PrototypeBank, FitReport]:
-    source = open_source(dataset, config.data)
     disentangler = Disentangler(classifier.num_channels, matrix)
     checkpoint = FitCheckpoint(output_dir, _fingerprint(classifier, disentangler, source, config),
                                is_main=accelerator.is_main_process)
