@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from .config import EpicConfig
 from .hub import CARD_END, CARD_START
+from .results import purity_drop_note
 
 
 def _hub_id(value: Any) -> str | None:
@@ -31,6 +32,12 @@ def _patch_share_row(config: EpicConfig) -> str:
         return ""
     return (f"| image patches' share of the evidence (mean over the data; the rest is the CLS token's own part) | "
             f"{config.patch_share:.1%} |\n")
+
+
+def _purity_warning(config: EpicConfig) -> str:
+    """A fit that lowered purity says so under the table, in words, not only in two numbers a reader may not compare."""
+    note = purity_drop_note(config.purity_before, config.purity_after)
+    return "" if note is None else f"\n**Purity went down.** {note[0].upper()}{note[1:]}.\n"
 
 
 def _metric(value: Any) -> str:
@@ -103,7 +110,7 @@ without changing any of its predictions: every explanation decomposes the model'
 | samples indexed | {config.num_samples if config.num_samples is not None else 'n/a'} |
 | purity before (U = I) | {_metric(config.purity_before)} |
 | purity after | {_metric(config.purity_after)} |
-{_patch_share_row(config)}
+{_patch_share_row(config)}{_purity_warning(config)}
 {_curve(config)}{_evaluation(config)}
 ## Usage
 

@@ -158,3 +158,34 @@ def test_the_cli_names_an_empty_folder_in_one_line_and_keeps_the_users_own_folde
     code, _, stderr = run_cli("evaluate", str(project / "bank"), photos, "--output-dir", str(tmp_path / "evaluation"))
     assert code == 1 and "holds no image files" in one_error_line(stderr)
     assert not (tmp_path / "evaluation").exists()
+
+
+# -- 3. a fit that lowers purity -------------------------------------------------------------------
+
+def test_a_fit_that_lowers_purity_says_so_in_its_summary_log_and_model_card(project: Path, tmp_path: Path):
+    photos = tmp_path / "photos"
+    for seed, concept in enumerate(CONCEPTS[:3]):
+        save_pictures(photos / concept.replace(" ", "_"), concept, 10, seed=seed)
+    flags = ["--schedule-start", "6", "--schedule-end", "3", "--schedule-steps", "2", "--prototypes-per-channel", "3",
+             "--lr", "3.0"]  # a step far too large: the trained U scatters what the raw channels had
+    code, stdout, stderr = run_cli("fit", str(project / "classifier"), str(photos), "--output-dir",
+                                   str(tmp_path / "run"), *flags)
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["purity_after"] < summary["purity_before"]
+    assert "lowered purity from" in summary["warning"]
+    assert f"{summary['purity_before']:.3f}" in summary["warning"] and f"{summary['purity_after']:.3f}" in summary["warning"]
+    assert any("WARNING" in line and "lowered purity" in line for line in stderr.splitlines())
+    card = (tmp_path / "run" / "bank" / "README.md").read_text()
+    assert "Purity went down" in card and "lowered purity from" in card
+
+
+def test_a_fit_that_raises_purity_does_not_warn(project: Path):
+    from epic_hf import PrototypeBank
+    from epic_hf.model_card import model_card
+
+    config = PrototypeBank.from_pretrained(project / "bank").config
+    assert config.purity_after >= config.purity_before  # the fixture's fit, at the paper's learning rate
+    assert "Purity went down" not in str(model_card(config))
+    lowered = type(config).from_dict({**config.to_dict(), "purity_after": config.purity_before - 0.01})
+    assert "Purity went down" in str(model_card(lowered))

@@ -10,6 +10,7 @@ from ..bank_format import CONFIG_NAME
 from ..config import FitConfig
 from ..data.resolve import check_image_folder
 from ..explainer import EpicExplainer
+from ..results import purity_drop_note
 from .common import check_local, emit, is_main_process, json_default, model_reference
 from .flags import add_config_flags, config_from_args
 
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         "num_processes": report.num_processes, "resumed_from_step": report.resumed_from_step,
         "total_seconds": round(report.total_seconds, 2),
     }
+    lowered = purity_drop_note(report.purity_before, report.purity_after)
+    if lowered is not None:
+        summary["warning"] = lowered
     if args.push_to_hub:
         summary["pushed"] = explainer.push_to_hub(args.push_to_hub, private=args.private)
     emit(json.dumps(summary, indent=2, default=json_default))

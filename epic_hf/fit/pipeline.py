@@ -22,6 +22,7 @@ from ..data import DatasetLike, ImageSource, SkippedSamples, open_source
 from ..disentangle import Disentangler, MatrixKind
 from ..errors import EpicError
 from ..locks import DirectoryLock
+from ..results import purity_drop_note
 from .bank_builder import build_bank
 from .checkpoint import FitCheckpoint
 from .distributed import gather_keys, make_accelerator
@@ -95,6 +96,9 @@ def _fit(classifier: FrozenClassifier, source: ImageSource, config: FitConfig, m
     bank.config.dataset = source.describe()
     logger.info("purity %.4f -> %.4f in %.1f s (backbone ran on %d images for %d samples)", report.purity_before,
                 report.purity_after, report.total_seconds, report.backbone_images, len(index))
+    lowered = purity_drop_note(report.purity_before, report.purity_after)
+    if lowered is not None:
+        logger.warning("%s", lowered)
     bank.config.steps = [step.to_dict() for step in report.steps]
     if checkpoint.directory is not None and checkpoint.bank_dir is not None and accelerator.is_main_process:
         bank.save_pretrained(checkpoint.bank_dir)
