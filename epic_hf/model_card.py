@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from .config import EpicConfig
 from .hub import CARD_END, CARD_START
+from .naming import display_name
 from .results import purity_drop_note
 
 
@@ -85,9 +86,12 @@ def _load_line(config: EpicConfig, name: str) -> str:
 def model_card(config: EpicConfig, repo_id: str | None = None) -> ModelCard:
     """The card of a bank with ``config``; its usage line names ``repo_id`` when given."""
     fingerprint = config.base_model_fingerprint
-    base = config.base_model_name_or_path or (f"a local model (weights fingerprint {fingerprint[:12]})" if fingerprint
-                                              else "unknown")
-    dataset = config.dataset or {}
+    # names as a stranger reads them: a Hub id, or a local folder's own name, never the path on the author's disk
+    base = display_name(config.base_model_name_or_path) or (
+        f"a local model (weights fingerprint {fingerprint[:12]})" if fingerprint else "unknown")
+    dataset = {**(config.dataset or {})}
+    if dataset.get("name"):
+        dataset["name"] = display_name(dataset["name"])
     data = ModelCardData(library_name="epic_hf", tags=["epic", "explainability", "prototypes", "image-classification"],
                          base_model=_hub_id(base), datasets=[d] if (d := _hub_id(dataset.get("name"))) else None)
     name = repo_id or "path/to/this/bank"

@@ -189,3 +189,53 @@ def test_a_fit_that_raises_purity_does_not_warn(project: Path):
     assert "Purity went down" not in str(model_card(config))
     lowered = type(config).from_dict({**config.to_dict(), "purity_after": config.purity_before - 0.01})
     assert "Purity went down" in str(model_card(lowered))
+
+
+# -- 4. no local paths in anything a person reads ---------------------------------------------------
+
+def test_pages_and_cards_name_a_local_model_by_its_folder_name_only(project: Path, tmp_path: Path):
+    from epic_hf import PrototypeBank
+    from epic_hf.model_card import model_card
+    from epic_hf.viz import write_atlas
+
+    private = str(project)  # the author's disk: /tmp/pytest-of-<user>/.../first_hour0
+    bank = PrototypeBank.from_pretrained(project / "bank")
+    assert bank.config.base_model_name_or_path == str(project / "classifier")  # the bank keeps the path to load
+    card = (project / "bank" / "README.md").read_text()
+    assert private not in card and "`classifier`" in card
+    config = type(bank.config).from_dict({**bank.config.to_dict(), "dataset": {"name": str(tmp_path / "my photos"),
+                                                                                "split": "train"}})
+    card = str(model_card(config))
+    assert str(tmp_path) not in card and private not in card and "`my photos`" in card
+
+    atlas = write_atlas(bank, tmp_path / "atlas")
+    pages = [path for path in (tmp_path / "atlas").rglob("*") if path.suffix in (".html", ".js")]
+    assert pages
+    for page in pages:
+        assert private not in page.read_text(encoding="utf-8"), page
+    assert "<title>classifier: EPIC bank atlas</title>" in Path(atlas).read_text(encoding="utf-8")
+
+
+def test_the_app_title_names_a_local_model_by_its_folder_name_only(project: Path):
+    pytest.importorskip("gradio")
+    from epic_hf.app import build_app
+
+    blocks = build_app(EpicExplainer.from_pretrained(project / "bank"))
+    try:
+        assert blocks.title == "EPIC explanations of classifier"
+        assert str(project) not in json.dumps(blocks.get_config_file(), default=str)
+    finally:
+        blocks.epic_remove_files()
+
+
+def test_display_names():
+    from epic_hf.naming import display_name
+
+    assert display_name("/home/ana/models/resnet-50") == "resnet-50"
+    assert display_name("/home/ana/models/resnet-50/") == "resnet-50"
+    assert display_name("~/models/vit") == "vit"
+    assert display_name("./runs/vit") == "vit"
+    assert display_name("C:\\Users\\ana\\models\\convnext") == "convnext"
+    assert display_name("microsoft/resnet-50") == "microsoft/resnet-50"
+    assert display_name("imagenet-1k") == "imagenet-1k"
+    assert display_name(None) is None and display_name("") is None
