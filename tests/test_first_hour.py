@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,41 @@ def test_display_names():
     assert display_name("microsoft/resnet-50") == "microsoft/resnet-50"
     assert display_name("imagenet-1k") == "imagenet-1k"
     assert display_name(None) is None and display_name("") is None
+
+
+# -- 5. hints that name the wrong thing -------------------------------------------------------------
+
+@pytest.mark.slow  # a fresh Python that imports torch and gradio and serves: about 20 s
+def test_the_app_command_tells_a_cli_user_about_share_not_launch(project: Path, tmp_path: Path):
+    """gradio prints "To create a public link, set `share=True` in `launch()`", which a shell user cannot do."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("gradio")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-m", "epic_hf", "app", str(project / "bank"), "--port", str(port)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 150
+        assert process.stdout is not None
+        while not any("Ctrl-C stops it" in line for line in lines):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+            lines.append(process.stdout.readline())
+        time.sleep(1)  # whatever gradio would print after its start-up line
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops it
+        process.wait(timeout=30)
+        output = "".join(lines) + (process.stdout.read() if process.stdout else "")  # readline's buffer too
+    assert process.returncode == 0, output
+    assert f"the app serves http://127.0.0.1:{port}" in output
+    assert "run the same command with --share" in output
+    assert "share=True" not in output and "launch()" not in output, output
