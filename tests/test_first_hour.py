@@ -278,3 +278,30 @@ def test_the_app_command_tells_a_cli_user_about_share_not_launch(project: Path, 
     assert f"the app serves http://127.0.0.1:{port}" in output
     assert "run the same command with --share" in output
     assert "share=True" not in output and "launch()" not in output, output
+
+
+def test_an_emoji_in_a_file_name_asks_for_an_emoji_font_not_the_cjk_extra(project: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    from epic_hf.viz import fonts
+
+    monkeypatch.setattr(fonts, "_warned", set())  # warned once per process: this test's picture must say it
+    party = "\U0001f389"  # 🎉, which neither Noto Sans, the CJK font nor DejaVu has
+    assert fonts.missing_glyphs(party) == [party]
+    picture = tmp_path / f"{party} party.png"
+    planted_image("red circle", np.random.default_rng(0), 64).save(picture)
+    code, _, stderr = run_cli("explain", str(project / "bank"), str(picture), "--output", str(tmp_path / "out.png"))
+    assert code == 0, stderr
+    warnings = [line for line in stderr.splitlines() if "drawn as a box" in line]
+    assert len(warnings) == 1, stderr
+    assert "U+1F389" in warnings[0] and "emoji font" in warnings[0] and "fonts-symbola" in warnings[0]
+    assert "epic_hf[cjk]" not in warnings[0]
+
+
+def test_the_glyph_hint_names_the_font_that_is_missing():
+    from epic_hf.viz.fonts import CJK_HINT, EMOJI_HINT, WIDER_CJK_HINT, missing_font_hint
+
+    for installed in (True, False):  # the CJK extra has no emoji: never suggest it for one
+        assert missing_font_hint("\U0001f389", cjk_installed=installed) == EMOJI_HINT
+    assert missing_font_hint("猫", cjk_installed=False) == CJK_HINT
+    assert missing_font_hint("\U00020000", cjk_installed=True) == WIDER_CJK_HINT  # a rare ideograph: not the extra
+    assert "epic_hf[cjk]" not in missing_font_hint("ሀ", cjk_installed=False)  # Ethiopic is not CJK
