@@ -305,3 +305,21 @@ def test_the_glyph_hint_names_the_font_that_is_missing():
     assert missing_font_hint("猫", cjk_installed=False) == CJK_HINT
     assert missing_font_hint("\U00020000", cjk_installed=True) == WIDER_CJK_HINT  # a rare ideograph: not the extra
     assert "epic_hf[cjk]" not in missing_font_hint("ሀ", cjk_installed=False)  # Ethiopic is not CJK
+
+
+def test_evaluate_says_which_bank_keys_matched_only_by_row_index(project: Path):
+    """A bank fit on 30 images, evaluated on 8 others: keys 0-7 are rows here too, but not the bank's images."""
+    explainer = EpicExplainer.from_pretrained(project / "bank")
+    keys = set(explainer.bank.sample_keys.reshape(-1).tolist())
+    below = {key for key in keys if key < 8}
+    assert below and len(below) < len(keys)  # some keys are rows of the small dataset, some are not
+    report = explainer.evaluate(planted_dataset(8, num_classes=3, size=32, seed=7), random_draws=2)
+    note = next(note for note in report.notes if "prototype keys" in note)
+    assert note.startswith(f"{len(keys) - len(below)} of the bank's {len(keys)} prototype keys are not rows of this "
+                           "dataset (without key_column a key is a row index, and it has 8 rows)")
+    assert f"; {len(below)} matched by row index only, and " in note
+    assert "not reported" in note and report.purity["bank"] is None
+    stream = planted_dataset(8, num_classes=3, size=32, seed=7).to_iterable_dataset()
+    note = next(n for n in explainer.evaluate(stream, random_draws=2).notes if "prototype keys" in n)
+    assert note.startswith(f"{len(keys) - len(below)} of the bank's {len(keys)} prototype keys are not found in this "
+                           f"dataset by key; {len(below)} matched by key only")
