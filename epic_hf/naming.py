@@ -59,14 +59,18 @@ def label_key(name: str) -> str:
 def match_label(name: str, labels: Iterable[str]) -> str | None:
     """The label that folder name ``name`` stands for, or None when it stands for none.
 
-    An exact match wins; else the one label equal to it under :func:`label_key`. Two labels that
-    both match (``a-b`` and ``a b`` in one model) are ambiguous: None, rather than a guess.
+    An exact match wins; else the one label equal to it under :func:`label_key`; else the one label
+    that lists it among comma-separated synonyms (``tiger_shark`` is ``tiger shark, Galeocerdo
+    cuvieri``). Two labels that both match (``a-b`` and ``a b`` in one model; ImageNet's two
+    ``crane``) are ambiguous: None, rather than a guess.
     """
     labels = list(labels)
     if name in labels:
         return name
     key = label_key(name)
     found = [label for label in labels if label_key(label) == key]
+    if not found:  # ImageNet-style labels list synonyms: folder "tabby" is label "tabby, tabby cat"
+        found = [label for label in labels if key in (label_key(part) for part in label.split(","))]
     return found[0] if len(set(found)) == 1 else None
 
 

@@ -102,6 +102,9 @@ def test_label_matching_rules():
     assert match_label("a_b", ["a-b", "a b"]) is None  # two labels match: no guess
     assert match_label("a_b", ["a_b", "a b"]) == "a_b"  # but an exact spelling wins
     assert closest_labels("gren_sqare", labels)[0] == "green square"
+    assert match_label("White_Shark", labels) == "great white shark, white shark"  # one of its synonyms
+    assert match_label("crane", ["crane", "crane, bird"]) == "crane"
+    assert match_label("Crane", ["crane, machine", "crane, bird"]) is None  # ImageNet has two: no guess
 
 
 # -- 2. empty inputs -------------------------------------------------------------------------------
