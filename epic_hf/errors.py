@@ -39,6 +39,14 @@ class HubUnreachableError(EpicError, ConnectionError):
     """The Hugging Face Hub cannot be reached and the files are not in the local cache."""
 
 
+class EmptyDatasetError(EpicError, ValueError):
+    """A fit's or an evaluation's input holds no images: an empty folder, a Dataset of 0 rows, a stream that ends at once.
+
+    Raised while the input is opened, before any output directory is made, so that a run on
+    nothing fails with one line that names the input, and leaves nothing behind.
+    """
+
+
 class UnreadableImageError(EpicError, ValueError):
     """Input ``position`` is not an image this package can read; ``reason`` says why, without the position.
 

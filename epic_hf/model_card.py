@@ -15,6 +15,8 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from .config import EpicConfig
 from .hub import CARD_END, CARD_START
+from .naming import display_name
+from .results import purity_drop_note
 
 
 def _hub_id(value: Any) -> str | None:
@@ -31,6 +33,12 @@ def _patch_share_row(config: EpicConfig) -> str:
         return ""
     return (f"| image patches' share of the evidence (mean over the data; the rest is the CLS token's own part) | "
             f"{config.patch_share:.1%} |\n")
+
+
+def _purity_warning(config: EpicConfig) -> str:
+    """A fit that lowered purity says so under the table, in words, not only in two numbers a reader may not compare."""
+    note = purity_drop_note(config.purity_before, config.purity_after)
+    return "" if note is None else f"\n**Purity went down.** {note[0].upper()}{note[1:]}.\n"
 
 
 def _metric(value: Any) -> str:
@@ -78,9 +86,12 @@ def _load_line(config: EpicConfig, name: str) -> str:
 def model_card(config: EpicConfig, repo_id: str | None = None) -> ModelCard:
     """The card of a bank with ``config``; its usage line names ``repo_id`` when given."""
     fingerprint = config.base_model_fingerprint
-    base = config.base_model_name_or_path or (f"a local model (weights fingerprint {fingerprint[:12]})" if fingerprint
-                                              else "unknown")
-    dataset = config.dataset or {}
+    # names as a stranger reads them: a Hub id, or a local folder's own name, never the path on the author's disk
+    base = display_name(config.base_model_name_or_path) or (
+        f"a local model (weights fingerprint {fingerprint[:12]})" if fingerprint else "unknown")
+    dataset = {**(config.dataset or {})}
+    if dataset.get("name"):
+        dataset["name"] = display_name(dataset["name"])
     data = ModelCardData(library_name="epic_hf", tags=["epic", "explainability", "prototypes", "image-classification"],
                          base_model=_hub_id(base), datasets=[d] if (d := _hub_id(dataset.get("name"))) else None)
     name = repo_id or "path/to/this/bank"
@@ -103,7 +114,7 @@ without changing any of its predictions: every explanation decomposes the model'
 | samples indexed | {config.num_samples if config.num_samples is not None else 'n/a'} |
 | purity before (U = I) | {_metric(config.purity_before)} |
 | purity after | {_metric(config.purity_after)} |
-{_patch_share_row(config)}
+{_patch_share_row(config)}{_purity_warning(config)}
 {_curve(config)}{_evaluation(config)}
 ## Usage
 

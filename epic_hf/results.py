@@ -176,3 +176,19 @@ class ExplanationData:
             parts.append(f"source={self.source!r}")
         parts.append(f"channels=[{top}{more}]")
         return f"Explanation({', '.join(parts)})"
+
+
+def purity_drop_note(before: float | None, after: float | None) -> str | None:
+    """The plain-words sentence for a fit whose trained U made the prototypes less pure than U = I; else None.
+
+    A fit exists to raise purity, so a summary that shows ``0.601 -> 0.398`` among other numbers
+    lets a user publish a worse bank without noticing. The fit's log, the ``epic-hf fit`` summary
+    and the model card all say it with this one sentence. Missing or NaN numbers say nothing.
+    """
+    if before is None or after is None or not before == before or not after == after:  # None or NaN
+        return None
+    if after >= before:
+        return None
+    return (f"this fit lowered purity from {before:.3f} (U = I, the model's own channels) to {after:.3f}: its "
+            "prototypes are less pure than the untrained channels' (explanations are still exact); a larger or "
+            "more varied dataset, the full schedule (--schedule-steps) or another --lr may help")

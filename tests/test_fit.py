@@ -128,7 +128,7 @@ def test_dataset_without_image_column_is_refused(trained):
 
 def test_empty_dataset_is_refused(trained):
     model, processor, data = trained
-    with pytest.raises(ValueError, match="the dataset is empty"):
+    with pytest.raises(ValueError, match=r"holds no images \(0 rows\)"):
         EpicExplainer(model, processor).fit(data.select([]))
 
 

@@ -269,7 +269,7 @@ def test_unicode_label_has_a_glyph_for_every_character() -> None:
 
 
 def test_a_character_no_font_has_is_named_once_with_how_to_get_fonts(caplog, monkeypatch) -> None:
-    """Without the [cjk] extra, CJK labels are boxes: the first one drawn says so, and how to install the fonts."""
+    """A character no font has is drawn as a box: the first one drawn says so, and what font it needs."""
     monkeypatch.setattr(fonts, "_warned", set())
     unknown = "\U000f0000"  # a private-use code point no font here maps
     assert fonts.missing_glyphs(unknown) == [unknown]
@@ -277,7 +277,8 @@ def test_a_character_no_font_has_is_named_once_with_how_to_get_fonts(caplog, mon
         fonts.ChainFont(14).getlength(f"a{unknown}b{unknown}")
         fonts.ChainFont(14).getlength(unknown)
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 1 and "U+F0000" in messages[0] and 'pip install "epic_hf[cjk]"' in messages[0]
+    assert len(messages) == 1 and "U+F0000" in messages[0] and "install a font for its script" in messages[0]
+    assert "epic_hf[cjk]" not in messages[0]  # a private-use character is not CJK (tests/test_first_hour.py: emoji)
 
 
 def test_unicode_label_is_drawn_in_the_title(explanation: Explanation) -> None:

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EpicError
+from ..naming import display_name
 from ..viz import MAX_CHANNELS_SHOWN
 from .offline import import_gradio
 from .views import (
@@ -66,7 +67,7 @@ def build_app(explainer: AppExplainer, title: str | None = None) -> Any:
     bank = explainer.bank
     if bank is None:
         raise ValueError("the app explains with a prototype bank: fit one (explainer.fit) or load one first")
-    model = explainer.base_model_name_or_path or "the classifier"
+    model = display_name(explainer.base_model_name_or_path) or "the classifier"  # a Hub id, or a folder's own name
     title = title or f"EPIC explanations of {model}"
     work = Path(tempfile.mkdtemp(prefix="epic_hf_app_"))  # the examples, and the pictures the page serves
     examples = example_files(bank, work / "examples")

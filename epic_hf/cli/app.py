@@ -52,7 +52,17 @@ def run_app(args: argparse.Namespace) -> int:
         raise AppUnavailableError(INSTALL_HINT)
     explainer = EpicExplainer.from_pretrained(model_reference(args.bank), revision=args.revision,
                                               base_model=args.base_model, trust_remote_code=args.trust_remote_code)
-    explainer.launch(host=args.host, port=args.port, share=args.share, title=args.title)
+    # gradio's own start-up lines would tell a command-line user to "set `share=True` in `launch()`": launch it
+    # quietly without blocking, say where it serves in this command's words, then block as gradio would
+    blocks = explainer.launch(host=args.host, port=args.port, share=args.share, title=args.title, block=False)
+    emit(f"the app serves {blocks.local_url} (Ctrl-C stops it)")
+    if blocks.share_url:
+        emit(f"public link: {blocks.share_url}")
+    elif args.share:
+        emit("no public link could be made (--share needs the internet); the app serves locally only")
+    else:
+        emit("for a public gradio.live link, run the same command with --share")
+    blocks.block_thread()
     return 0
 
 

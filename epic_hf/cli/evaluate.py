@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.resolve import check_image_folder
 from ..evaluation import EvaluationConfig
 from ..explainer import EpicExplainer
 from .common import check_local, emit, model_reference
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     check_local(dataset, "dataset")
     if Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())
+        check_image_folder(dataset)  # an empty folder is named before any model loads
     config = config_from_args(EvaluationConfig, args)  # validated before any model loads
     explainer = EpicExplainer.from_pretrained(model_reference(args.bank), revision=args.revision,
                                               base_model=args.base_model, trust_remote_code=args.trust_remote_code)

@@ -12,6 +12,7 @@ from ..bank import PrototypeBank
 from ..errors import UnreadableImageError
 from ..explainer import EpicExplainer
 from ..images import to_rgb
+from ..naming import closest_labels, match_label
 from ..viz import MAX_CHANNELS_SHOWN, write_html_report
 from ..viz.fonts import printable
 from .common import PICTURE_SUFFIXES, CliError, emit, image_paths, model_reference, parse_target
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     if explainer.bank is None:
         logger.warning("%s has no EPIC bank: showing channel contributions without prototypes "
                        "(fit one with `epic-hf fit`, or pass --bank)", args.model)
-    truths = [args.true_label if args.true_label is not None else _folder_label(path, args.images) for path in paths]
+    truths = true_labels(paths, args.images, args.true_label, list(explainer.id2label.values()))
     explanations = explainer.explain(images, target=parse_target(args.target), top_k=args.top_k,
                                      batch_size=args.batch_size, true_label=truths)
     for path, explanation in zip(paths, explanations):
@@ -176,6 +177,34 @@ def run(args: argparse.Namespace) -> int:
         for written in write_outputs(explanations, paths, Path(args.output).expanduser(), skipped):
             emit(f"wrote {printable(str(written))}")
     return 0
+
+
+def true_labels(paths: list[Path], roots: list[str], given: str | None, labels: list[str]) -> list[str | None]:
+    """Each image's true label, as one of the model's ``labels``: ``--true-label``, else its class subfolder.
+
+    A name is read as the label it matches ignoring case, spaces, underscores and hyphens
+    (:func:`~epic_hf.naming.match_label`: folder ``red_circle`` is label ``red circle``). A name
+    that matches no label marks no hit or miss: calling its images misses would blame the model
+    for a folder's spelling. One warning names each such name with the closest labels.
+    """
+    names = [given if given is not None else _folder_label(path, roots) for path in paths]
+    matched = {name: match_label(name, labels) for name in set(names) if name is not None}
+    unmatched = sorted(name for name, label in matched.items() if label is None)
+    if unmatched:
+        counts = {name: names.count(name) for name in unmatched}
+        described = "; ".join(_unmatched(name, counts[name], labels, given is not None) for name in unmatched)
+        logger.warning("%s: no hit or miss is marked for %s (name a folder after one of the model's labels; case, "
+                       "spaces, _ and - do not matter)", described,
+                       "these images" if sum(counts.values()) > 1 else "this image")
+    return [matched[name] if name is not None else None for name in names]
+
+
+def _unmatched(name: str, count: int, labels: list[str], flag: bool) -> str:
+    close = closest_labels(name, labels)
+    images = f"{count} image{'' if count == 1 else 's'}"
+    where = f"--true-label {printable(name)!r}" if flag else f"class folder {printable(name)!r} ({images})"
+    hint = f"closest: {', '.join(repr(printable(label)) for label in close)}" if close else "no label is close"
+    return f"{where} matches none of the model's {len(labels)} labels ({hint})"
 
 
 def _folder_label(path: Path, roots: list[str]) -> str | None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from ..bank_format import CONFIG_NAME
 from ..config import FitConfig
+from ..data.resolve import check_image_folder
 from ..explainer import EpicExplainer
 from ..locks import DirectoryLock
+from ..results import purity_drop_note
 from .common import check_local, emit, is_main_process, json_default, model_reference
 from .flags import add_config_flags, config_from_args
 
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     check_local(dataset, "dataset")
     if Path(dataset).expanduser().exists():
         dataset = str(Path(dataset).expanduser().resolve())
+        check_image_folder(dataset)  # an empty folder is named before any model loads
     explainer = EpicExplainer.from_pretrained(model, revision=args.revision, matrix=args.matrix,
                                               trust_remote_code=args.trust_remote_code,
                                               split_cls=args.split_cls or None)  # a bank keeps its own
@@ -65,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         "num_processes": report.num_processes, "resumed_from_step": report.resumed_from_step,
         "total_seconds": round(report.total_seconds, 2),
     }
+    lowered = purity_drop_note(report.purity_before, report.purity_after)
+    if lowered is not None:
+        summary["warning"] = lowered
     if args.push_to_hub:
         summary["pushed"] = explainer.push_to_hub(args.push_to_hub, private=args.private)
     emit(json.dumps(summary, indent=2, default=json_default))

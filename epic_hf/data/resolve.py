@@ -18,7 +18,7 @@ from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError
 
 from ..config import DataConfig
-from ..errors import HubUnreachableError
+from ..errors import EmptyDatasetError, HubUnreachableError
 from ..hub import hub_endpoint, hub_is_reachable
 from .source import ImageSource
 
@@ -49,6 +49,35 @@ def open_source(dataset: DatasetLike, data: DataConfig | None = None) -> ImageSo
                            streaming=data.streaming, label_column=data.label_column)
 
 
+def image_suffixes() -> frozenset[str]:
+    """The file suffixes ``imagefolder`` reads as images (lower case, with the dot)."""
+    try:
+        from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+        return frozenset(suffix.lower() for suffix in ImageFolder.EXTENSIONS)
+    except (ImportError, AttributeError):  # another datasets layout: the common ones
+        return frozenset((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"))
+
+
+def check_image_folder(path: str | os.PathLike[str]) -> None:
+    """Refuse a folder that holds no image file, in it or in any subfolder, naming it and what to put there.
+
+    Checked before anything else runs (the CLI calls it before a model loads), because
+    ``datasets`` reports such a folder as ``doesn't contain any data files`` or ``Instruction
+    "train" corresponds to no data!``, which names neither the folder nor the fix. A folder
+    written by ``save_to_disk`` is not an image folder: its rows are counted once it is loaded.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir() or any((folder / marker).is_file() for marker in SAVED_DATASET_FILES):
+        return
+    suffixes = image_suffixes()
+    if any(item.suffix.lower() in suffixes and item.is_file() for item in folder.rglob("*")):
+        return
+    raise EmptyDatasetError(
+        f"the folder {str(folder)!r} holds no image files (.jpg, .png, ...), in it or in its subfolders: put the "
+        "images there (one subfolder per class, if they have labels) and run the command again")
+
+
 def _load_path(path: Path, streaming: bool) -> tuple[Any, str, Path | None]:
     """(loaded dataset or dict, its name, the folder relative image paths are read from) of a local path."""
     import datasets
@@ -56,11 +85,17 @@ def _load_path(path: Path, streaming: bool) -> tuple[Any, str, Path | None]:
     if path.is_dir():
         resolved = path.resolve()  # one spelling per folder, so that a checkpoint recognises its data
         if any((resolved / marker).is_file() for marker in SAVED_DATASET_FILES):
-            loaded = datasets.load_from_disk(str(resolved))
+            try:
+                loaded = datasets.load_from_disk(str(resolved))
+            except IndexError:  # datasets cannot load a saved split of 0 rows (0 arrow files)
+                if not _saved_split_is_empty(resolved):
+                    raise
+                raise EmptyDatasetError(_no_rows(str(resolved), "saved dataset")) from None
             if streaming:
                 loaded = (loaded.to_iterable_dataset() if isinstance(loaded, datasets.Dataset) else
                           datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()}))
             return loaded, str(resolved), None
+        check_image_folder(resolved)
         return datasets.load_dataset("imagefolder", data_dir=str(resolved), streaming=streaming), str(resolved), None
     builder = FILE_BUILDERS.get(path.suffix.lower())
     if builder is None:
@@ -69,7 +104,12 @@ def _load_path(path: Path, streaming: bool) -> tuple[Any, str, Path | None]:
             f"save_to_disk, a {'/'.join(sorted(FILE_BUILDERS))} file, a Hub dataset id or a Dataset")
     resolved = path.resolve()
     options = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-    loaded = datasets.load_dataset(builder, data_files=str(resolved), streaming=streaming, **options)
+    try:
+        loaded = datasets.load_dataset(builder, data_files=str(resolved), streaming=streaming, **options)
+    except ValueError as error:
+        if "corresponds to no data" not in str(error):
+            raise
+        raise EmptyDatasetError(_no_rows(str(resolved), "file")) from None
     return loaded, str(resolved), resolved.parent
 
 
@@ -165,9 +205,13 @@ def resolve_dataset(
         )
     if isinstance(dataset, datasets.Dataset):
         if len(dataset) == 0:
-            raise ValueError("the dataset is empty: EPIC needs images to mine prototypes from")
+            raise EmptyDatasetError(_no_rows(name or (dataset.info.dataset_name if dataset.info else None), "dataset",
+                                             split))
         name = name or (dataset.info.dataset_name if dataset.info else None)
         split = split or (str(dataset.split) if dataset.split is not None else None)
+    elif _stream_is_empty(dataset):
+        raise EmptyDatasetError(_no_rows(name or (dataset.info.dataset_name if dataset.info else None), "stream",
+                                         split))
     columns = list(dataset.column_names or [])
     column = _find_image_column(dataset.features, columns, image_column)
     if key_column is not None and columns and key_column not in columns:
@@ -181,3 +225,36 @@ def resolve_dataset(
         dataset = dataset.cast_column(column, datasets.Image(decode=False))
     return ImageSource(dataset=dataset, image_column=column, key_column=key_column, label_column=label_column,
                        name=name, split=split, revision=revision, path_root=path_root)
+
+
+def _stream_is_empty(stream: datasets.IterableDataset) -> bool:
+    """Whether a stream ends before its first example, read without decoding any image (one may be unreadable)."""
+    import datasets
+
+    features = stream.features
+    if features is not None:
+        for name, feature in features.items():
+            if isinstance(feature, datasets.Image):
+                stream = stream.cast_column(name, datasets.Image(decode=False))
+    return next(iter(stream.take(1)), None) is None
+
+
+def _no_rows(name: str | None, kind: str, split: str | None = None) -> str:
+    """The one line that says which input is empty and what to do."""
+    which = f"the {kind} {name!r}" if name else f"the {kind} passed"
+    where = f" (split {split!r})" if split else ""
+    return (f"{which}{where} holds no images (0 rows): EPIC fits and evaluates on images; pass a dataset, folder or "
+            "file that has some")
+
+
+def _saved_split_is_empty(folder: Path) -> bool:
+    """Whether a ``save_to_disk`` folder holds a split saved with no data file (a Dataset of 0 rows)."""
+    import json
+
+    for state in [folder / "state.json", *folder.glob("*/state.json")]:
+        try:
+            if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False

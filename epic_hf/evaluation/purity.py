@@ -115,12 +115,30 @@ def _score(classifier: FrozenClassifier, batch: list[tuple[int, Image.Image]],
         counts[index] += len(positions)
 
 
-def bank_matches(result: PassResult, bank: PrototypeBank) -> tuple[bool, str]:
-    """Whether the dataset holds the bank's prototype images under the bank's keys, and why not."""
+def bank_matches(result: PassResult, bank: PrototypeBank, source: ImageSource | None = None) -> tuple[bool, str]:
+    """Whether the dataset holds the bank's prototype images under the bank's keys, and why not.
+
+    When some keys are missing, the reason says what the others matched by: without a key
+    column a map-style dataset's keys are its row indices, so a smaller dataset "holds" every key
+    below its length whatever images those rows are. Saying only "62 of 68 keys are not in this
+    dataset" hid that the other 6 matched by row index alone, and how many of those images look
+    like the bank's thumbnails of them.
+    """
     keys = set(bank.sample_keys.reshape(-1).tolist())
     absent = keys & result.missing
     if absent:
-        return False, f"{len(absent)} of the bank's {len(keys)} prototype keys are not in this dataset"
+        by_row = source is not None and not source.streaming and source.key_column is None
+        if by_row and source is not None:
+            why = (f"{len(absent)} of the bank's {len(keys)} prototype keys are not rows of this dataset (without "
+                   f"key_column a key is a row index, and it has {len(source)} rows)")
+        else:
+            why = f"{len(absent)} of the bank's {len(keys)} prototype keys are not found in this dataset by key"
+        found = keys - absent
+        if found:
+            alike = sum(result.thumbnail_matches.get(key, False) for key in found)
+            why += (f"; {len(found)} matched by {'row index' if by_row else 'key'} only, and {alike} of those images "
+                    "look like the bank's thumbnails of them")
+        return False, why
     far = [k for k in keys if not result.thumbnail_matches.get(k, False)]
     if far:
         return False, (f"{len(far)} of the bank's {len(keys)} prototype images differ from the bank's thumbnails "

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..naming import display_name
 from .channels import EPIC, IDENTITY
 
 _COLUMNS = "| metric | EPIC (U) | raw channels (U = I) |\n| --- | ---: | ---: |"
@@ -91,7 +92,7 @@ class EvaluationReport:
                            ("mean_deleted_channels", "deletion: channels deleted per image")):
             rows.append((label, *self._views({v: self.deletion.get(v, {}).get(key) for v in (EPIC, IDENTITY)})))
         model = self.model
-        title = (f"EPIC evaluation of {model.get('base_model') or 'an unnamed classifier'} ({model.get('model_type')}, "
+        title = (f"EPIC evaluation of {display_name(model.get('base_model')) or 'an unnamed classifier'} ({model.get('model_type')}, "
                  f"D={model.get('num_channels')}, matrix={model.get('matrix')}) on {self.num_samples} images "
                  f"({self.num_skipped} unreadable, skipped)")
         lines = [title, "", _COLUMNS]

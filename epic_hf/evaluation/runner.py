@@ -215,7 +215,7 @@ class Evaluation:
         notes: list[str] = []
         bank_ok = False
         if self.bank is not None:
-            bank_ok, why = bank_matches(passed, self.bank)
+            bank_ok, why = bank_matches(passed, self.bank, self.source)
             if not bank_ok:
                 notes.append(f"{why}; the bank's own purity and class consistency are not reported")
                 logger.warning("%s", notes[-1])

@@ -24,6 +24,7 @@ from ..data import DatasetLike, ImageSource, SkippedSamples, open_source
 from ..disentangle import Disentangler, MatrixKind
 from ..errors import EpicError
 from ..locks import DirectoryLock
+from ..results import purity_drop_note
 from .bank_builder import build_bank
 from .checkpoint import FitCheckpoint
 from .distributed import gather_keys, make_accelerator
@@ -55,19 +56,20 @@ def run_fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfi
     file and the caller's.
     """
     started = time.perf_counter()
+    # opened before the output dir is made: an input that is missing or empty fails leaving nothing behind
+    source = open_source(dataset, config.data)
     accelerator = accelerator or make_accelerator(config.mixed_precision)
     # one writer per output dir: only the main process writes, so only it holds the lock
     lock = DirectoryLock(output_dir, "fit") if output_dir is not None and accelerator.is_main_process else None
     with lock or contextlib.nullcontext():
-        bank, report = _fit(classifier, dataset, config, matrix, output_dir, accelerator, started)
+        bank, report = _fit(classifier, source, config, matrix, output_dir, accelerator, started)
         if output_dir is not None and write_extras is not None and accelerator.is_main_process:
             write_extras(Path(output_dir), report)
         return bank, report
 
 
-def _fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfig, matrix: MatrixKind, output_dir: str | None,
+def _fit(classifier: FrozenClassifier, source: ImageSource, config: FitConfig, matrix: MatrixKind, output_dir: str | None,
          accelerator: Accelerator, started: float) -> tuple[PrototypeBank, FitReport]:
-    source = open_source(dataset, config.data)
     disentangler = Disentangler(classifier.num_channels, matrix)
     checkpoint = FitCheckpoint(output_dir, _fingerprint(classifier, disentangler, source, config),
                                is_main=accelerator.is_main_process)
@@ -103,6 +105,9 @@ def _fit(classifier: FrozenClassifier, dataset: DatasetLike, config: FitConfig, 
     bank.config.dataset = source.describe()
     logger.info("purity %.4f -> %.4f in %.1f s (backbone ran on %d images for %d samples)", report.purity_before,
                 report.purity_after, report.total_seconds, report.backbone_images, len(index))
+    lowered = purity_drop_note(report.purity_before, report.purity_after)
+    if lowered is not None:
+        logger.warning("%s", lowered)
     bank.config.steps = [step.to_dict() for step in report.steps]
     if checkpoint.directory is not None and checkpoint.bank_dir is not None and accelerator.is_main_process:
         bank.save_pretrained(checkpoint.bank_dir)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..atomic import write_atomic
+from ..naming import display_name
 
 if TYPE_CHECKING:  # annotations only: the bank is drawn here, never built
     from ..bank import PrototypeBank
@@ -106,7 +107,7 @@ def _config(bank: PrototypeBank) -> dict[str, Any]:
 
 
 def _default_title(bank: PrototypeBank) -> str:
-    model = _config(bank).get("base_model_name_or_path")
+    model = display_name(_config(bank).get("base_model_name_or_path"))
     return f"{model}: EPIC bank atlas" if model else "EPIC bank atlas"
 
 
@@ -169,14 +170,14 @@ def _summary(bank: PrototypeBank) -> list[list[str]]:
     """(name, value) pairs for the header line, from whatever the bank's config has."""
     config = _config(bank)
     pairs = []
-    model = config.get("base_model_name_or_path")
+    model = display_name(config.get("base_model_name_or_path"))  # never a path of the author's disk
     if model:
-        pairs.append(["model", str(model)])
+        pairs.append(["model", model])
     if config.get("model_type"):
         pairs.append(["type", str(config["model_type"])])
     dataset = config.get("dataset")
     if isinstance(dataset, dict):
-        dataset = " / ".join(str(dataset[k]) for k in ("name", "split") if dataset.get(k))
+        dataset = " / ".join(str(display_name(dataset[k])) for k in ("name", "split") if dataset.get(k))
     if dataset:
         pairs.append(["dataset", str(dataset)])
     pairs.append(["channels", f"{bank.num_channels} x {bank.prototypes_per_channel} prototypes"])

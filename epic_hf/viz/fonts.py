@@ -11,10 +11,14 @@ every other character as a box. The chain is
    Debian's ``fonts-wqy-microhei``): Chinese, Japanese kana, Korean Hangul and 34,600 characters
    in all, in about 5 MB. Without it such characters are drawn as boxes, and the first time one is
    met a warning says how to install it;
-3. common system fonts where they exist (DejaVu, Noto CJK);
+3. common system fonts where they exist (DejaVu, Noto CJK, and Symbola for emoji: colour emoji
+   fonts such as Noto Color Emoji hold bitmaps at one size only, which PIL cannot scale to text);
 4. PIL's bundled font, so text is still drawn when nothing else is installed.
 
-Each character is drawn with the first font that has a glyph for it. A font "has" a character
+Each character is drawn with the first font that has a glyph for it. A character none has is drawn
+as a box, and a warning, once per kind of character (emoji, CJK, anything else), names the font
+that is really missing: the CJK extra is suggested only for CJK text, and only when it is not
+installed, since it has no emoji. A font "has" a character
 when rendering it gives something other than the font's own missing-glyph box (``.notdef``),
 checked once per (font, character) with PIL alone. Characters no font has are replaced by an
 ASCII stand-in where one exists (``−`` -> ``-``), else drawn as the box.
@@ -48,12 +52,23 @@ SYSTEM_FONTS: tuple[str, ...] = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf",  # Debian's fonts-symbola: emoji, drawn in one colour
 )
 #: Stand-ins for signs when no font of the chain has them (PIL's bundled font has none).
 ASCII_STAND_INS = {"−": "-", "÷": "/", "Σ": "sum", "…": "...", "·": "-", "—": "-", "×": "x", "≈": "~"}
 
-#: How to get glyphs for characters no font here has (said once, the first time one is drawn).
+#: How to get glyphs for CJK characters when the CJK extra is not installed (said once, the first time one is drawn).
 CJK_HINT = 'install the CJK fonts with: pip install "epic_hf[cjk]" (or Debian\'s fonts-wqy-microhei)'
+#: How to get glyphs for CJK characters the installed CJK fonts lack (rare ideographs).
+WIDER_CJK_HINT = "install a CJK font with wider coverage, such as Debian's fonts-noto-cjk"
+#: How to get emoji: a font PIL can draw at any size (colour emoji fonts hold bitmaps of one size).
+EMOJI_HINT = ("no installed font has emoji; install an emoji font the pictures can draw, such as Debian's "
+              "fonts-symbola (colour emoji fonts such as Noto Color Emoji cannot be drawn at text sizes)")
+#: Code point ranges read as emoji and as CJK, for the warning's advice only.
+_EMOJI_RANGES = ((0x1F000, 0x1FAFF), (0x2600, 0x27BF), (0x2B00, 0x2BFF), (0xFE00, 0xFE0F), (0x200D, 0x200D),
+                 (0xE0020, 0xE007F))
+_CJK_RANGES = ((0x1100, 0x11FF), (0x2E80, 0x2FDF), (0x3000, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7AF),
+               (0xF900, 0xFAFF), (0xFE30, 0xFE4F), (0xFF00, 0xFFEF), (0x20000, 0x3FFFF))
 
 _NOTDEF_PROBE = "\U0010fffd"  # a private-use code point no font maps: it renders as .notdef
 _PROBE_SIZE = 32
@@ -183,14 +198,49 @@ def _runs(text: str) -> list[tuple[str, int]]:
     return runs
 
 
-_warned: set[str] = set()
+_warned: set[str] = set()  # the kinds of character (emoji, cjk, other) already warned about
+
+
+def glyph_kind(char: str) -> str:
+    """``emoji``, ``cjk`` or ``other``: which font a character no installed font has calls for."""
+    code = ord(char)
+    if any(low <= code <= high for low, high in _EMOJI_RANGES):
+        return "emoji"
+    if any(low <= code <= high for low, high in _CJK_RANGES):
+        return "cjk"
+    return "other"
+
+
+def cjk_extra_installed() -> bool:
+    """Whether the ``cjk`` extra's font is in the chain (then suggesting it would be no help)."""
+    return any(path.name == Path(PACKAGED_FONTS[1][1]).name for path in font_files())
+
+
+def missing_font_hint(char: str, cjk_installed: bool | None = None) -> str:
+    """What to install so that ``char``, which no installed font has, is drawn: the font that is really missing.
+
+    An emoji asks for an emoji font; CJK text for the CJK extra, or when it is already installed
+    for a font with more ideographs; any other script names the fonts tried, since no one
+    package covers every script.
+    """
+    kind = glyph_kind(char)
+    if kind == "emoji":
+        return EMOJI_HINT
+    installed = cjk_extra_installed() if cjk_installed is None else cjk_installed
+    if kind == "cjk":
+        return WIDER_CJK_HINT if installed else CJK_HINT
+    tried = ", ".join(path.stem for path in font_files()) or "PIL's bundled font"
+    return f"none of the fonts tried ({tried}) covers it; install a font for its script"
 
 
 def _warn_missing_once(char: str) -> None:
-    """Say once per run that text is drawn with boxes, and how to get the fonts for it."""
-    if not _warned:
-        logger.warning("no installed font draws %r (U+%04X): it is drawn as a box; %s", char, ord(char), CJK_HINT)
-    _warned.add(char)
+    """Say once per run and kind of character that text is drawn with boxes, and which font would draw it."""
+    kind = glyph_kind(char)
+    if kind not in _warned:
+        name = unicodedata.name(char, "unnamed character")
+        logger.warning("no installed font draws %r (U+%04X, %s): it is drawn as a box; %s", char, ord(char), name,
+                       missing_font_hint(char))
+    _warned.add(kind)
 
 
 @dataclass(frozen=True)
