@@ -75,3 +75,13 @@ def test_the_check_finds_long_functions_and_modules(tmp_path):
     problems = check_structure.check(package)
     assert any("long is 82 lines" in p for p in problems)
     assert any(p.endswith("long.py has 402 lines (at most 400)") for p in problems)
+
+
+def test_the_fast_tier_skips_the_local_hub_server_as_the_readme_says():
+    """The module mark must be a real module-level ``pytestmark``, not text inside a script string."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parent / "test_hub_server.py").read_text())
+    marks = [node for node in tree.body if isinstance(node, ast.Assign)
+             and any(isinstance(target, ast.Name) and target.id == "pytestmark" for target in node.targets)]
+    assert len(marks) == 1 and ast.unparse(marks[0].value) == "pytest.mark.slow"
