@@ -297,3 +297,21 @@ def test_the_app_serving_while_a_notebook_explains_one_vit(tmp_path):
         served.close()
     assert not errors, errors
     assert answers == [explainer.id2label[int(logits.argmax())] for logits in expected] * 2
+
+
+def test_the_read_out_refuses_splits_and_heads_that_do_not_pair_up():
+    """One split per read-out head: an extra split (a second forward's) is an error, not cut off by zip."""
+    from epic_hf.adapters.vit import read_parts, read_pooled
+
+    explainer = explainer_for("vit")
+    adapter = explainer.classifier.adapter
+    pixel_values = explainer.preprocess(noise_images(1))
+    with torch.no_grad(), held_linearisation(adapter.stack) as tokens:
+        explainer.model(pixel_values=pixel_values)
+    grid = explainer.classifier.forward(pixel_values).pooled.grid
+    weights = adapter._weights()
+    read_parts(tokens, weights, grid)  # paired: fine
+    with pytest.raises(ValueError):
+        read_parts(tokens * 2, weights, grid)
+    with pytest.raises(ValueError):
+        read_pooled(tokens * 2, weights, grid)
