@@ -206,7 +206,7 @@ class FrozenClassifier:
         dtypes = [forward.logits.dtype, forward.pooled.pooled.dtype]
         if forward.pooled.extra_logits is not None:
             dtypes.append(forward.pooled.extra_logits.dtype)
-        with full_precision():
+        with torch.no_grad(), full_precision():
             return check_decomposition(decomposed, forward.logits, tolerance=tolerance_for(*dtypes),
                                        model_type=self.model_type, id2label=self.id2label, what=what)
 
