@@ -81,18 +81,9 @@ def atomic_stream(path: str | Path) -> Iterator[IO[bytes]]:
     An exception inside the block leaves ``path`` as it was (absent, or its old content) and no
     temporary file behind.
     """
-    target = Path(path)
-    handle, partial = create_partial(target)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    _fsync_folder(target.parent)
+    with atomic_path(path) as partial, open(partial, "wb") as stream:
+        yield stream
+        stream.flush()
 
 
 @contextlib.contextmanager
