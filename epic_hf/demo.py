@@ -63,14 +63,14 @@ def run_demo(
             ``report.html`` and ``explanations.json`` go (created if missing).
         num_images: training images (the dataset EPIC mines prototypes from).
         seed: seeds the data, the classifier and the fit; held-out images use ``seed + 1``, the
-            validation images (the ViT's best epoch, ``validation_accuracy``) ``seed + 2``.
+            validation images (the ViT's best epoch, ``validation_accuracy``; None for the CNN) ``seed + 2``.
         num_explained: held-out images to explain: a confident hit, the hardest hit, a miss when
             the classifier makes one, then more hits.
         top_k: channels shown per explanation.
         classifier_epochs: training epochs of the tiny classifier (default: 10 for the CNN, 24 for the
             ViT, which learns the shapes more slowly from 240 images).
         num_held_out: held-out images the classifier's accuracy is measured on (written to
-            ``images/<label>/``), and as many validation images.
+            ``images/<label>/``), and as many validation images for the ViT.
         architecture: ``"resnet"`` (a tiny CNN) or ``"vit"`` (a tiny ViT that reads its CLS token,
             explained through the held linearisation).
     """
@@ -86,9 +86,11 @@ def run_demo(
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     train = planted_dataset(num_images, num_classes=NUM_CLASSES, size=64, seed=seed)
-    validation = planted_dataset(num_held_out, num_classes=NUM_CLASSES, size=64, seed=seed + 2)
+    validation = (planted_dataset(num_held_out, num_classes=NUM_CLASSES, size=64, seed=seed + 2)
+                  if KEEP_BEST_EPOCH[architecture] else None)
     explainer, classifier_dir, accuracy = _train_classifier(output, train, validation, seed, epochs, architecture)
-    validation_accuracy = classifier_accuracy(explainer.model, explainer.image_processor, validation)
+    validation_accuracy = (None if validation is None
+                           else classifier_accuracy(explainer.model, explainer.image_processor, validation))
     # Invertible U, and a larger learning rate than the paper's 1e-3: with a 5-step schedule on
     # a few hundred images there are only a few dozen optimizer steps.
     report = explainer.fit(train, prototypes_per_channel=5, schedule_start=20, schedule_end=5, schedule_steps=5,
@@ -114,12 +116,11 @@ def run_demo(
     return summary
 
 
-def _train_classifier(output: Path, train: Any, validation: Any, seed: int, epochs: int,
+def _train_classifier(output: Path, train: Any, validation: Any | None, seed: int, epochs: int,
                       architecture: str) -> tuple[EpicExplainer, Path, float]:
     """A tiny ResNet or ViT trained on ``train`` (see :data:`KEEP_BEST_EPOCH`), saved as a transformers folder."""
     model, processor = ARCHITECTURES[architecture](NUM_CLASSES, seed=seed)
-    accuracy = train_classifier(model, processor, train, epochs=epochs, seed=seed,
-                                validation=validation if KEEP_BEST_EPOCH[architecture] else None)
+    accuracy = train_classifier(model, processor, train, epochs=epochs, seed=seed, validation=validation)
     logger.info("demo classifier: training accuracy %.3f on %d images", accuracy, len(train))
     classifier_dir = (output / "classifier").resolve()
     model.save_pretrained(classifier_dir)
