@@ -38,7 +38,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     changed = changes(session.config.stash.get(_CHECKOUT, None), git_status(_ROOT))
     if not changed:
         return
-    message = "the test run changed the checkout (tests must write only into temporary folders):\n" + "\n".join(changed)
+    message = ("the test run changed the checkout (tests must write only into temporary folders; or the checkout "
+               "was edited while the tests ran):\n" + "\n".join(changed))
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_sep("=", "checkout changed", red=True)
