@@ -141,3 +141,33 @@ class Browser:
         self.process.terminate()
         self.process.wait(timeout=30)
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def explain_upload(browser: Browser, url: str, image: Path) -> str:
+    """Open the app at ``url``, upload ``image`` through its file input, click Explain; the decomposition's text.
+
+    Shared by the app's browser test and ``scripts/app_screenshot.py``, so the README's picture is
+    the page the test checks.
+    """
+    browser.call("Network.enable")
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=url)
+    browser.wait_for("!!document.querySelector('#upload input[type=file]')")
+    root = browser.call("DOM.getDocument", depth=-1, pierce=True)["root"]["nodeId"]
+    node = browser.call("DOM.querySelector", nodeId=root, selector="#upload input[type=file]")["nodeId"]
+    browser.call("DOM.setFileInputFiles", files=[str(image)], nodeId=node)
+    browser.wait_for("!!document.querySelector('#upload img')")  # the upload arrived and is shown
+    browser.evaluate("document.querySelector('#explain').click()")
+    text = browser.wait_for("(() => { const d = document.querySelector('#decomposition');"
+                            " return d && d.innerText.includes('logit') ? d.innerText : ''; })()")
+    browser.wait_for("(() => { const i = document.querySelector('#sheet img');"
+                     " return i && i.complete && i.naturalWidth > 0; })()")
+    return text
+
+
+def page_screenshot(browser: Browser, max_height: int = 2200) -> bytes:
+    """A PNG of the page from its top to just below the sheet, 1280 pixels wide."""
+    height = browser.evaluate("Math.ceil(document.querySelector('#sheet').getBoundingClientRect().bottom) + 24")
+    shot = browser.call("Page.captureScreenshot", format="png",
+                        clip={"x": 0, "y": 0, "width": 1280, "height": min(int(height), max_height), "scale": 1})
+    return base64.b64decode(shot["data"])

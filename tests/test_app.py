@@ -201,37 +201,25 @@ def test_the_channel_and_class_views(explainer, client):
 @pytest.mark.slow  # a Chromium start and one explanation through the page: about 10 s
 def test_the_page_explains_an_upload_in_chromium_and_loads_nothing_from_outside(explainer, served, images,
                                                                                  tmp_path):
-    """Upload through the page's own file input, click Explain, read the page; save docs/images/app.png."""
-    import base64
+    """Upload through the page's own file input, click Explain, read the page, take a screenshot.
 
-    from cdp import Browser
+    The screenshot goes to ``tmp_path``: the suite writes only into temporary folders (the README's
+    picture, docs/images/app.png, is made from the demo's trained model by scripts/app_screenshot.py).
+    """
+    from cdp import Browser, explain_upload, page_screenshot
 
     expected = explainer.explain(str(images["image0"]), top_k=4)
     browser = Browser(tmp_path)
     try:
-        browser.call("Network.enable")
-        browser.call("Page.enable")
-        browser.call("Page.navigate", url=served.local_url)
-        browser.wait_for("!!document.querySelector('#upload input[type=file]')")
-        root = browser.call("DOM.getDocument", depth=-1, pierce=True)["root"]["nodeId"]
-        node = browser.call("DOM.querySelector", nodeId=root, selector="#upload input[type=file]")["nodeId"]
-        browser.call("DOM.setFileInputFiles", files=[str(images["image0"])], nodeId=node)
-        browser.wait_for("!!document.querySelector('#upload img')")  # the upload arrived and is shown
-        browser.evaluate("document.querySelector('#explain').click()")
-        text = browser.wait_for("(() => { const d = document.querySelector('#decomposition');"
-                                " return d && d.innerText.includes('logit') ? d.innerText : ''; })()")
+        text = explain_upload(browser, served.local_url, images["image0"])
         assert signed(expected.target_logit) in text and "exact decomposition" in text
         assert expected.target_label in browser.evaluate("document.querySelector('#prediction').innerText")
-        browser.wait_for("(() => { const i = document.querySelector('#sheet img');"
-                         " return i && i.complete && i.naturalWidth > 0; })()")
         natural = browser.evaluate("[document.querySelector('#sheet img').naturalWidth,"
                                    " document.querySelector('#sheet img').naturalHeight]")
         assert natural == list(expected.to_image().size)
-        height = browser.evaluate("Math.ceil(document.querySelector('#sheet').getBoundingClientRect().bottom) + 24")
-        shot = browser.call("Page.captureScreenshot", format="png",
-                            clip={"x": 0, "y": 0, "width": 1280, "height": min(int(height), 2200), "scale": 1})
-        (ROOT / "docs" / "images").mkdir(parents=True, exist_ok=True)
-        (ROOT / "docs" / "images" / "app.png").write_bytes(base64.b64decode(shot["data"]))
+        shot = page_screenshot(browser)
+        assert shot.startswith(b"\x89PNG") and len(shot) > 10_000
+        (tmp_path / "app.png").write_bytes(shot)
         urls = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
     finally:
         browser.close()

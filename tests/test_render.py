@@ -36,7 +36,7 @@ from epic_hf.viz import (
     render_explanation,
     write_html_report,
 )
-from epic_hf.viz import captions, fonts
+from epic_hf.viz import captions, colors, fonts
 from epic_hf.viz.colors import HALO_DARK, HALO_LIGHT, NEGATIVE, POSITIVE, colorize
 from tiny_models import IMAGE_SIZE, LABELS, make_tiny_model, tiny_processor
 
@@ -331,7 +331,7 @@ def test_legend_and_decomposition_fit_for_every_count_up_to_the_cap() -> None:
         assert swatch + em // 2 + body.getlength(worst_name) <= 12.5 * em - body.getlength(worst_number) - em / 2
         assert 12.5 * em <= 17.5 * em - body.getlength(worst_share) - em / 2
         assert 17.5 * em <= m.legend_column_width
-        coverage = f"these 12 channels: {captions.signed(123.4567)} = 100.0% of the logit"
+        coverage = f"the 12 channels shown add {captions.signed(123.4567)}, 100.0% of the logit {captions.signed(123.4567)}"
         assert body.getlength(coverage) <= m.decomposition_width
         assert small.getlength(captions.SHARE_MEANING.format(count=2048)) <= m.decomposition_width
         for count in range(1, MAX_CHANNELS_SHOWN + 1):
@@ -349,9 +349,9 @@ def test_sheet_states_the_decomposition_coverage_and_share(explanation: Explanat
     assert sum(value for _, value in terms) == pytest.approx(explanation.target_logit, abs=1e-5)
     shown = sum(c.contribution for c in explanation.channels)
     line = captions.coverage_line(explanation, explanation.channels)
-    assert line.startswith(f"these 4 channels: {captions.signed(shown)}")
-    if explanation.target_logit > 0:
-        assert line.endswith(f"{captions.percent(shown / explanation.target_logit)} of the logit")
+    assert line.startswith(f"the 4 channels shown add {captions.signed(shown)}")
+    if 0 <= shown <= explanation.target_logit:
+        assert f"{captions.percent(shown / explanation.target_logit)} of the logit" in line
     meaning = captions.share_meaning(explanation)
     assert meaning.startswith("share = contribution ÷ Σ|contribution|")
     # the three lines are drawn, uncut, where the layout puts them
@@ -361,7 +361,7 @@ def test_sheet_states_the_decomposition_coverage_and_share(explanation: Explanat
     box = layout.decomposition_box
     y = box[1] + m.line_height("small") + 3 * m.line_height("body") + m.gap
     others = captions.others_line(explanation, explanation.channels)  # why the two percentages agree
-    assert others.startswith(f"the other {explanation.contributions.numel() - 4} channels add ")
+    assert others.startswith(f"the other {explanation.contributions.numel() - 4} channels and the bias ")
     for text, role in ((line, "body"), (others, "body"), (meaning, "small")):
         band = (box[0], y, box[2], y + m.line_height(role))
         extent = ink_extent(figure, band, threshold=160)
@@ -373,7 +373,8 @@ def test_sheet_states_the_decomposition_coverage_and_share(explanation: Explanat
 def test_cls_term_is_shown_when_nonzero(explanation: Explanation) -> None:
     with_cls = dataclasses.replace(explanation, cls_contribution=0.5, bias=explanation.bias - 0.5)
     terms = captions.decomposition_terms(with_cls)
-    assert [name for name, _ in terms][1] == f"CLS token's own part; patches carry {with_cls.patch_share:.0%}"
+    assert [name for name, _ in terms][1] == "CLS token's own part"
+    assert f"{with_cls.patch_share:.0%}" in captions.cls_meaning(with_cls)[1]
     spatial = float(with_cls.contributions.abs().sum())
     assert with_cls.patch_share == pytest.approx(spatial / (spatial + 0.5))
     assert explanation.patch_share == 1.0 and explanation.to_dict()["patch_share"] == 1.0
@@ -405,7 +406,9 @@ def test_more_channels_than_the_cap_are_cut_with_a_warning(explanation: Explanat
     many = dataclasses.replace(explanation, channels=channels)
     with caplog.at_level(logging.WARNING, logger="epic_hf.viz"):
         figure = many.to_image()
-    assert figure.size == explanation_layout(MAX_CHANNELS_SHOWN, 0, CELL).size
+    shared = captions.shared_cell_notes(channels[:MAX_CHANNELS_SHOWN])  # copies of the same boxes, noted
+    assert shared and figure.size == explanation_layout(MAX_CHANNELS_SHOWN, 0, CELL,
+                                                                          notes=len(shared)).size
     assert any("MAX_CHANNELS_SHOWN" in record.getMessage() for record in caplog.records)
     assert len(many.to_dict()["channels"]) == MAX_CHANNELS_SHOWN + 2
     with pytest.raises(ValueError, match="MAX_CHANNELS_SHOWN"):
@@ -468,18 +471,16 @@ def test_bank_show_matches_its_layout(banked) -> None:
 # -- helpers --------------------------------------------------------------------------------
 def test_heatmap_overlay_pixels() -> None:
     image = shapes_image(3, 40)
-    base = np.asarray(image, dtype=np.float64)
+    dimmed = colors.dimmed_photo(image).astype(np.float64)
     cold = np.asarray(heatmap_overlay(image, torch.zeros(40, 40), alpha=0.5), dtype=np.float64)
-    coldest = colorize(np.zeros((1, 1)))[0, 0].astype(np.float64)
-    expected = base * 0.75 + coldest * 0.25  # a map that never fires: an even alpha/2 veil of the coldest colour
-    assert np.abs(cold - expected).max() <= 1.0
+    assert np.abs(cold - dimmed).max() <= 1.0  # a map that never fires: the dimmed photo, no colour laid on
     hot = torch.zeros(40, 40)
     hot[10, 30] = 5.0
     warm = np.asarray(heatmap_overlay(image, hot, alpha=0.6), dtype=np.float64)
     hottest = colorize(np.ones((1, 1)))[0, 0].astype(np.float64)
-    expected_peak = base[10, 30] * 0.4 + hottest * 0.6
+    expected_peak = dimmed[10, 30] * 0.4 + hottest * 0.6  # the opacity rises to alpha at the peak
     assert np.abs(warm[10, 30] - expected_peak).max() <= 1.0
-    assert np.abs(warm[0, 0] - (base[0, 0] * 0.7 + coldest * 0.3)).max() <= 1.0
+    assert np.abs(warm[0, 0] - dimmed[0, 0]).max() <= 1.0  # far from the peak: no heat, the dimmed photo
     with pytest.raises(ValueError):
         heatmap_overlay(image, hot, alpha=1.5)
 
@@ -524,7 +525,7 @@ def test_html_report_is_self_contained(explainer: EpicExplainer, tmp_path) -> No
     for explanation in explanations:
         assert explanation.target_label in text
         assert f"{explanation.target_logit:.4f}" in text
-    assert "plus the bias" in text and "share = contribution" in text and "of the logit" in text
+    assert "plus the bias" in text and "share = contribution" in text and "the logit" in text
 
 
 def test_html_report_names_files_links_outputs_and_lists_skipped(explainer: EpicExplainer, tmp_path) -> None:

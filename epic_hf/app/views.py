@@ -24,6 +24,7 @@ from ..images import to_rgb
 from ..results import ExplanationData
 from ..viz import render_prototype_sheet
 from ..viz.captions import (
+    cls_meaning,
     coverage_line,
     decomposition_terms,
     legend_fields,
@@ -169,6 +170,7 @@ def decomposition_markdown(explanation: ExplanationData) -> str:
         name, contribution, share = legend_fields(explanation, channel)
         lines.append(f"| {name} | {contribution} | {share} |")
     lines += ["", f"*{md_text(share_meaning(explanation))}.*"]
+    lines += [f"*{md_text(line)}.*" for line in cls_meaning(explanation)]  # what the CLS term is, in words
     return "\n".join(lines)
 
 

@@ -18,6 +18,10 @@ from ..results import ChannelExplanation, PrototypeMatch
 from ..results import ExplanationData as Explanation  # the numbers; this module words them
 
 MINUS = "\u2212"
+#: The CLS term's name in the decomposition, and what it means (models that read a CLS token).
+CLS_TERM = "CLS token's own part"
+CLS_MEANING = "CLS part: from the class token's own embedding, through no image patch"
+PATCH_SHARE_MEANING = "the image patches carry {share:.0%} of Σ|contribution|, the CLS part the rest"
 SHARE_MEANING = "share = contribution ÷ Σ|contribution| over all {count} channels"
 THIS_IMAGE = "this image"
 LABEL_AND_KEY = re.compile(r"(?P<label>.+) (?P<key>#\d+)")  # how the data layer names an image by its label
@@ -53,10 +57,21 @@ def decomposition_terms(explanation: Explanation) -> list[tuple[str, float]]:
     count = explanation.contributions.numel()
     terms = [(f"all {plural(count, 'channel')}", channel_total(explanation))]
     if explanation.cls_contribution != 0.0:
-        terms.append((f"CLS token's own part; patches carry {explanation.patch_share:.0%}",
-                      float(explanation.cls_contribution)))
+        terms.append((CLS_TERM, float(explanation.cls_contribution)))
     terms.append(("bias", float(explanation.bias)))
     return terms
+
+
+def cls_meaning(explanation: Explanation) -> list[str]:
+    """What the CLS term is, in plain words, and how much the patches carry; empty without one.
+
+    Why: "CLS token's own part" alone reads as jargon. It is what the class token computes from
+    its own embedding, through no image patch, so no box or heatmap can show it; the patches'
+    share says how much of the evidence the map does show.
+    """
+    if explanation.cls_contribution == 0.0:
+        return []
+    return [CLS_MEANING, PATCH_SHARE_MEANING.format(share=explanation.patch_share)]
 
 
 def decomposition_equation(explanation: Explanation, digits: int = 4) -> str:
@@ -69,31 +84,69 @@ def decomposition_equation(explanation: Explanation, digits: int = 4) -> str:
 
 
 def coverage_line(explanation: Explanation, shown: Sequence[ChannelExplanation]) -> str:
-    """How much of the logit the shown channels carry together, as a number and a percentage.
+    """What the shown channels add together, next to the logit itself.
 
-    The percentage is of the logit itself, so it is given only where the logit is positive
-    (a fraction of a negative or zero logit reads backwards). It can pass 100% while each
-    channel's share is small: :func:`others_line` says why (the other channels' sum).
+    A percentage of the logit is given only where it reads plainly: a positive logit and a sum
+    between 0 and the logit. Past 100% ("123.4% of the logit") or below 0 a percentage puzzles
+    readers, so the two numbers stand side by side and :func:`others_line` says what the rest
+    adds or takes away.
     """
     total = sum(float(c.contribution) for c in shown)
-    head = f"{'this' if len(shown) == 1 else 'these'} {plural(len(shown), 'channel')}: {signed(total)}"
+    count = len(shown)
+    head = f"the {'channel' if count == 1 else plural(count, 'channel')} shown {'adds' if count == 1 else 'add'}"
     logit = explanation.target_logit
-    if logit > 0:
-        return f"{head} = {percent(total / logit)} of the logit"
-    return f"{head} of the logit {signed(logit)}"
+    if logit > 0 and 0 <= total <= logit:
+        return f"{head} {signed(total)}, {percent(total / logit)} of the logit {signed(logit)}"
+    return f"{head} {signed(total)}; the logit is {signed(logit)}"
 
 
 def others_line(explanation: Explanation, shown: Sequence[ChannelExplanation]) -> str:
-    """What the channels not shown add together: why the shown ones can carry over 100% of the logit.
+    """What every other term adds to the shown channels' sum to make the logit (or takes away).
 
-    Beside "share" (a channel's part of Σ|contribution|, small when many channels fire), the two
-    percentages read as a contradiction unless the reader sees that the rest sum to a negative amount.
+    Beside "share" (a channel's part of Σ|contribution|, small when many channels fire) and a
+    shown sum larger than the logit, the numbers read as a contradiction unless the reader sees
+    what the rest (the other channels, the CLS token's own part, the bias) adds up to.
     """
-    rest = channel_total(explanation) - sum(float(c.contribution) for c in shown)
+    rest = explanation.target_logit - sum(float(c.contribution) for c in shown)
     count = explanation.contributions.numel() - len(shown)
-    if count <= 0:
-        return "no other channels"
-    return f"the other {plural(count, 'channel')} add {signed(rest)} together"
+    names = [f"the other {plural(count, 'channel')}"] if count > 0 else []
+    if explanation.cls_contribution != 0.0:
+        names.append("the CLS part")
+    names.append("the bias")
+    subject = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    verb = "adds" if len(names) == 1 else "add"
+    if rest < 0:
+        verb = "takes away" if len(names) == 1 else "take away"
+    return f"{subject} {verb} {abs(rest):.4f}" if rest < 0 else f"{subject} {verb} {signed(rest)}"
+
+
+def shared_cells(shown: Sequence[ChannelExplanation]) -> list[list[int]]:
+    """Slots of the shown channels that peak in the same cell (same box), groups of two or more.
+
+    Why: channels that peak in one cell draw one box on the input and near-identical patch and
+    heatmap cells in their rows; without saying so the rows look like a rendering bug.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for slot, channel in enumerate(shown):
+        groups.setdefault(tuple(int(v) for v in channel.box), []).append(slot)
+    return [slots for slots in groups.values() if len(slots) > 1]
+
+
+def shared_cell_notes(shown: Sequence[ChannelExplanation]) -> list[str]:
+    """One line per group of :func:`shared_cells`: ``channels 3, 7 and 12 peak in the same cell``."""
+    notes = []
+    for slots in shared_cells(shown):
+        ids = [str(shown[slot].channel) for slot in slots]
+        notes.append(f"channels {', '.join(ids[:-1])} and {ids[-1]} peak in the same cell (nested boxes)")
+    return notes
+
+
+def same_cell_as(shown: Sequence[ChannelExplanation], slot: int) -> str | None:
+    """A row's note, ``same cell as channel 57``, for a channel whose cell an earlier shown one peaks in."""
+    for slots in shared_cells(shown):
+        if slot in slots and slots[0] != slot:
+            return f"same cell as channel {shown[slots[0]].channel}"
+    return None
 
 
 def share_meaning(explanation: Explanation) -> str:

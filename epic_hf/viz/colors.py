@@ -49,16 +49,21 @@ NEGATIVE: RGB = (190, 30, 45)
 HALO_DARK: RGB = (0, 0, 0)
 HALO_LIGHT: RGB = (255, 255, 255)
 
-# Anchors of the heatmap ramp (a compact "turbo"-like jet): cold blue -> cyan -> yellow -> red.
+# Anchors of the heatmap ramp, a "hot metal" ramp: dark violet -> crimson -> orange -> yellow ->
+# near-white. Its luminance rises with the heat, so the hottest colour is the brightest on the
+# page and reads as hot over any photo; a blue-to-dark-red jet ramp's hottest colour is dark and,
+# blended over a green or black object, came out muddy olive or brown, so the hot spot read as cold.
 _RAMP_ANCHORS: tuple[tuple[float, RGB], ...] = (
-    (0.00, (48, 18, 59)),
-    (0.15, (65, 105, 225)),
-    (0.35, (27, 208, 213)),
-    (0.55, (120, 250, 90)),
-    (0.70, (240, 220, 50)),
-    (0.85, (250, 120, 30)),
-    (1.00, (180, 10, 10)),
+    (0.00, (40, 10, 70)),
+    (0.30, (160, 20, 70)),
+    (0.55, (235, 90, 25)),
+    (0.80, (255, 200, 40)),
+    (1.00, (255, 250, 200)),
 )
+#: How much of the photo's own brightness and colour stays under the heat: a dimmed, half-grey
+#: photo, so the ramp's hot end is the brightest thing in a heatmap cell whatever the photo is.
+PHOTO_DIM = 0.5
+PHOTO_COLOUR = 0.5
 
 
 def channel_color(slot: int) -> RGB:
@@ -90,12 +95,14 @@ def normalize_heatmap(heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
     return values / peak if peak > 0 else np.zeros_like(values)
 
 
-def heatmap_overlay(image: Image.Image, heatmap: torch.Tensor | np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """``image`` blended with the coloured, max-normalised ``heatmap`` (resized to the image).
+def heatmap_overlay(image: Image.Image, heatmap: torch.Tensor | np.ndarray, alpha: float = 0.85) -> Image.Image:
+    """The coloured, max-normalised ``heatmap`` (resized to the image) over a dimmed ``image``.
 
-    The blend weight grows with the heat (from ``alpha / 2`` to ``alpha``) so cold regions
-    keep more of the photo and the hot spot reads first. A map that never fires is drawn as
-    uniformly cold: the photo under an even ``alpha / 2`` veil of the ramp's coldest colour.
+    The photo is dimmed and half desaturated (:data:`PHOTO_DIM`, :data:`PHOTO_COLOUR`), then the
+    ramp's colour is laid over it with an opacity that rises with the heat, from 0 where nothing
+    fires to ``alpha`` at the peak. Cold regions show the dimmed photo, and the hottest pixel is
+    a pale yellow brighter than anything under it: on a green leaf, a black coat or white snow
+    the hot spot still reads as hot. A map that never fires leaves the dimmed photo alone.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -106,7 +113,13 @@ def heatmap_overlay(image: Image.Image, heatmap: torch.Tensor | np.ndarray, alph
     if heat.shape != (rgb.height, rgb.width):
         resized = Image.fromarray(heat, mode="F").resize(rgb.size, Image.Resampling.BILINEAR)
         heat = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-    weight = (alpha * (0.5 + 0.5 * heat))[..., None]
-    base = np.asarray(rgb, dtype=np.float32)
-    mixed = base * (1.0 - weight) + colorize(heat).astype(np.float32) * weight
+    weight = (alpha * heat)[..., None]
+    mixed = dimmed_photo(rgb) * (1.0 - weight) + colorize(heat).astype(np.float32) * weight
     return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def dimmed_photo(image: Image.Image) -> np.ndarray:
+    """``image`` as float RGB, half grey and at :data:`PHOTO_DIM` brightness: the heatmap's backdrop."""
+    photo = np.asarray(image.convert("RGB"), dtype=np.float32)
+    grey = photo @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return PHOTO_DIM * (PHOTO_COLOUR * photo + (1.0 - PHOTO_COLOUR) * grey[..., None])

@@ -102,8 +102,12 @@ class Metrics:
 
     @property
     def decomposition_width(self) -> int:
-        """Room for the longest decomposition line (about 28 em of body text)."""
-        return 28 * self.font_size("body")
+        """Room for the longest decomposition line (about 34 em of body text).
+
+        The longest is what the rest adds: "the other 2036 channels, the CLS part and the bias
+        take away 123.4567" (33 em): the words say why the shown channels can pass the logit.
+        """
+        return 34 * self.font_size("body")
 
     @property
     def legend_column_width(self) -> int:
@@ -111,10 +115,14 @@ class Metrics:
         return 19 * self.font_size("body")
 
     def decomposition_height(self, cls_term: bool) -> int:
-        """Header, the terms (channels, CLS if any, bias), the logit, coverage, the other channels, share's meaning."""
+        """Header, the terms (channels, CLS if any, bias), the logit, coverage, the rest, share's meaning.
+
+        With a CLS term, two more small lines say what the CLS part is and what the patches carry.
+        """
         body, small = self.line_height("body"), self.line_height("small")
         terms = 3 if cls_term else 2
-        return small + (terms + 1) * body + self.gap + 2 * body + small
+        meanings = 3 if cls_term else 1
+        return small + (terms + 1) * body + self.gap + 2 * body + meanings * small
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class ExplanationLayout:
         summary_box: the text panel right of the input (decomposition and legend).
         legend_rows: legend entries per legend column.
         num_channels, num_prototypes, cell_size, cls_term: what the layout was computed from.
+        notes: lines under the legend (one per group of channels that peak in the same cell).
     """
 
     size: tuple[int, int]
@@ -137,10 +146,17 @@ class ExplanationLayout:
     num_prototypes: int
     cell_size: int
     cls_term: bool = False
+    notes: int = 0
 
     @property
     def metrics(self) -> Metrics:
         return Metrics(self.cell_size)
+
+    def note_top(self, index: int) -> int:
+        """The top of note line ``index`` under the legend's entries."""
+        m = self.metrics
+        return self.legend_box[1] + m.line_height("small") + self.legend_rows * m.line_height("body") \
+            + m.gap + index * m.line_height("small")
 
     @property
     def decomposition_box(self) -> Rect:
@@ -223,7 +239,7 @@ def _check(cell_size: int, *counts: int) -> None:
 
 
 def explanation_layout(
-    num_channels: int, num_prototypes: int, cell_size: int = 160, cls_term: bool = False
+    num_channels: int, num_prototypes: int, cell_size: int = 160, cls_term: bool = False, notes: int = 0
 ) -> ExplanationLayout:
     """The figure size and cell positions for ``num_channels`` rows of ``num_prototypes`` each.
 
@@ -234,7 +250,8 @@ def explanation_layout(
     * top width = margin + input (c) + section gap + the panel (decomposition block and at least
       one legend column, padded) + margin; the figure is as wide as the wider of the two;
     * the legend fills as many columns as the panel's width holds, then the rows they need;
-      the panel is as tall as the input (c) or as its text, whichever is taller;
+      then ``notes`` small lines under them; the panel is as tall as the input (c) or as its
+      text, whichever is taller;
     * height = margin + title band + panel + margin + column-header band
       + num_channels rows of (c + caption band), separated by margins, + margin.
 
@@ -242,7 +259,7 @@ def explanation_layout(
         ValueError: more than :data:`MAX_CHANNELS_SHOWN` channels (a picture has a colour per
             channel only up to there), a negative count, or a cell under 32 pixels.
     """
-    _check(cell_size, num_channels, num_prototypes)
+    _check(cell_size, num_channels, num_prototypes, notes)
     if num_channels > MAX_CHANNELS_SHOWN:
         raise ValueError(
             f"a picture shows at most MAX_CHANNELS_SHOWN = {MAX_CHANNELS_SHOWN} channels, got {num_channels}; "
@@ -259,14 +276,17 @@ def explanation_layout(
     legend_width = (width - m.margin - m.pad) - (panel_x0 + m.pad + m.decomposition_width + 2 * m.pad)
     columns = max(1, min(legend_width // m.legend_column_width, num_channels))
     legend_rows = -(-num_channels // columns)
-    text_height = max(m.decomposition_height(cls_term), m.line_height("small") + legend_rows * m.line_height("body"))
+    legend_height = m.line_height("small") + legend_rows * m.line_height("body")
+    if notes:
+        legend_height += m.gap + notes * m.line_height("small")
+    text_height = max(m.decomposition_height(cls_term), legend_height)
     top = m.margin + m.title_height
     panel = (panel_x0, top, width - m.margin, top + max(m.cell, 2 * m.pad + text_height))
     rows = num_channels * m.row_height + max(num_channels - 1, 0) * m.margin
     height = panel[3] + m.margin + m.header_height + rows + m.margin
     main_cell = (m.margin, top, m.margin + m.cell, top + m.cell)
     return ExplanationLayout((width, height), main_cell, panel, legend_rows, num_channels, num_prototypes,
-                             cell_size, cls_term)
+                             cell_size, cls_term, notes)
 
 
 @dataclass(frozen=True)
@@ -338,6 +358,37 @@ def nested_insets(boxes: Sequence[Sequence[int]]) -> list[int]:
         insets.append(seen.get(key, 0))
         seen[key] = seen.get(key, 0) + 1
     return insets
+
+
+def shared_box_rects(rects: Sequence[Rect], stroke: int, bounds: Rect) -> list[Rect]:
+    """Where each box is drawn so that boxes on the same cell stay apart, one ring per channel.
+
+    ``rects`` are the boxes already scaled to the figure. Identical ones (channels that peak in
+    the same cell) are drawn as concentric rings a ``stroke`` apart, the first channel outermost:
+    inside the box where it is large enough to hold them all with room in the middle, else
+    outside it, the innermost ring on the cell itself, each side growing only as far as
+    ``bounds`` allows. Inward-only nesting collapsed a small cell's rings into one (four channels
+    of a ViT's 8-pixel patch showed one box).
+    """
+    counts: dict[Rect, int] = {}
+    for rect in rects:
+        counts[rect] = counts.get(rect, 0) + 1
+    out = []
+    for rect, rank in zip(rects, nested_insets(rects)):
+        count = counts[rect]
+        side = min(rect[2] - rect[0], rect[3] - rect[1])
+        if count == 1 or side >= (2 * count + 1) * stroke:
+            out.append(inset_rect(rect, rank * stroke))
+        else:
+            out.append(outset_rect(rect, (count - 1 - rank) * stroke, bounds))
+    return out
+
+
+def outset_rect(rect: Rect, amount: int, bounds: Rect) -> Rect:
+    """``rect`` grown by ``amount`` on each side, no side past ``bounds``."""
+    x0, y0, x1, y1 = rect
+    return (max(bounds[0], x0 - amount), max(bounds[1], y0 - amount),
+            min(bounds[2], x1 + amount), min(bounds[3], y1 + amount))
 
 
 def inset_rect(rect: Rect, amount: int) -> Rect:

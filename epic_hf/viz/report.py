@@ -33,6 +33,7 @@ from .captions import (
     plural,
     prototype_caption,
     share_meaning,
+    shared_cell_notes,
     signed,
     verdict,
 )
@@ -183,8 +184,13 @@ def _links(paths: Sequence[PathLike | None] | None, count: int, base: Path, name
 
 
 def _subtitle(items: list[Explanation]) -> str:
+    """What the page shows; with the CLS term, in plain words, for models that have one."""
     text = f"{plural(len(items), 'explanation')} &middot; EPIC prototype explanations: each logit is decomposed "
-    text += "exactly into disentangled channel contributions plus the head's bias."
+    if any(e.cls_contribution != 0.0 for e in items):
+        text += ("exactly into disentangled channel contributions, the CLS token's own part (what the class "
+                 "token computes from its own embedding, through no image patch) and the head's bias.")
+    else:
+        text += "exactly into disentangled channel contributions plus the head's bias."
     judged = [e.is_correct for e in items if e.is_correct is not None]
     if judged:
         misses = judged.count(False)
@@ -250,9 +256,15 @@ def _section(index: int, explanation: Explanation, png: str | None, json: str | 
         f"{_channel_table(explanation)}\n"
         f"<p class=\"coverage\">{html.escape(coverage_line(explanation, shown))}; "
         f"{html.escape(others_line(explanation, shown))}</p>\n"
-        f"<p class=\"meaning\">{html.escape(share_meaning(explanation))}</p>\n"
+        f"{_notes(explanation)}<p class=\"meaning\">{html.escape(share_meaning(explanation))}</p>\n"
         f"{_exactness_note(explanation)}\n</section>"
     )
+
+
+def _notes(explanation: Explanation) -> str:
+    """The sheet's notes on channels that peak in one cell, as a paragraph (none: nothing)."""
+    notes = shared_cell_notes(explanation.channels)
+    return f"<p class=\"coverage\">{html.escape('; '.join(notes))}.</p>\n" if notes else ""
 
 
 def _channel_table(explanation: Explanation) -> str:

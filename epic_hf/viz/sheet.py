@@ -3,8 +3,14 @@
 Top: the label with a ``correct`` / ``MISS: true class X`` tag when the true label is known, the
 probability, logit, class and file; the input with each shown channel's box; a panel with the
 exact decomposition of the logit (all channels, the CLS term if any, the bias), how much of the
-logit the shown channels carry, what "share" means, and a colour legend. Then one row per
-channel: its contribution and share, the patch under its box, its heatmap, its prototypes.
+logit the shown channels carry and what the rest adds, what "share" (and the CLS part) means,
+and a colour legend. Then one row per channel: its contribution and share, the patch under its
+box, its heatmap, its prototypes.
+
+Channels that peak in the same cell draw one box each as concentric rings, the legend names them
+("channels 3, 7 and 12 peak in the same cell") and each repeating row says "same cell as
+channel 3": without that, four channels on one ViT patch showed one box and four rows that looked
+like copies of each other, and nothing said why.
 
 Geometry comes from :func:`~epic_hf.viz.layout.explanation_layout`; words from
 :mod:`~epic_hf.viz.captions`.
@@ -20,13 +26,16 @@ from PIL import Image, ImageDraw
 from ..results import ChannelExplanation
 from ..results import ExplanationData as Explanation  # the numbers; this module draws them
 from .captions import (
+    cls_meaning,
     coverage_line,
     decomposition_terms,
     legend_fields,
     others_line,
     percent,
     ranking_note,
+    same_cell_as,
     share_meaning,
+    shared_cell_notes,
     signed,
     title_numbers,
     verdict,
@@ -45,7 +54,7 @@ from .colors import (
 )
 from .draw import crop_box, draw_box, draw_tag, frame, new_canvas, paste_fitted
 from .fonts import ChainFont
-from .layout import ExplanationLayout, Metrics, Rect, explanation_layout, inset_rect, nested_insets, scale_box
+from .layout import ExplanationLayout, Metrics, Rect, explanation_layout, scale_box, shared_box_rects
 from .prototypes import draw_notice, draw_prototype
 
 logger = logging.getLogger(__name__)
@@ -69,7 +78,8 @@ def layout_for(explanation: Explanation, cell_size: int = 160) -> ExplanationLay
     """The layout :func:`render_explanation` uses for ``explanation``."""
     shown = explanation.channels[:MAX_CHANNELS_SHOWN]
     num_prototypes = max((len(c.prototypes) for c in shown), default=0)
-    return explanation_layout(len(shown), num_prototypes, cell_size, cls_term=explanation.cls_contribution != 0.0)
+    return explanation_layout(len(shown), num_prototypes, cell_size, cls_term=explanation.cls_contribution != 0.0,
+                              notes=len(shared_cell_notes(shown)))
 
 
 def render_explanation(explanation: Explanation, cell_size: int = 160) -> Image.Image:
@@ -87,8 +97,8 @@ def render_explanation(explanation: Explanation, cell_size: int = 160) -> Image.
     _draw_decomposition(draw, explanation, channels, layout)
     _draw_legend(draw, explanation, channels, layout)
     _draw_column_headers(draw, layout)
-    for row, channel in enumerate(channels):
-        _draw_channel_row(canvas, draw, explanation, channel, row, layout)
+    for row in range(len(channels)):
+        _draw_channel_row(canvas, draw, explanation, channels, row, layout)
     return canvas
 
 
@@ -116,13 +126,12 @@ def _draw_main_image(
     canvas: Image.Image, draw: ImageDraw.ImageDraw, explanation: Explanation,
     channels: Sequence[ChannelExplanation], layout: ExplanationLayout,
 ) -> None:
-    """The input with every shown channel's box; identical boxes nest so each colour shows."""
+    """The input with every shown channel's box; boxes on one cell are concentric rings so each colour shows."""
     m = layout.metrics
     image = explanation.image
     target = paste_fitted(canvas, image, layout.main_cell)
-    boxes = [c.box for c in channels]
-    for slot, (box, inset) in enumerate(zip(boxes, nested_insets(boxes))):
-        rect = inset_rect(scale_box(box, image.size, target), inset * m.stroke)
+    rects = [scale_box(c.box, image.size, target) for c in channels]
+    for slot, rect in enumerate(shared_box_rects(rects, m.stroke, target)):
         draw_box(draw, rect, channel_color(slot), m.line_width)
     frame(draw, layout.main_cell)
 
@@ -149,7 +158,9 @@ def _draw_decomposition(
     y += m.line_height("body")
     body.draw(draw, (x, y), others_line(explanation, channels), MUTED, width)
     y += m.line_height("body")
-    small.draw(draw, (x, y), share_meaning(explanation), MUTED, width)
+    for line in [share_meaning(explanation), *cls_meaning(explanation)]:
+        small.draw(draw, (x, y), line, MUTED, width)
+        y += m.line_height("small")
 
 
 def _draw_term(draw: ImageDraw.ImageDraw, xy: tuple[int, int], number_w: int, number: str, name: str,
@@ -173,6 +184,8 @@ def _draw_legend(
     body = m.font("body")
     for slot, channel in enumerate(channels):
         _legend_entry(draw, layout.legend_entry(slot), slot, legend_fields(explanation, channel), body, m)
+    for index, note in enumerate(shared_cell_notes(channels)):
+        m.font("small").draw(draw, (box[0], layout.note_top(index)), note, INK, box[2] - box[0])
 
 
 def _legend_entry(draw: ImageDraw.ImageDraw, rect: Rect, slot: int, fields: tuple[str, str, str], font,
@@ -216,9 +229,10 @@ def _draw_column_headers(draw: ImageDraw.ImageDraw, layout: ExplanationLayout) -
 
 def _draw_channel_row(
     canvas: Image.Image, draw: ImageDraw.ImageDraw, explanation: Explanation,
-    channel: ChannelExplanation, row: int, layout: ExplanationLayout,
+    channels: Sequence[ChannelExplanation], row: int, layout: ExplanationLayout,
 ) -> None:
     m = layout.metrics
+    channel = channels[row]
     color = channel_color(row)
     _draw_row_label(draw, explanation, channel, layout.label_cell(row), color, m)
     thin = max(2, m.line_width // 2)
@@ -229,6 +243,10 @@ def _draw_channel_row(
     target = paste_fitted(canvas, heatmap_overlay(explanation.image, channel.heatmap), heat_cell)
     draw_box(draw, scale_box(channel.box, explanation.image.size, target), color, thin)
     frame(draw, heat_cell)
+    note = same_cell_as(channels, row)
+    if note is not None:  # why this row's patch and heatmap look like an earlier row's
+        m.font("small").draw(draw, (patch_cell[0], patch_cell[3] + m.gap // 2), note, INK,
+                             heat_cell[2] - patch_cell[0])
     if not channel.prototypes:
         area = layout.prototype_area(row)
         draw_notice(draw, (area[0], area[1], area[2], area[1] + m.cell), NO_PROTOTYPES_TEXT, m)
