@@ -22,6 +22,7 @@ from .bank import PrototypeBank
 from .disentangle import Disentangler, cell_box, peak_cells
 from .errors import UnreadableImageError
 from .explanation import ChannelExplanation, Explanation
+from .naming import match_label
 
 
 class Decomposer:
@@ -114,11 +115,13 @@ class Decomposer:
         )
 
     def _label_name(self, label: Any) -> str | None:
+        """A true label as the model spells it: a class index, or a name matched as class folders are
+        (``red_circle`` is ``red circle``); a name that matches no label is kept as given."""
         if label is None:
             return None
         if isinstance(label, int) and not isinstance(label, bool):
             return self.classifier.id2label.get(label, str(label))
-        return str(label)
+        return match_label(str(label), self.classifier.id2label.values()) or str(label)
 
     def resolve_target(self, target: int | str | None, logits: torch.Tensor) -> int:
         num_classes = logits.shape[-1]

@@ -315,3 +315,10 @@ def test_the_read_out_refuses_splits_and_heads_that_do_not_pair_up():
         read_parts(tokens * 2, weights, grid)
     with pytest.raises(ValueError):
         read_pooled(tokens * 2, weights, grid)
+
+
+def test_a_true_label_spelt_as_a_folder_name_is_the_models_label():
+    explainer = explainer_for("resnet")  # labels: circle, square, triangle
+    explanation = explainer.explain(noise_images(1)[0], true_label="Circle")
+    assert explanation.true_label == "circle"
+    assert explainer.explain(noise_images(1)[0], true_label="hexagon").true_label == "hexagon"
