@@ -145,9 +145,10 @@ class CvtAdapter(HeldTokenAdapter):
     family = "CvT (CLS token of the last stage, held linearisation)"
     doc = (
         "held linearisation of the last stage's blocks (the only ones with a CLS token); F = each key/value "
-        "position's attention messages on the key/value grid (the stage's grid after the strided depthwise "
-        "convolution, so half its resolution for `stride_kv=2`); head: `model.layernorm` then "
-        "`model.classifier`; the CLS's own part and the biases' share are the exact extra term"
+        "position's part (what the centred, normalised token streams in its convolution window carry) on the "
+        "key/value grid (the stage's grid after the strided depthwise convolution, so half its resolution for "
+        "`stride_kv=2`); head: `model.layernorm` then `model.classifier`; the CLS's own part and the share of "
+        "the biases and LayerNorm betas (through the convolution, per position) are the exact extra term"
     )
 
     @classmethod
