@@ -6,20 +6,30 @@ attends to every token of the last stage, so F is on that stage's grid. CvT comp
 values by a strided depthwise convolution of the token map, so the CLS attends to a coarser grid
 of key/value positions: each position's attention message is one part, and F is on that key/value
 grid (half the stage's resolution for ``stride_kv=2``), still an exact split of the logit.
+
+A part is what the tokens' centred, normalised streams carry (:mod:`.held`); every bias and beta is
+the constant. For CvT a key/value position's value is ``W_V BN(conv(LN1 map))_m + b_V``; the
+convolution (depthwise, no bias, zero padding) and the BatchNorm (running statistics) are affine,
+so it is ``W_V alpha * conv(N)_m`` (N: the map of ``gamma_1 s_j centre(h_j)``, alpha: the BatchNorm's
+scale), position m's part, plus ``W_V BN(conv(B))_m + b_V`` with B the map of ``beta_1``: the
+constant, which differs at the border where the padding sees fewer taps of ``beta_1``
+(:class:`ConvValueOffset`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as functional
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import UnsupportedModelError
 from .base import activation, attribute, layers, submodule
-from .held import HeldBlock, HeldStack
+from .held import HeldBlock, HeldStack, TokenParts
 from .registry import register_adapter
 from .vit import HeldTokenAdapter
 
@@ -41,17 +51,66 @@ def _linear(layer: nn.Module, path: str) -> nn.Linear:
     return submodule(layer, path, nn.Linear)
 
 
-def _cvt_blocks(blocks: Iterable[nn.Module]) -> list[HeldBlock]:
-    return [_cvt_block(layer) for layer in blocks]
+@dataclass
+class StageGrid:
+    """The (height, width) of the token map the last stage's layers see, recorded by each forward."""
+
+    size: tuple[int, int] | None = None
 
 
-def _cvt_block(layer: nn.Module) -> HeldBlock:
-    """One CvT layer: its hooked query/key/value Linears follow the convolutional projections, as attention uses."""
+class ConvValueOffset:
+    """What LN1's beta becomes at each CvT key/value position: ``BN(conv(B))`` with B the map of ``beta_1``.
+
+    CvT's values are the LN1 map through a depthwise convolution and a BatchNorm, then ``projection_value``;
+    the CLS token skips the convolution (its value input is its own LN1 output, so ``beta_1``). Both maps
+    are affine, so the convolution of the centred, normalised streams is the positions' parts and this
+    is the rest, the model's constant (:attr:`HeldBlock.value_offset`). It is computed in the split's
+    dtype from the layer's own weights and running statistics, on the map size this forward recorded.
+    """
+
+    def __init__(self, convolution: nn.Conv2d, norm: nn.BatchNorm2d, grid: StageGrid) -> None:
+        self.convolution, self.norm, self.grid = convolution, norm, grid
+
+    def __call__(self, beta: torch.Tensor) -> torch.Tensor:
+        if self.grid.size is None:
+            raise RuntimeError("CvT's key/value offset needs the token map's size, which no forward recorded")
+        conv, norm = self.convolution, self.norm
+        if norm.running_mean is None or norm.running_var is None:
+            raise RuntimeError("CvT's key/value BatchNorm keeps no running statistics")
+        beta_map = beta.view(1, -1, 1, 1).expand(1, beta.shape[0], *self.grid.size)
+        mapped = functional.conv2d(beta_map, conv.weight.detach().to(beta),
+                                   None if conv.bias is None else conv.bias.detach().to(beta),
+                                   conv.stride, conv.padding, conv.dilation, conv.groups)
+        mapped = functional.batch_norm(
+            mapped, norm.running_mean.to(beta), norm.running_var.to(beta),
+            None if norm.weight is None else norm.weight.detach().to(beta),
+            None if norm.bias is None else norm.bias.detach().to(beta), training=False, eps=norm.eps)
+        return torch.cat([beta.unsqueeze(0), mapped.flatten(2)[0].T])  # (1 + h' w', D): the CLS first
+
+
+def _cvt_blocks(blocks: Iterable[nn.Module], grid: StageGrid) -> list[HeldBlock]:
+    return [_cvt_block(layer, grid) for layer in blocks]
+
+
+def _cvt_block(layer: nn.Module, grid: StageGrid) -> HeldBlock:
+    """One CvT layer: its hooked query/key/value Linears follow the convolutional projections, as attention uses.
+
+    Refused where its value projection is not the depthwise convolution and BatchNorm (``dw_bn``) with
+    zero padding and running statistics whose constant :class:`ConvValueOffset` computes.
+    """
     attention = submodule(layer, "attention.attention", nn.Module)
     q, k, v = (_linear(attention, f"projection_{name}") for name in ("query", "key", "value"))
+    projection = "convolution_projection_value.convolution_projection"
+    convolution = submodule(attention, f"{projection}.convolution", nn.Conv2d)
+    norm = submodule(attention, f"{projection}.normalization", nn.BatchNorm2d)
+    if convolution.padding_mode != "zeros" or not norm.track_running_stats:
+        raise UnsupportedModelError(
+            f"this CvT's value projection pads with {convolution.padding_mode!r} or normalises with batch "
+            "statistics (track_running_stats=False), which the held split of its CLS token does not read")
     return HeldBlock(
         module=layer, norm1=submodule(layer, "layernorm_before", nn.LayerNorm), qkv={"q": q, "k": k, "v": v},
         value=(v.weight.detach(), _bias(v)), out=_linear(layer, "attention.output.dense"),
+        value_offset=ConvValueOffset(convolution, norm, grid),
         heads=attribute(attention, "num_heads", int), scale=attribute(attention, "scale", float),
         norm2=submodule(layer, "layernorm_after", nn.LayerNorm), fc1=_linear(layer, "intermediate.dense"),
         act=activation(submodule(layer, "intermediate", nn.Module), "activation"), fc2=_linear(layer, "output.dense"),
@@ -86,9 +145,10 @@ class CvtAdapter(HeldTokenAdapter):
     family = "CvT (CLS token of the last stage, held linearisation)"
     doc = (
         "held linearisation of the last stage's blocks (the only ones with a CLS token); F = each key/value "
-        "position's attention messages on the key/value grid (the stage's grid after the strided depthwise "
-        "convolution, so half its resolution for `stride_kv=2`); head: `model.layernorm` then "
-        "`model.classifier`; the CLS's own part and the biases' share are the exact extra term"
+        "position's part (what the centred, normalised token streams in its convolution window carry) on the "
+        "key/value grid (the stage's grid after the strided depthwise convolution, so half its resolution for "
+        "`stride_kv=2`); head: `model.layernorm` then `model.classifier`; the CLS's own part and the share of "
+        "the biases and LayerNorm betas (through the convolution, per position) are the exact extra term"
     )
 
     @classmethod
@@ -100,8 +160,23 @@ class CvtAdapter(HeldTokenAdapter):
                 "there is no classifier to explain")
 
     def build_stack(self) -> HeldStack:
+        self.stage_grid = StageGrid()
         stage = _last(self.model, "cvt.encoder.stages")
-        return HeldStack(_cvt_blocks(layers(stage, "layers")), submodule(self.model, "layernorm", nn.LayerNorm))
+        return HeldStack(_cvt_blocks(layers(stage, "layers"), self.stage_grid),
+                         submodule(self.model, "layernorm", nn.LayerNorm))
+
+    def _split(self, pixel_values: torch.Tensor, track: int | None) -> tuple[list[TokenParts], tuple[int, int]]:
+        """The split, with the last stage's token map size recorded for its key/value offsets."""
+        embedding = submodule(_last(self.model, "cvt.encoder.stages"), "embedding", nn.Module)
+
+        def record(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:  # (B, C, h, w)
+            self.stage_grid.size = (int(output.shape[-2]), int(output.shape[-1]))
+        handle = embedding.register_forward_hook(record)
+        try:
+            return super()._split(pixel_values, track)
+        finally:
+            handle.remove()
+            self.stage_grid.size = None
 
     def grid_hook(self, grid: list[tuple[int, int]]) -> RemovableHandle | None:
         last = _last(_last(self.model, "cvt.encoder.stages"), "layers")

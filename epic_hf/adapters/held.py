@@ -10,12 +10,22 @@ tokens to the logit is linear:
 * the MLP, the gate ``g = act(z) / z`` held: ``W2 (g * z) + b2``, linear in its input.
 
 So the CLS stream is kept as a sum of per-token parts, ``x_cls = sum_j C[j] + const``: C[cls] starts
-as the CLS embedding; at each block token j's attention message ``a_hj v_j`` (its own stream,
-whole) is added to C[j], while the CLS's attention to itself and the MLP act on every part through
-their held linear maps. After the final norm, ``logit = W . sum_j lin_f(C[j]) + W . const' + b``,
-an identity (not an approximation) for that image. The patch tokens' parts are the spatial map F;
-the prefix tokens' parts (CLS, distillation, registers) and the constants are not spatial and travel
-as the exact extra logit term.
+as the CLS embedding; at each block token j's attention term is added to C[j], while the CLS's
+attention to itself and the MLP act on every part through their held linear maps. After the final
+norm, ``logit = W . sum_j lin_f(C[j]) + W . const' + b``, an identity (not an approximation) for that
+image. The patch tokens' parts are the spatial map F; the prefix tokens' parts (CLS, distillation,
+registers) and the constants are not spatial and travel as the exact extra logit term.
+
+The convention: a token's part is what its centred, normalised stream carries, and every bias and
+LayerNorm beta is the constant. Token j's attention term is ``sum_h a_hj W_O^h W_V^h (gamma_1 * s_j *
+centre(h_j))``, not the whole message ``a_hj v_j``: the value bias, ``W_V beta_1`` (their weighted sum
+over the tokens is ``W_V beta_1 + b_V`` whatever the weights, which sum to 1), the output bias, the MLP's
+biases and ``W_1 beta_2`` all go to ``const``. Why: those constants are what the model adds to every
+image; credited to the tokens in proportion to their attention, they would inflate the patches' share
+with evidence no patch holds, a token with a zero centred stream would still carry a part, and the
+parts would change when a bias moves between LN1's beta, the value bias and the output bias (the same
+model). Where a convolution makes the key/value sources (CvT), the constant is that convolution of
+``beta_1`` at each source (:attr:`HeldBlock.value_offset`).
 
 The engine runs inside the model's own forward, through hooks: the token streams, the keys and
 values are the model's (whatever attention kernel it uses), and each block's update runs as the
@@ -47,7 +57,8 @@ class HeldBlock:
     ``qkv`` is what to hook for the queries, keys and values: a dict with the three projection
     modules ``{"q": .., "k": .., "v": ..}`` (outputs (B, T, H*d)), or ``{"qkv": ..}`` for one fused
     projection (output (B, T, 3*H*d), q then k then v). ``value`` is the value projection's
-    (weight (H*d, D), bias (H*d,)), ``out`` the output projection.
+    (weight (H*d, D), bias (H*d,)), ``out`` the output projection. The hooked values are the model's;
+    ``value``, ``norm1``'s beta and ``value_offset`` say which part of each is the constant.
     """
 
     module: nn.Module
@@ -63,6 +74,11 @@ class HeldBlock:
     fc2: nn.Linear
     scale1: torch.Tensor | None = None  # layer scale of the attention branch (D,), or None
     scale2: torch.Tensor | None = None  # layer scale of the MLP branch
+    #: What the value projection's input holds, at each key/value source, that no token's centred stream
+    #: carries: ``beta_1 (D,) -> (S, D)``, source 0 first. None where every source is one token's LN1 output
+    #: (``v_j = W_V LN1(h_j) + b_V``), so that it is ``beta_1`` at every source. CvT's sources are a
+    #: convolution of the LN1 map: there it is that convolution (and its BatchNorm) of a map of ``beta_1``.
+    value_offset: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
@@ -158,9 +174,33 @@ def _queries_keys_values(block: HeldBlock, captured: dict[str, torch.Tensor],
     return tuple(t.reshape(t.shape[0], t.shape[1], block.heads, -1).transpose(1, 2) for t in (q, k, v))
 
 
+def _value_constant(block: HeldBlock, x: torch.Tensor, sources: int) -> torch.Tensor:
+    """What every bias and LN1's beta put into each source's value: (1, H*d), the same for every source, or (S, H*d).
+
+    ``v_j = W_V (gamma_1 * s_j * centre(h_j)) + W_V beta_1 + b_V``: the first term is token j's, the rest is
+    the model's constant. Where a convolution makes the sources (CvT), beta_1 reaches each through
+    :attr:`HeldBlock.value_offset`, which differs at the border (the zero padding sees fewer taps of it).
+    """
+    w_v, b_v = (_weight(p, x, 0.0) for p in block.value)
+    beta = _weight(block.norm1.bias, x, 0.0)
+    if block.value_offset is None:
+        return (beta @ w_v.T + b_v).unsqueeze(0)
+    offset = block.value_offset(beta).to(x)
+    if offset.shape != (sources, beta.shape[0]):
+        raise RuntimeError(f"the value offset has shape {tuple(offset.shape)} for {sources} key/value sources "
+                           f"of width {beta.shape[0]}")
+    return offset @ w_v.T + b_v
+
+
 def _attention_step(block: HeldBlock, stream: _Stream, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                     v: torch.Tensor) -> torch.Tensor:
     """Add the attention branch to ``stream``'s parts; returns the model's stream after it (B, D).
+
+    Token j's part is what its centred, normalised stream carries, ``a_hj W_O^h W_V^h (gamma_1 s_j
+    centre(h_j))``: its value less the value's constant (:func:`_value_constant`). Those constants,
+    weighted by the attention, go to ``stream.const`` with the output bias, so a token whose centred
+    stream is zero carries nothing and a bias moved between LN1's beta and the value bias moves no part.
+    For a constant the same at every source the weighted sum is the constant itself (the weights sum to 1).
 
     The returned value is computed from every token's value, not from the parts, so that it is
     right when only some tokens are tracked one by one.
@@ -168,8 +208,8 @@ def _attention_step(block: HeldBlock, stream: _Stream, x: torch.Tensor, q: torch
     t = stream.token
     weights = torch.softmax(q[:, :, t, :].unsqueeze(2) @ k.transpose(-1, -2) * block.scale, dim=-1)[:, :, 0, :]
     self_weight = weights[:, :, t]  # (B, H): the CLS row's weight on its own value
-    linear, beta = _held_norm(block.norm1, x[:, t])
-    w_v, b_v = (_weight(p, x, 0.0) for p in block.value)
+    linear, _ = _held_norm(block.norm1, x[:, t])
+    w_v = _weight(block.value[0], x, 0.0)
     heads, width = block.heads, w_v.shape[0] // block.heads
     batch, tokens = stream.parts.shape[:2]
 
@@ -177,12 +217,18 @@ def _attention_step(block: HeldBlock, stream: _Stream, x: torch.Tensor, q: torch
         shaped = values.reshape(*values.shape[:-1], heads, width)
         return (shaped * weight.unsqueeze(-1)).reshape(values.shape)
 
+    constant = _value_constant(block, x, k.shape[2])  # (1 or S, H*d)
+    by_head = constant.reshape(constant.shape[0], heads, width).transpose(0, 1)  # (H, 1 or S, d)
     own = per_head(linear(stream.parts) @ w_v.T, self_weight[:, None, :])  # the self-term, through every part
-    tracked = v[:, :, :tokens]  # every token's value, or the leading tracked ones'
-    messages = tracked.transpose(1, 2) * weights[:, :, :tokens].transpose(1, 2).unsqueeze(-1)  # (B, P, H, d): a_hj v_j
+    centred = v[:, :, :tokens] - by_head[:, :tokens]  # every tracked token's value less its constant (B, H, P, d)
+    messages = centred.transpose(1, 2) * weights[:, :, :tokens].transpose(1, 2).unsqueeze(-1)  # (B, P, H, d)
     messages[:, t] = 0.0  # the stream's own value is the self-term above, split over its parts
     parts_message = own + messages.reshape(batch, tokens, heads * width)
-    const_message = per_head((linear(stream.const) + beta) @ w_v.T + b_v, self_weight)
+    if constant.shape[0] == 1:  # the same at every source: its weighted sum is itself
+        weighted_constant = constant.expand(batch, -1)
+    else:
+        weighted_constant = torch.einsum("bhs,hsd->bhd", weights, by_head).reshape(batch, heads * width)
+    const_message = per_head(linear(stream.const) @ w_v.T, self_weight) + weighted_constant
     w_o = _weight(block.out.weight, x, 0.0)
     b_o = _weight(block.out.bias, x, 0.0, size=w_o.shape[0])
     stream.parts = stream.parts + _layer_scale(block.scale1, parts_message @ w_o.T)

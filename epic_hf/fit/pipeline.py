@@ -97,7 +97,7 @@ def _fit(classifier: FrozenClassifier, source: ImageSource, config: FitConfig, m
     report.patch_share = bank.config.patch_share
     if report.patch_share is not None:
         logger.info("the image patches carry %.1f%% of |evidence| on average over the data, the CLS token's own "
-                    "part the rest", 100 * report.patch_share)
+                    "part and the model's constants (biases, LayerNorm betas) the rest", 100 * report.patch_share)
     report.backbone_images = len(index) + store.computed
     report.total_seconds = time.perf_counter() - started
     bank.config.purity_before = report.purity_before
