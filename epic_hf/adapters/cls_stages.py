@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import UnsupportedModelError
-from .base import activation, attribute, layers, submodule
-from .held import HeldBlock, HeldStack, TokenParts
+from .base import ModelForward, activation, attribute, layers, submodule
+from .held import HeldBlock, HeldStack
 from .registry import register_adapter
 from .vit import HeldTokenAdapter
 
@@ -165,15 +165,16 @@ class CvtAdapter(HeldTokenAdapter):
         return HeldStack(_cvt_blocks(layers(stage, "layers"), self.stage_grid),
                          submodule(self.model, "layernorm", nn.LayerNorm))
 
-    def _split(self, pixel_values: torch.Tensor, track: int | None) -> tuple[list[TokenParts], tuple[int, int]]:
-        """The split, with the last stage's token map size recorded for its key/value offsets."""
+    def forward(self, pixel_values: torch.Tensor, pooled: bool = False) -> ModelForward:
+        """The split, with the last stage's token map size recorded for its key/value offsets (the adapter's
+        state for one forward: FrozenClassifier runs one forward at a time per model)."""
         embedding = submodule(_last(self.model, "cvt.encoder.stages"), "embedding", nn.Module)
 
         def record(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:  # (B, C, h, w)
             self.stage_grid.size = (int(output.shape[-2]), int(output.shape[-1]))
         handle = embedding.register_forward_hook(record)
         try:
-            return super()._split(pixel_values, track)
+            return super().forward(pixel_values, pooled)
         finally:
             handle.remove()
             self.stage_grid.size = None
