@@ -31,7 +31,7 @@ def _patch_share_row(config: EpicConfig) -> str:
     """CLS-token models: how much of the evidence the image patches carry, against the CLS token's own part."""
     if config.patch_share is None:
         return ""
-    return (f"| image patches' share of the evidence (mean over the data; the rest is the CLS token's own part) | "
+    return (f"| image patches' share of the evidence (mean over the data; the rest is the CLS token's own part and the model's biases) | "
             f"{config.patch_share:.1%} |\n")
 
 

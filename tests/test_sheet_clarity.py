@@ -180,7 +180,7 @@ def test_the_cls_part_is_explained_where_it_appears(explanation: Explanation, tm
     names = [name for name, _ in captions.decomposition_terms(with_cls)]
     assert names[1] == "CLS token's own part"
     meaning = captions.cls_meaning(with_cls)
-    assert meaning[0] == "CLS part: from the class token's own embedding, through no image patch"
+    assert meaning[0] == "CLS part: the class token's own embedding and the biases, via no patch"
     assert meaning[1] == f"the image patches carry {with_cls.patch_share:.0%} of Σ|contribution|, the CLS part the rest"
     assert captions.cls_meaning(explanation) == []
     assert "the CLS part and the bias" in captions.others_line(with_cls, with_cls.channels)
@@ -197,7 +197,7 @@ def test_the_cls_part_is_explained_where_it_appears(explanation: Explanation, tm
     assert captions.CLS_MEANING in decomposition_markdown(with_cls)
     assert captions.CLS_MEANING not in decomposition_markdown(explanation)
     page = render_html_report([with_cls])
-    assert "the CLS token's own part (what the class token computes from its own embedding" in page
+    assert "the CLS token's own part (what reaches the class token through no image patch" in page
     assert "CLS token" not in render_html_report([explanation]).split("</p>")[0]
 
 

@@ -20,7 +20,7 @@ from ..results import ExplanationData as Explanation  # the numbers; this module
 MINUS = "\u2212"
 #: The CLS term's name in the decomposition, and what it means (models that read a CLS token).
 CLS_TERM = "CLS token's own part"
-CLS_MEANING = "CLS part: from the class token's own embedding, through no image patch"
+CLS_MEANING = "CLS part: the class token's own embedding and the biases, via no patch"
 PATCH_SHARE_MEANING = "the image patches carry {share:.0%} of Σ|contribution|, the CLS part the rest"
 SHARE_MEANING = "share = contribution ÷ Σ|contribution| over all {count} channels"
 THIS_IMAGE = "this image"
@@ -65,9 +65,10 @@ def decomposition_terms(explanation: Explanation) -> list[tuple[str, float]]:
 def cls_meaning(explanation: Explanation) -> list[str]:
     """What the CLS term is, in plain words, and how much the patches carry; empty without one.
 
-    Why: "CLS token's own part" alone reads as jargon. It is what the class token computes from
-    its own embedding, through no image patch, so no box or heatmap can show it; the patches'
-    share says how much of the evidence the map does show.
+    Why: "CLS token's own part" alone reads as jargon. It is what reaches the class token through
+    no image patch: its own embedding, and every bias and LayerNorm shift of the model (the held
+    split's convention), so no box or heatmap can show it; the patches' share says how much of the
+    evidence the map does show.
     """
     if explanation.cls_contribution == 0.0:
         return []

@@ -187,8 +187,8 @@ def _subtitle(items: list[Explanation]) -> str:
     """What the page shows; with the CLS term, in plain words, for models that have one."""
     text = f"{plural(len(items), 'explanation')} &middot; EPIC prototype explanations: each logit is decomposed "
     if any(e.cls_contribution != 0.0 for e in items):
-        text += ("exactly into disentangled channel contributions, the CLS token's own part (what the class "
-                 "token computes from its own embedding, through no image patch) and the head's bias.")
+        text += ("exactly into disentangled channel contributions, the CLS token's own part (what reaches the "
+                 "class token through no image patch: its own embedding and the model's biases) and the head's bias.")
     else:
         text += "exactly into disentangled channel contributions plus the head's bias."
     judged = [e.is_correct for e in items if e.is_correct is not None]
