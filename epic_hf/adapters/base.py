@@ -24,7 +24,7 @@ from .reads import ModuleT, T, activation, attribute, layers, method, model_conf
 
 __all__ = [  # the typed reads live in .reads; the family modules import them from here with the contract
     "IDENTITY_TOLERANCE", "LinearHead", "ModelAdapter", "ModelForward", "ModuleT", "PooledFeatures",
-    "SpatialFeatures", "T", "activation", "attribute", "average_heads", "batchnorm_affine", "find_linear",
+    "SpatialFeatures", "T", "activation", "attribute", "average_heads", "batchnorm_affine", "bias_of", "find_linear",
     "fold_batchnorm1d", "fold_post_pool_layernorm", "layers", "linear_head", "method", "model_config",
     "patch_grid", "patch_size", "submodule", "tokens_to_grid",
 ]
@@ -283,10 +283,14 @@ def find_linear(module: nn.Module, model_type: str) -> nn.Linear:
     return linears[0]
 
 
+def bias_of(layer: nn.Linear | nn.Conv2d) -> torch.Tensor:
+    """A Linear's or convolution's bias, detached, or zeros of its output width where it has none."""
+    weight = layer.weight.detach()
+    return layer.bias.detach() if layer.bias is not None else torch.zeros(weight.shape[0]).to(weight)
+
+
 def linear_head(linear: nn.Linear) -> LinearHead:
-    weight = linear.weight.detach()
-    bias = linear.bias.detach() if linear.bias is not None else torch.zeros(weight.shape[0])
-    return LinearHead(weight=weight, bias=bias.to(weight))
+    return LinearHead(weight=linear.weight.detach(), bias=bias_of(linear))
 
 
 def batchnorm_affine(norm: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import UnsupportedModelError
-from .base import ModelForward, activation, attribute, layers, submodule
+from .base import ModelForward, activation, attribute, bias_of, layers, submodule
 from .held import HeldBlock, HeldStack
 from .registry import register_adapter
 from .vit import HeldTokenAdapter
@@ -40,10 +40,6 @@ def _last(model: nn.Module, path: str) -> nn.Module:
     if not modules:
         raise UnsupportedModelError(f"{type(model).__name__} has no stages at {path!r}")
     return modules[-1]
-
-
-def _bias(linear: nn.Linear) -> torch.Tensor:
-    return linear.bias.detach() if linear.bias is not None else torch.zeros(linear.weight.shape[0])
 
 
 def _linear(layer: nn.Module, path: str) -> nn.Linear:
@@ -109,7 +105,7 @@ def _cvt_block(layer: nn.Module, grid: StageGrid) -> HeldBlock:
             "statistics (track_running_stats=False), which the held split of its CLS token does not read")
     return HeldBlock(
         module=layer, norm1=submodule(layer, "layernorm_before", nn.LayerNorm), qkv={"q": q, "k": k, "v": v},
-        value=(v.weight.detach(), _bias(v)), out=_linear(layer, "attention.output.dense"),
+        value=(v.weight.detach(), bias_of(v)), out=_linear(layer, "attention.output.dense"),
         value_offset=ConvValueOffset(convolution, norm, grid),
         heads=attribute(attention, "num_heads", int), scale=attribute(attention, "scale", float),
         norm2=submodule(layer, "layernorm_after", nn.LayerNorm), fc1=_linear(layer, "intermediate.dense"),
@@ -131,7 +127,7 @@ def _pvt_block(layer: nn.Module) -> HeldBlock:
     q, k, v = (_linear(attention, name) for name in ("query", "key", "value"))
     return HeldBlock(
         module=layer, norm1=submodule(layer, "layer_norm_1", nn.LayerNorm), qkv={"q": q, "k": k, "v": v},
-        value=(v.weight.detach(), _bias(v)), out=_linear(layer, "attention.output.dense"),
+        value=(v.weight.detach(), bias_of(v)), out=_linear(layer, "attention.output.dense"),
         heads=attribute(attention, "num_attention_heads", int),
         scale=float(attribute(attention, "attention_head_size", int)) ** -0.5,
         norm2=submodule(layer, "layer_norm_2", nn.LayerNorm), fc1=_linear(mlp, "dense1"),

@@ -29,6 +29,7 @@ from .base import (
     SpatialFeatures,
     activation,
     attribute,
+    bias_of,
     find_linear,
     linear_head,
     patch_grid,
@@ -55,11 +56,10 @@ def dinov2_blocks(layers: nn.Module) -> list[HeldBlock]:
                 f"split_cls reads DINOv2's plain MLP (fc1, activation, fc2), and this layer has a "
                 f"{type(mlp).__name__} (SwiGLU): load it without split_cls (its CLS half is then the exact CLS term)")
         value = _linear(attention, "v_proj")
-        bias = value.bias.detach() if value.bias is not None else torch.zeros(value.weight.shape[0])
         blocks.append(HeldBlock(
             module=layer, norm1=submodule(layer, "norm1", nn.LayerNorm),
             qkv={"q": _linear(attention, "q_proj"), "k": _linear(attention, "k_proj"), "v": value},
-            value=(value.weight.detach(), bias), out=_linear(attention, "o_proj"),
+            value=(value.weight.detach(), bias_of(value)), out=_linear(attention, "o_proj"),
             heads=attribute(attention, "num_attention_heads", int), scale=float(attribute(attention, "scaling", float)),
             norm2=submodule(layer, "norm2", nn.LayerNorm), fc1=_linear(mlp, "fc1"),
             act=activation(mlp, "activation_fn"), fc2=_linear(mlp, "fc2"),

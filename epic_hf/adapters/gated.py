@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import ModelAdapter, activation, attribute, batchnorm_affine, fold_post_pool_layernorm, submodule
+from .base import ModelAdapter, activation, attribute, batchnorm_affine, bias_of, fold_post_pool_layernorm, submodule
 from .held import activation_gate
 from .registry import register_adapter
 
@@ -58,9 +58,7 @@ def pointwise(conv: nn.Module, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A 1x1 convolution without groups as its (out, in) matrix and bias, or a refusal."""
     if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1):
         raise UnsupportedModelError(f"{where} has a {type(conv).__name__} after the pool, not a 1x1 convolution")
-    weight = conv.weight.detach().flatten(1)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0])
-    return weight, bias.to(weight)
+    return conv.weight.detach().flatten(1), bias_of(conv)
 
 
 def eval_norm(norm: nn.Module | None, width: int, where: str) -> tuple[torch.Tensor, torch.Tensor]:

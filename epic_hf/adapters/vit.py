@@ -27,6 +27,7 @@ from .base import (
     SpatialFeatures,
     activation,
     attribute,
+    bias_of,
     find_linear,
     layers,
     linear_head,
@@ -85,10 +86,6 @@ def read_forward(logits: torch.Tensor, parts: list[TokenParts], weights: list[to
                         features.fmap)
 
 
-def _bias(linear: nn.Linear) -> torch.Tensor:
-    return linear.bias.detach() if linear.bias is not None else torch.zeros(linear.weight.shape[0])
-
-
 def hf_vit_blocks(blocks: Iterable[nn.Module]) -> list[HeldBlock]:
     """transformers' ViT-style layers (``layernorm_before``, ``attention.{q,k,v,o}_proj``, ``mlp.fc1/fc2``)."""
     return [_hf_vit_block(layer) for layer in blocks]
@@ -100,7 +97,7 @@ def _hf_vit_block(layer: nn.Module) -> HeldBlock:
     q, k, v, o = (submodule(attention, name, nn.Linear) for name in ("q_proj", "k_proj", "v_proj", "o_proj"))
     return HeldBlock(
         module=layer, norm1=submodule(layer, "layernorm_before", nn.LayerNorm), qkv={"q": q, "k": k, "v": v},
-        value=(v.weight.detach(), _bias(v)), out=o, heads=attribute(attention, "num_attention_heads", int),
+        value=(v.weight.detach(), bias_of(v)), out=o, heads=attribute(attention, "num_attention_heads", int),
         scale=attribute(attention, "scaling", float), norm2=submodule(layer, "layernorm_after", nn.LayerNorm),
         fc1=submodule(mlp, "fc1", nn.Linear), act=activation(mlp, "activation_fn"),
         fc2=submodule(mlp, "fc2", nn.Linear),
