@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .atomic import write_atomic
+from .atomic import atomic_path, write_atomic
 from .explainer import EpicExplainer
 from .synthetic import classifier_accuracy, planted_dataset, tiny_resnet, tiny_vit, train_classifier
 from .viz import write_html_report
@@ -141,7 +141,8 @@ def _write_images(folder: Path, held_out: Any) -> list[str]:
     for index, (image, label) in enumerate(zip(held_out["image"], held_out["label"])):
         path = folder / names[label] / f"{index:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.convert("RGB").save(path)
+        with atomic_path(path) as partial:
+            image.convert("RGB").save(partial)
         paths.append(f"{folder.name}/{names[label]}/{path.name}")
     return paths
 
