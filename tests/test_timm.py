@@ -26,6 +26,7 @@ from epic_hf.adapters.timm_wrapper import (  # noqa: E402
     check_head_is_pool_then_linear,
     read_timm_head,
 )
+from epic_hf.adapters.timm_readers import Where  # noqa: E402
 from epic_hf.adapters.timm_tokens import token_grid  # noqa: E402
 from epic_hf.disentangle import Disentangler  # noqa: E402
 from tiny_timm import EXACT, IMAGE_SIZE, REFUSED, TINY_TIMM, make_tiny_timm, randomize, save_tiny_timm  # noqa: E402
@@ -148,14 +149,13 @@ def test_heads_of_models_built_from_their_class_decompose_exactly(name):
     torch.manual_seed(0)
     model = randomize(_built_from_class(name))
     head = read_timm_head(model, name)
-    check_head_is_pool_then_linear(model, head, name)
-    assert (head.gated is not None) == (name == "metaformer_mlp_head")
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         features = model.forward_features(pixels)
-        grid = (0, 0)
-        if head.prefix_tokens is not None:
-            grid = token_grid(model, (64, 64), features.shape[1] - head.prefix_tokens)
+    grid = token_grid(model, (64, 64), features.shape[1] - head.prefix_tokens) if features.ndim == 3 else (0, 0)
+    check_head_is_pool_then_linear(model, head, features, grid, Where(name))
+    assert (head.gated is not None) == (name == "metaformer_mlp_head")
+    with torch.no_grad():
         fmap = head.to_map(features, grid)
         logits = fmap.mean(dim=(2, 3)) @ head.fc.weight.T + head.fc.bias
         expected = model(pixels)
@@ -167,9 +167,16 @@ def test_heads_of_models_built_from_their_class_decompose_exactly(name):
 def test_the_head_probe_catches_a_post_pool_layer_the_reading_missed():
     """Leave ConvNeXt's post-pool LayerNorm out of the head: the probe on random features must see it."""
     model = make_tiny_timm("convnext")
+    features, where = _features(model), Where("convnext_atto")
     with pytest.raises(UnsupportedModelError, match=r"applies head\.norm \(LayerNorm2d\) between the global pool"):
-        check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc), "convnext_atto")
-    check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc, norm=model.head.norm), "convnext_atto")
+        check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc), features, (0, 0), where)
+    check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc, norm=model.head.norm), features, (0, 0), where)
+
+
+def _features(model: torch.nn.Module) -> torch.Tensor:
+    """The model's own forward_features on two random 64 px images: the shape its forward_head reads."""
+    with torch.no_grad():
+        return model.forward_features(torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)))
 
 
 def test_a_width_change_after_the_pool_is_refused():
@@ -177,7 +184,8 @@ def test_a_width_change_after_the_pool_is_refused():
     is what serves MobileNetV3; this guards the probe itself)."""
     model = make_tiny_timm("mobilenetv3")
     with pytest.raises(UnsupportedModelError, match="changes the width after the pool"):
-        check_head_is_pool_then_linear(model, TimmHead(fc=model.classifier), "mobilenetv3_small_050")
+        check_head_is_pool_then_linear(model, TimmHead(fc=model.classifier), _features(model), (0, 0),
+                                       Where("mobilenetv3_small_050"))
 
 
 def test_ghostnet_head_is_read_with_its_gate_held():
@@ -192,7 +200,7 @@ def test_ghostnet_head_is_read_with_its_gate_held():
                 parameter.add_(torch.randn_like(parameter) * 0.1)
     head = read_timm_head(model, "ghostnet_050")
     assert head.gated is not None and model.conv_head.bias is not None
-    check_head_is_pool_then_linear(model, head, "ghostnet_050")
+    check_head_is_pool_then_linear(model, head, _features(model), (0, 0), Where("ghostnet_050"))
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         fmap = head.to_map(model.forward_features(images), (0, 0))

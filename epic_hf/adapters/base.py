@@ -123,6 +123,15 @@ class ModelAdapter:
 
     # -- to override -------------------------------------------------------------------
     @classmethod
+    def for_model(cls, model: nn.Module) -> ModelAdapter:
+        """The adapter for ``model`` (what :func:`~epic_hf.adapters.adapter_for` builds): ``cls(model)``.
+
+        A registered class that serves models of one type in more than one way overrides it to pick,
+        once, the class that reads this model (timm: the held split for a token-pooled ViT).
+        """
+        return cls(model)
+
+    @classmethod
     def cls_split_variant(cls) -> type[ModelAdapter] | None:
         """The variant that splits the family's CLS term over the tokens too (``split_cls=True``), if any."""
         return None
