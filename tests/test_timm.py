@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForImageClassification
 
 if os.environ.get("CI"):
     import timm  # noqa: F401 - CI installs the timm extra: these tests must run there, never skip
@@ -20,14 +20,17 @@ else:
     pytest.importorskip("timm", reason="the timm extra is not installed: pip install -e '.[timm]'")
 
 from epic_hf import EpicExplainer, UnsupportedModelError, supported_model_types  # noqa: E402
+from epic_hf.adapters import HeldTokenAdapter, adapter_for  # noqa: E402
+from epic_hf.adapters.timm_heads import HeadReader, SelectPoolReader  # noqa: E402
+from epic_hf.adapters.timm_readers import HEAD_READERS, Where, reader_for  # noqa: E402
+from epic_hf.adapters.timm_tokens import token_grid  # noqa: E402
+from epic_hf.adapters.timm_vit import TimmTokenViTAdapter, TokenViTReader  # noqa: E402
 from epic_hf.adapters.timm_wrapper import (  # noqa: E402
     TimmHead,
     TimmWrapperAdapter,
     check_head_is_pool_then_linear,
     read_timm_head,
 )
-from epic_hf.adapters.timm_readers import Where  # noqa: E402
-from epic_hf.adapters.timm_tokens import token_grid  # noqa: E402
 from epic_hf.disentangle import Disentangler  # noqa: E402
 from tiny_timm import EXACT, IMAGE_SIZE, REFUSED, TINY_TIMM, make_tiny_timm, randomize, save_tiny_timm  # noqa: E402
 
@@ -206,3 +209,68 @@ def test_ghostnet_head_is_read_with_its_gate_held():
         fmap = head.to_map(model.forward_features(images), (0, 0))
         logits = fmap.mean(dim=(2, 3)) @ head.fc.weight.T + head.fc.bias
         torch.testing.assert_close(logits, model(images), rtol=1e-4, atol=1e-5)
+
+
+def _on_meta(name: str, **model_args) -> torch.nn.Module:
+    """A timm model at full size on the meta device: its modules and shapes, no weights and no arithmetic."""
+    import timm
+
+    with torch.device("meta"):
+        return timm.create_model(name, pretrained=False, num_classes=3, **model_args).eval()
+
+
+def test_every_architecture_a_reader_lists_is_matched_and_read_by_it():
+    """The generated timm table is true: each architecture a reader lists as checked at full size is served by
+    that reader (no other matches first) and read without a refusal."""
+    for reader in HEAD_READERS:
+        for entry in reader.checked:
+            name, _, pool = entry.partition(" (global_pool=")
+            model = _on_meta(name, **({"global_pool": pool.strip("')")} if pool else {}))
+            assert reader_for(model, name) is reader, entry
+            if isinstance(reader, HeadReader):
+                reader.read(model, Where(name))
+            else:
+                assert isinstance(reader, TokenViTReader)
+                reader.stack(model, Where(name), 1)
+
+
+def test_a_reader_that_matches_and_fails_names_itself():
+    with pytest.raises(UnsupportedModelError, match=r"read by timm head reader 'NormMlpClassifierHead', applies a "
+                                                    r"hidden Linear and tanh"):
+        read_timm_head(_on_meta("maxvit_tiny_tf_224"), "maxvit_tiny_tf_224")
+
+
+def test_a_head_no_reader_matches_is_refused_with_every_reader_named():
+    with pytest.raises(UnsupportedModelError, match="no timm head reader matches") as info:
+        read_timm_head(_on_meta("mambaout_femto"), "mambaout_femto")
+    assert all(f"({reader.name})" in str(info.value) for reader in HEAD_READERS)
+
+
+def test_two_readers_of_one_rank_that_match_one_model_are_a_registry_bug():
+    class Copy(SelectPoolReader):
+        name = "a copy of SelectAdaptivePool2d"
+
+    HEAD_READERS.append(Copy())
+    try:
+        with pytest.raises(RuntimeError, match="SelectAdaptivePool2d, a copy of SelectAdaptivePool2d all match"):
+            reader_for(make_tiny_timm("resnet"), "resnet18")
+    finally:
+        HEAD_READERS.pop()
+
+
+def test_token_vits_get_the_held_adapter_and_its_pooled_against_full_check(tmp_path):
+    """A token-pooled timm ViT is served as transformers' ViT is: a HeldTokenAdapter, whose load-time check
+    compares the pooled split (what the index pass uses) with the full one."""
+    model = AutoModelForImageClassification.from_pretrained(str(save_tiny_timm("vit_token_regs_scaled", tmp_path))).eval()
+    adapter = adapter_for(model)
+    assert isinstance(adapter, TimmTokenViTAdapter) and isinstance(adapter, HeldTokenAdapter)
+    assert adapter.prefix_tokens() == 3  # the class token and two registers
+    pixels = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    assert adapter.verify(pixels) < 1e-4
+
+    class RegistersCountedAsPatches(TimmTokenViTAdapter):
+        def prefix_tokens(self) -> int:
+            return 1
+
+    with pytest.raises(UnsupportedModelError, match="pooled split of its CLS token differs from the full split"):
+        RegistersCountedAsPatches(model).verify(pixels)

@@ -97,7 +97,7 @@ class ModelAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     family: ClassVar[str] = ""
     doc: ClassVar[str] = ""
-    has_extra_logits: bool = False  # an instance may set it (a timm ViT with token pooling)
+    has_extra_logits: bool = False
     #: True where :meth:`pooled_features` is much cheaper than F itself (the held linearisation): the
     #: index pass then stores pooled vectors only, and F is computed again for prototype images alone.
     pooled_is_cheaper: bool = False

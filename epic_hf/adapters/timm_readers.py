@@ -102,7 +102,7 @@ class Where:
 
     def __str__(self) -> str:
         who = f"{self.architecture!r} ({self.class_name})" if self.class_name else repr(self.architecture)
-        return f"timm architecture {who}" + (f", read by the {self.reader} reader," if self.reader else "")
+        return f"timm architecture {who}" + (f", read by timm head reader {self.reader!r}," if self.reader else "")
 
     def refuse(self, what: str, hint: str = "") -> UnsupportedModelError:
         """The error for a head EPIC cannot decompose: the architecture, the reader, what breaks, what works."""

@@ -121,14 +121,18 @@ class TimmWrapperAdapter(ModelAdapter):
 
 
 TimmWrapperAdapter.doc = (
-    "the one registered timm head reader that matches the model reads F and (A, b): "
-    + "; ".join(f"{reader.name}: {reader.serves}" for reader in HEAD_READERS)
-    + ". At load, forward hooks list every module timm's `forward_head` runs on random features shaped like "
-    "the model's own `forward_features` output (anything the reader did not name, but a pool, dropout and "
-    "flatten, is refused by name), and its logits must equal the classifier of the mean of F"
+    "F and (A, b) are read by the one registered timm head reader that matches the model (a reader that names "
+    "its class or its head's class, else the one that matches its global pool): "
+    + ", ".join(repr(reader.name) for reader in HEAD_READERS)
+    + " (each row below names its reader). A VisionTransformer or distilled DeiT with global_pool='token' is "
+    f"split by the held linearisation as transformers' ViT is ({TokenViTReader.name!r}, served by "
+    "TimmTokenViTAdapter; the CLS term). For every other head, at load, timm's own `forward_head` runs on random "
+    "features shaped like the model's `forward_features` output: forward hooks list every module it runs (any the "
+    "reader did not name, but the pool, dropout and flatten, is refused by name), and its logits must equal the "
+    "classifier of the mean of F"
 )
 TimmWrapperAdapter.__doc__ = (TimmWrapperAdapter.__doc__ or "") + "".join(
-    f"\n    * {reader.name}: {reader.serves}." for reader in HEAD_READERS) + "\n"
+    f"\n    * {reader.name!r}: {reader.serves}." for reader in HEAD_READERS) + "\n"
 
 
 def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, features: torch.Tensor,
