@@ -54,13 +54,15 @@ class GatedConvHeadReader(HeadReader):
         conv_head, act2 = child(timm_model, "conv_head", where), child(timm_model, "act2", where)
         average_pool_dims(child(timm_model, "global_pool", where), where)
         weight, bias = pointwise(conv_head, str(where))
-        norm_head = timm_model._modules.get("norm_head") or nn.Identity()
+        found = timm_model._modules.get("norm_head")
+        norm_head = found if found is not None else nn.Identity()
         act: nn.Module = act2
         if not isinstance(norm_head, nn.Identity):  # MobileNetV4: a BatchNormAct2d holds the norm and the activation
             if not isinstance(act, nn.Identity) or not isinstance(norm_head._modules.get("drop", nn.Identity()),
                                                                   nn.Identity):
                 raise where.refuse("has a head norm and a second activation after the pool")
-            act = norm_head._modules.get("act") or nn.Identity()
+            inner = norm_head._modules.get("act")
+            act = inner if inner is not None else nn.Identity()
         scale, shift = eval_norm(norm_head, weight.shape[0], str(where))
         return TimmHead(fc=linear(child(timm_model, "classifier", where), where),
                         gated=GatedPointwise(weight, bias, scale, shift, act),

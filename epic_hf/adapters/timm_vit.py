@@ -40,7 +40,7 @@ _MLP = "timm.layers.mlp.Mlp"
 
 
 def _qualified(obj: object) -> str:
-    return qualified(obj)
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
 def _layer_scale(module: nn.Module) -> torch.Tensor | None:

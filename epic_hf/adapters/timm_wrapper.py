@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import LinearHead, ModelAdapter, SpatialFeatures, attribute, method
+from .base import LinearHead, ModelAdapter, SpatialFeatures, attribute, method, model_config, submodule
 from .registry import register_adapter
 from .timm_gated import GatedConvHeadReader  # noqa: F401 - importing the module registers its readers
 from .timm_heads import SELECT_POOL, HeadReader, TimmHead
@@ -60,9 +60,13 @@ class TimmWrapperAdapter(ModelAdapter):
 
     @classmethod
     def for_model(cls, model: nn.Module) -> ModelAdapter:
-        """The held split for a token-pooled ViT (:class:`~.timm_vit.TokenViTReader` matches it), else this class."""
-        timm_model = getattr(model, "timm_model", None)
-        if isinstance(timm_model, nn.Module) and TokenViTReader().matches(timm_model):
+        """Chosen once, by the registry: the held split where :class:`~.timm_vit.TokenViTReader` serves the model,
+        else this class (whose reader then reads the head). The config is checked first, so that a pool the
+        config already refuses is refused with its reason."""
+        config = model_config(model)
+        cls.check_config(config)
+        architecture = str(getattr(config, "architecture", "?"))
+        if isinstance(reader_for(submodule(model, "timm_model", nn.Module), architecture), TokenViTReader):
             return TimmTokenViTAdapter(model)
         return cls(model)
 
