@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForImageClassification
 
 if os.environ.get("CI"):
     import timm  # noqa: F401 - CI installs the timm extra: these tests must run there, never skip
@@ -20,13 +20,17 @@ else:
     pytest.importorskip("timm", reason="the timm extra is not installed: pip install -e '.[timm]'")
 
 from epic_hf import EpicExplainer, UnsupportedModelError, supported_model_types  # noqa: E402
+from epic_hf.adapters import HeldTokenAdapter, adapter_for  # noqa: E402
+from epic_hf.adapters.timm_heads import HeadReader, SelectPoolReader  # noqa: E402
+from epic_hf.adapters.timm_readers import HEAD_READERS, Where, reader_for  # noqa: E402
+from epic_hf.adapters.timm_tokens import token_grid  # noqa: E402
+from epic_hf.adapters.timm_vit import TimmTokenViTAdapter, TokenViTReader  # noqa: E402
 from epic_hf.adapters.timm_wrapper import (  # noqa: E402
     TimmHead,
     TimmWrapperAdapter,
     check_head_is_pool_then_linear,
     read_timm_head,
 )
-from epic_hf.adapters.timm_tokens import token_grid  # noqa: E402
 from epic_hf.disentangle import Disentangler  # noqa: E402
 from tiny_timm import EXACT, IMAGE_SIZE, REFUSED, TINY_TIMM, make_tiny_timm, randomize, save_tiny_timm  # noqa: E402
 
@@ -148,14 +152,13 @@ def test_heads_of_models_built_from_their_class_decompose_exactly(name):
     torch.manual_seed(0)
     model = randomize(_built_from_class(name))
     head = read_timm_head(model, name)
-    check_head_is_pool_then_linear(model, head, name)
-    assert (head.gated is not None) == (name == "metaformer_mlp_head")
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         features = model.forward_features(pixels)
-        grid = (0, 0)
-        if head.prefix_tokens is not None:
-            grid = token_grid(model, (64, 64), features.shape[1] - head.prefix_tokens)
+    grid = token_grid(model, (64, 64), features.shape[1] - head.prefix_tokens) if features.ndim == 3 else (0, 0)
+    check_head_is_pool_then_linear(model, head, features, grid, Where(name))
+    assert (head.gated is not None) == (name == "metaformer_mlp_head")
+    with torch.no_grad():
         fmap = head.to_map(features, grid)
         logits = fmap.mean(dim=(2, 3)) @ head.fc.weight.T + head.fc.bias
         expected = model(pixels)
@@ -167,9 +170,16 @@ def test_heads_of_models_built_from_their_class_decompose_exactly(name):
 def test_the_head_probe_catches_a_post_pool_layer_the_reading_missed():
     """Leave ConvNeXt's post-pool LayerNorm out of the head: the probe on random features must see it."""
     model = make_tiny_timm("convnext")
+    features, where = _features(model), Where("convnext_atto")
     with pytest.raises(UnsupportedModelError, match=r"applies head\.norm \(LayerNorm2d\) between the global pool"):
-        check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc), "convnext_atto")
-    check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc, norm=model.head.norm), "convnext_atto")
+        check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc), features, (0, 0), where)
+    check_head_is_pool_then_linear(model, TimmHead(fc=model.head.fc, norm=model.head.norm), features, (0, 0), where)
+
+
+def _features(model: torch.nn.Module) -> torch.Tensor:
+    """The model's own forward_features on two random 64 px images: the shape its forward_head reads."""
+    with torch.no_grad():
+        return model.forward_features(torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)))
 
 
 def test_a_width_change_after_the_pool_is_refused():
@@ -177,7 +187,8 @@ def test_a_width_change_after_the_pool_is_refused():
     is what serves MobileNetV3; this guards the probe itself)."""
     model = make_tiny_timm("mobilenetv3")
     with pytest.raises(UnsupportedModelError, match="changes the width after the pool"):
-        check_head_is_pool_then_linear(model, TimmHead(fc=model.classifier), "mobilenetv3_small_050")
+        check_head_is_pool_then_linear(model, TimmHead(fc=model.classifier), _features(model), (0, 0),
+                                       Where("mobilenetv3_small_050"))
 
 
 def test_ghostnet_head_is_read_with_its_gate_held():
@@ -192,9 +203,74 @@ def test_ghostnet_head_is_read_with_its_gate_held():
                 parameter.add_(torch.randn_like(parameter) * 0.1)
     head = read_timm_head(model, "ghostnet_050")
     assert head.gated is not None and model.conv_head.bias is not None
-    check_head_is_pool_then_linear(model, head, "ghostnet_050")
+    check_head_is_pool_then_linear(model, head, _features(model), (0, 0), Where("ghostnet_050"))
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         fmap = head.to_map(model.forward_features(images), (0, 0))
         logits = fmap.mean(dim=(2, 3)) @ head.fc.weight.T + head.fc.bias
         torch.testing.assert_close(logits, model(images), rtol=1e-4, atol=1e-5)
+
+
+def _on_meta(name: str, **model_args) -> torch.nn.Module:
+    """A timm model at full size on the meta device: its modules and shapes, no weights and no arithmetic."""
+    import timm
+
+    with torch.device("meta"):
+        return timm.create_model(name, pretrained=False, num_classes=3, **model_args).eval()
+
+
+def test_every_architecture_a_reader_lists_is_matched_and_read_by_it():
+    """The generated timm table is true: each architecture a reader lists as checked at full size is served by
+    that reader (no other matches first) and read without a refusal."""
+    for reader in HEAD_READERS:
+        for entry in reader.checked:
+            name, _, pool = entry.partition(" (global_pool=")
+            model = _on_meta(name, **({"global_pool": pool.strip("')")} if pool else {}))
+            assert reader_for(model, name) is reader, entry
+            if isinstance(reader, HeadReader):
+                reader.read(model, Where(name))
+            else:
+                assert isinstance(reader, TokenViTReader)
+                reader.stack(model, Where(name), 1)
+
+
+def test_a_reader_that_matches_and_fails_names_itself():
+    with pytest.raises(UnsupportedModelError, match=r"read by timm head reader 'NormMlpClassifierHead', applies a "
+                                                    r"hidden Linear and tanh"):
+        read_timm_head(_on_meta("maxvit_tiny_tf_224"), "maxvit_tiny_tf_224")
+
+
+def test_a_head_no_reader_matches_is_refused_with_every_reader_named():
+    with pytest.raises(UnsupportedModelError, match="no timm head reader matches") as info:
+        read_timm_head(_on_meta("mambaout_femto"), "mambaout_femto")
+    assert all(f"({reader.name})" in str(info.value) for reader in HEAD_READERS)
+
+
+def test_two_readers_of_one_rank_that_match_one_model_are_a_registry_bug():
+    class Copy(SelectPoolReader):
+        name = "a copy of SelectAdaptivePool2d"
+
+    HEAD_READERS.append(Copy())
+    try:
+        with pytest.raises(RuntimeError, match="SelectAdaptivePool2d, a copy of SelectAdaptivePool2d all match"):
+            reader_for(make_tiny_timm("resnet"), "resnet18")
+    finally:
+        HEAD_READERS.pop()
+
+
+def test_token_vits_get_the_held_adapter_and_its_pooled_against_full_check(tmp_path):
+    """A token-pooled timm ViT is served as transformers' ViT is: a HeldTokenAdapter, whose load-time check
+    compares the pooled split (what the index pass uses) with the full one."""
+    model = AutoModelForImageClassification.from_pretrained(str(save_tiny_timm("vit_token_regs_scaled", tmp_path))).eval()
+    adapter = adapter_for(model)
+    assert isinstance(adapter, TimmTokenViTAdapter) and isinstance(adapter, HeldTokenAdapter)
+    assert adapter.prefix_tokens() == 3  # the class token and two registers
+    pixels = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    assert adapter.verify(pixels) < 1e-4
+
+    class RegistersCountedAsPatches(TimmTokenViTAdapter):
+        def prefix_tokens(self) -> int:
+            return 1
+
+    with pytest.raises(UnsupportedModelError, match="pooled split of its CLS token differs from the full split"):
+        RegistersCountedAsPatches(model).verify(pixels)

@@ -97,7 +97,7 @@ class ModelAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     family: ClassVar[str] = ""
     doc: ClassVar[str] = ""
-    has_extra_logits: bool = False  # an instance may set it (a timm ViT with token pooling)
+    has_extra_logits: bool = False
     #: True where :meth:`pooled_features` is much cheaper than F itself (the held linearisation): the
     #: index pass then stores pooled vectors only, and F is computed again for prototype images alone.
     pooled_is_cheaper: bool = False
@@ -122,6 +122,15 @@ class ModelAdapter:
         return submodule(self.model, "base_model", nn.Module)
 
     # -- to override -------------------------------------------------------------------
+    @classmethod
+    def for_model(cls, model: nn.Module) -> ModelAdapter:
+        """The adapter for ``model`` (what :func:`~epic_hf.adapters.adapter_for` builds): ``cls(model)``.
+
+        A registered class that serves models of one type in more than one way overrides it to pick,
+        once, the class that reads this model (timm: the held split for a token-pooled ViT).
+        """
+        return cls(model)
+
     @classmethod
     def cls_split_variant(cls) -> type[ModelAdapter] | None:
         """The variant that splits the family's CLS term over the tokens too (``split_cls=True``), if any."""

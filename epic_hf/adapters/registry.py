@@ -160,4 +160,4 @@ def adapter_for(model: nn.Module, *, split_cls: bool = False) -> ModelAdapter:
                 f"split_cls=True splits the CLS half of DINOv2's head over the tokens; {model_type!r} has no such "
                 "variant (CLS-token models such as ViT are always split): load it without split_cls")
         return variant(model)
-    return cls(model)
+    return cls.for_model(model)

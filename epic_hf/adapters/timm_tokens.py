@@ -1,40 +1,17 @@
-"""Where a timm model's features lie: the layout its ``forward_head`` reads, and the grid of its tokens.
+"""Where a timm model's tokens lie on the image: the grid of the (B, N, C) tokens ``forward_features`` gives.
 
-Families that write their mean in ``forward_head`` itself (PVT v2, Visformer, Twins, MLP-Mixer)
-say nothing of their layout in a module EPIC could name: it is read by trying, and the tokens are
-placed on the image by the patch embedding or the last stage's reduction.
+Token models (ViT-likes, Twins, MLP-Mixer, LeViT) say their grid in the patch embedding, or in the
+last stage's reduction; a square input's tokens lie on a square grid.
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
 from .base import method
-
-
-def token_layout(timm_model: nn.Module, fc: nn.Linear) -> int | None:
-    """None when ``forward_head`` takes a (B, C, H, W) map; its prefix-token count when it takes (B, N, C) tokens.
-
-    Read by trying both shapes on random features: a head written for the other layout fails on
-    the width (or gives logits of the wrong shape). Neither working leaves None, and the probe
-    that follows refuses the model with the error.
-    """
-    width, prefix = int(fc.weight.shape[1]), int(getattr(timm_model, "num_prefix_tokens", 0) or 0)
-    like = next(timm_model.parameters())
-    for layout, shape in ((None, (2, width, 3, 3)), (prefix, (2, prefix + 9, width))):
-        features = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(like)
-        try:
-            with torch.no_grad():
-                logits = method(timm_model, "forward_head")(features)
-        except (RuntimeError, ValueError, IndexError, TypeError, AssertionError):  # written for the other layout
-            continue
-        if tuple(logits.shape) == (2, fc.out_features):
-            return layout
-    return None
 
 
 def token_grid(timm_model: nn.Module, size: tuple[int, ...], tokens: int) -> tuple[int, int]:

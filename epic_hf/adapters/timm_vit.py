@@ -9,28 +9,26 @@ averages ``head`` on the CLS and ``head_dist`` on it: each token gets its own sp
 and A is ``[W_cls / 2 | W_dist / 2]``, as for transformers' DeiT with teacher). Anything else that would change the block's algebra
 (normalised queries and keys, a norm inside the attention or the MLP, gated attention, another
 block or MLP class such as Eva's rotary SwiGLU blocks) is refused by name at load time.
+
+:class:`TokenViTReader` is the timm head reader (:mod:`.timm_readers`) that matches these models;
+:class:`TimmTokenViTAdapter` serves them through the held machinery transformers' ViT uses
+(:class:`~.vit.HeldTokenAdapter`: one hooked forward per batch, the pooled split checked against
+the full one at load).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import UnsupportedModelError
-from .base import (
-    LinearHead,
-    ModelForward,
-    activation,
-    attribute,
-    layers,
-    linear_head,
-    method,
-    submodule,
-)
-from .held import HeldBlock, HeldStack, held_linearisation
-from .vit import read_forward
+from .base import LinearHead, activation, attribute, layers, linear_head, method, submodule
+from .held import HeldBlock, HeldStack
+from .timm_readers import TimmReader, Where, check_timm_config, qualified, register_head_reader
+from .vit import HeldTokenAdapter
 
 VISION_TRANSFORMER = "timm.models.vision_transformer.VisionTransformer"
 #: DeiT with a distillation token: ``forward_head`` averages ``head`` on the CLS token and
@@ -43,12 +41,6 @@ _MLP = "timm.layers.mlp.Mlp"
 
 def _qualified(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
-
-
-def is_token_vision_transformer(timm_model: nn.Module) -> bool:
-    """A plain timm VisionTransformer (or distilled DeiT) that classifies from its CLS token (no attention pool)."""
-    return (_qualified(timm_model) in (VISION_TRANSFORMER, DISTILLED) and getattr(timm_model, "global_pool", None) == "token"
-            and getattr(timm_model, "attn_pool", None) is None)
 
 
 def _layer_scale(module: nn.Module) -> torch.Tensor | None:
@@ -105,45 +97,97 @@ def _block(block: nn.Module, where: str) -> HeldBlock:
     )
 
 
-class TimmTokenViT:
-    """The held split of a token-pooled timm VisionTransformer: its stack, its head, its patch grid."""
+@register_head_reader
+class TokenViTReader(TimmReader):
+    """A plain timm VisionTransformer (or distilled DeiT) that classifies from its CLS token: the held split's reader.
 
-    def __init__(self, timm_model: nn.Module, architecture: str) -> None:
-        where = f"timm architecture {architecture!r} (VisionTransformer, global_pool='token')"
-        self.timm_model = timm_model
-        blocks = [_block(block, f"{where}: block {index}") for index, block in enumerate(layers(timm_model, "blocks"))]
-        final = timm_model.fc_norm if isinstance(timm_model.fc_norm, nn.LayerNorm) else timm_model.norm
-        if not isinstance(final, nn.LayerNorm):
-            raise UnsupportedModelError(f"{where} has no final LayerNorm (norm and fc_norm are "
-                                        f"{type(timm_model.norm).__name__} and {type(timm_model.fc_norm).__name__})")
-        names = ("head", "head_dist") if _qualified(timm_model) == DISTILLED else ("head",)
+    Its models are served by :class:`TimmTokenViTAdapter` (not a :class:`~.timm_heads.TimmHead`): it reads
+    the blocks as :class:`HeldBlock` s, the final norm and the read-out heads.
+    """
+
+    name = "held split of a CLS token"
+    serves = ("a VisionTransformer or distilled DeiT with global_pool='token' (timm's plain Block, Attention and "
+              "Mlp), its CLS token split over the tokens by the held linearisation")
+    how = ("the CLS token (and a distilled DeiT's distillation token) split over the tokens per image by the held "
+           "linearisation; F = the patch tokens' parts on the patch grid; the prefix tokens' own parts are the exact "
+           "CLS term")
+    checked = ("vit_small_patch16_224", "vit_base_patch16_224", "vit_base_patch16_clip_224",
+               "deit_small_patch16_224", "deit_small_distilled_patch16_224")
+    tested = {
+        "vit_tiny_patch16_224 with global_pool='token' (VisionTransformer; also with reg_tokens, init_values, fc_norm)": (
+            "the CLS token split over the tokens per image by the held linearisation (LayerNorm scales, attention "
+            "weights, MLP gates held); F = the patch tokens' parts on the patch grid; the CLS's and register "
+            "tokens' own parts are the exact CLS term"),
+        "deit_tiny_distilled_patch16_224 (VisionTransformerDistilled)": (
+            "the CLS and distillation tokens each split by the held linearisation; F stacks the two splits "
+            "(2D channels) and A = [W_head / 2 | W_head_dist / 2], the average forward_head takes"),
+    }
+    refused = {"ViT with global_pool='token' and qk_norm, scale_norm, gated attention or another block class": (
+        "the held split reads timm's plain Block, Attention and Mlp only; the rest is refused by name")}
+
+    def matches(self, timm_model: nn.Module) -> bool:
+        return (qualified(timm_model) in (VISION_TRANSFORMER, DISTILLED) and getattr(timm_model, "global_pool", None)
+                == "token" and getattr(timm_model, "attn_pool", None) is None)
+
+    def heads(self, timm_model: nn.Module, where: Where) -> list[tuple[LinearHead, float]]:
+        """(head, its share in the model's combination) per read-out token: the CLS, then the distillation token."""
+        names = ("head", "head_dist") if qualified(timm_model) == DISTILLED else ("head",)
         for name in names:
             if not isinstance(getattr(timm_model, name, None), nn.Linear):
                 raise UnsupportedModelError(f"{where} classifies with a {type(getattr(timm_model, name, None)).__name__} "
                                             f"as {name}, not one Linear layer (was it loaded without a classification head?)")
-        # (head, its share in the model's combination) per read-out token: the CLS, then the distillation token
-        self.readouts = [(linear_head(submodule(timm_model, name, nn.Linear)), 1 / len(names)) for name in names]
-        self.stack = HeldStack(blocks, final, readouts=tuple(range(len(names))))
-        self.linear = submodule(timm_model, "head", nn.Linear)
+        return [(linear_head(submodule(timm_model, name, nn.Linear)), 1 / len(names)) for name in names]
 
-    def head(self) -> LinearHead:
-        """A = [W_cls / 2 | W_dist / 2] for a distilled DeiT (F stacks the two tokens' splits), else the head."""
-        weight = torch.cat([head.weight * share for head, share in self.readouts], dim=1)
-        bias = torch.stack([head.bias * share for head, share in self.readouts]).sum(dim=0)
-        return LinearHead(weight=weight, bias=bias)
+    def stack(self, timm_model: nn.Module, where: Where, readouts: int) -> HeldStack:
+        """Every block as a :class:`HeldBlock` (or its refusal by name), and the final LayerNorm on the CLS token."""
+        blocks = [_block(block, f"{where} block {index}") for index, block in enumerate(layers(timm_model, "blocks"))]
+        fc_norm, norm = getattr(timm_model, "fc_norm", None), getattr(timm_model, "norm", None)
+        final = fc_norm if isinstance(fc_norm, nn.LayerNorm) else norm
+        if not isinstance(final, nn.LayerNorm):
+            raise UnsupportedModelError(f"{where} has no final LayerNorm (norm and fc_norm are "
+                                        f"{type(norm).__name__} and {type(fc_norm).__name__})")
+        return HeldStack(blocks, final, readouts=tuple(range(readouts)))
 
-    def _weights(self) -> list[torch.Tensor]:
-        return [head.weight * share for head, share in self.readouts]
 
-    def forward(self, run_model: Callable[[], torch.Tensor], pixel_values: torch.Tensor,
-                pooled: bool = False) -> ModelForward:
-        """``run_model()`` (the wrapper's own forward on ``pixel_values``) once, with the held split riding on it.
+class TimmTokenViTAdapter(HeldTokenAdapter):
+    """A token-pooled timm VisionTransformer (or distilled DeiT) through TimmWrapper, split as transformers' ViT is.
 
-        ``pooled=True`` splits the class and register tokens one by one and sums the patches (the index pass's need).
-        """
-        track = attribute(self.timm_model, "num_prefix_tokens", int) if pooled else None
-        with held_linearisation(self.stack, track=track) as tokens:
-            logits = run_model()
-        feat_size = method(submodule(self.timm_model, "patch_embed", nn.Module), "dynamic_feat_size")
-        grid = tuple(feat_size(tuple(pixel_values.shape[-2:])))
-        return read_forward(logits, tokens, self._weights(), (int(grid[0]), int(grid[1])), pooled)
+    The same held machinery as :class:`~.vit.ViTAdapter` (one hooked forward per batch, the pooled split
+    checked against the full one at load); :class:`TokenViTReader` reads the blocks and heads. Not
+    registered under a model type: ``TimmWrapperAdapter.for_model`` picks it for the models that reader matches.
+    """
+
+    family = "timm VisionTransformer or distilled DeiT with global_pool='token' (CLS token, held linearisation)"
+    doc = TokenViTReader.how
+    reader = TokenViTReader()
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:  # Any: a TimmWrapperConfig, whose fields are timm's own
+        check_timm_config(config)
+
+    def where(self) -> Where:
+        return Where(str(getattr(self.config, "architecture", "?")), type(self.base_model()).__name__, self.reader.name)
+
+    def _readout_heads(self) -> list[tuple[LinearHead, float]]:
+        return self.reader.heads(self.base_model(), self.where())
+
+    def build_stack(self) -> HeldStack:
+        return self.reader.stack(self.base_model(), self.where(), len(self.readouts))
+
+    def classifier(self) -> nn.Module:
+        return submodule(self.base_model(), "head", nn.Module)
+
+    def prefix_tokens(self) -> int:
+        """The class token, a distilled DeiT's distillation token and the register tokens."""
+        return attribute(self.base_model(), "num_prefix_tokens", int)
+
+    def grid_hook(self, grid: list[tuple[int, int]]) -> RemovableHandle:
+        """The patch grid of each forward, as timm's patch embedding computes it for the input it gets."""
+        embed = submodule(self.base_model(), "patch_embed", nn.Module)
+        feat_size = method(embed, "dynamic_feat_size")
+
+        def record(_module: nn.Module, args: tuple, _output: object) -> None:
+            height, width = feat_size(tuple(args[0].shape[-2:]))
+            grid.append((int(height), int(width)))
+
+        return embed.register_forward_hook(record)

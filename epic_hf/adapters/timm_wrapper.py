@@ -1,15 +1,13 @@
 """timm classifiers loaded through transformers' ``TimmWrapperForImageClassification``.
 
-A timm classifier computes ``forward_head(forward_features(x))``. EPIC decomposes it exactly when
-the head is an average over space, optionally followed by a LayerNorm (folded into F exactly like
-ConvNeXt's post-pool LayerNorm), and then one Linear; token models (VisionTransformer, Eva, BEiT,
-Twins, MLP-Mixer) with ``global_pool='avg'`` give F as their patch tokens. Two more heads are read
-exactly per image: a VisionTransformer's (or distilled DeiT's) CLS token (``global_pool='token'``),
-split by the held linearisation (:mod:`.timm_vit`), and a pointwise layer with an activation after
-the pool (MobileNetV3/V4, LCNet, FBNetV3, GhostNet, MetaFormer's MlpHead), its gate held. The head
-is read in :mod:`.timm_heads`, without importing timm (an optional extra the core must not need);
-here the reading is proved on random features at load time, before a head that pools with a
-maximum or attention could be explained wrongly.
+A timm classifier computes ``forward_head(forward_features(x))``. Which of the registered head
+readers (:mod:`.timm_readers`) serves a model is decided once, when the adapter is made
+(:meth:`TimmWrapperAdapter.for_model`): a VisionTransformer that classifies from its CLS token goes
+to :class:`~.timm_vit.TimmTokenViTAdapter` (the held split, as transformers' ViT); every other model
+to :class:`TimmWrapperAdapter`, whose reader gives a :class:`~.timm_heads.TimmHead`. At load the
+reading is proved on random features shaped like the model's own ``forward_features`` output
+(:func:`check_head_is_pool_then_linear`), before a head that pools with a maximum or attention could
+be explained wrongly; then the decomposition must reproduce the logits, as for every adapter.
 """
 
 from __future__ import annotations
@@ -19,162 +17,160 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import (
-    LinearHead,
-    ModelAdapter,
-    ModelForward,
-    PooledFeatures,
-    SpatialFeatures,
-    attribute,
-    method,
-)
+from .base import LinearHead, ModelAdapter, SpatialFeatures, attribute, method, model_config, submodule
 from .registry import register_adapter
-from .timm_coverage import CHECKED_ARCHITECTURES, REFUSED_HEADS, VERIFIED_ARCHITECTURES
-from .timm_heads import (
-    SELECT_POOL,
-    TimmHead,
-    check_pool_type,
-    qualified,
-    read_timm_head,
-    refuse,
-)
+from .timm_gated import GatedConvHeadReader  # noqa: F401 - importing the module registers its readers
+from .timm_heads import SELECT_POOL, HeadReader, TimmHead
+from .timm_readers import HEAD_READERS, Where, check_timm_config, qualified, reader_for
 from .timm_tokens import token_grid
-from .timm_vit import TimmTokenViT, is_token_vision_transformer
+from .timm_vit import TimmTokenViTAdapter, TokenViTReader
 
 __all__ = ["TimmHead", "TimmWrapperAdapter", "check_head_is_pool_then_linear", "read_timm_head"]
 
 
+def read_timm_head(timm_model: nn.Module, architecture: str) -> TimmHead:
+    """The head of a timm model that is not a token ViT, read by the one reader that matches it (or refused)."""
+    return _read(timm_model, architecture)[0]
+
+
+def _read(timm_model: nn.Module, architecture: str) -> tuple[TimmHead, Where]:
+    reader = reader_for(timm_model, architecture)
+    where = Where(architecture, type(timm_model).__name__, reader.name)
+    if not isinstance(reader, HeadReader):
+        raise where.refuse(f"is split by the held linearisation ({TimmTokenViTAdapter.__name__}), not read as a "
+                           "pooled head; load it with epic_hf.adapters.adapter_for")
+    return reader.read(timm_model, where), where
+
+
 @register_adapter
 class TimmWrapperAdapter(ModelAdapter):
-    """timm classifiers (``model_type='timm_wrapper'``) whose head is avg pool [+ LayerNorm] + Linear."""
+    """timm classifiers (``model_type='timm_wrapper'``), each read by the one registered timm head reader that matches it.
+
+    A token-pooled VisionTransformer is served by ``TimmTokenViTAdapter`` (see :meth:`for_model`); this
+    class reads every other head as F and a linear map of its mean. The readers, as registered:
+    """
 
     model_types = ("timm_wrapper",)
-    family = "timm via TimmWrapper: ResNet, EfficientNet, RegNet, ConvNeXt, DLA, Swin, ViT (avg or token pool)"
-    doc = (
-        "`timm_model.forward_features(x)`: the (B, D, H, W) map (a channels-last map permuted), or for a "
-        "ViT the patch tokens (num_prefix_tokens dropped) on the patch grid; a LayerNorm after the pool "
-        "(ConvNeXt's `head.norm`, ViT's `fc_norm`) folded in as for ConvNeXt; head: the timm classifier "
-        "(a Linear, or a 1x1 convolution read as its matrix). At load, forward hooks list every module "
-        "timm's `forward_head` runs (anything but the pool, a LayerNorm, dropout and the classifier is "
-        "refused by name), and on random features its logits must equal the classifier of the mean of F. A "
-        "VisionTransformer with global_pool='token' is split by the held linearisation (the CLS term); max and "
-        "attention pooling are refused; MobileNetV3's conv_head and activation after the pool are read with "
-        "the activation's gate held per image (F = its hidden units)"
-    )
+    family = "timm via TimmWrapper (one registered head reader per kind of timm head)"
+    doc = ""  # generated from the readers below the class
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        architecture = str(getattr(self.config, "architecture", "?"))
-        self.token_vit: TimmTokenViT | None = None
-        if is_token_vision_transformer(self.base_model()):  # the CLS token, split by the held linearisation
-            self.token_vit = TimmTokenViT(self.base_model(), architecture)
-            self.timm_head = TimmHead(fc=self.token_vit.linear)
-            self.has_extra_logits = True
-            self.pooled_is_cheaper = True
-            return
-        self.timm_head = read_timm_head(self.base_model(), architecture)
-        check_head_is_pool_then_linear(self.base_model(), self.timm_head, architecture)
+        self.timm_head, self.where = _read(self.base_model(), self.architecture)
 
     @classmethod
-    def check_config(cls, config: Any) -> None:
-        """Refuse from config.json alone what it already tells: a pool that is not an average or the CLS token."""
+    def for_model(cls, model: nn.Module) -> ModelAdapter:
+        """Chosen once, by the registry: the held split where :class:`~.timm_vit.TokenViTReader` serves the model,
+        else this class (whose reader then reads the head). The config is checked first, so that a pool the
+        config already refuses is refused with its reason."""
+        config = model_config(model)
+        cls.check_config(config)
         architecture = str(getattr(config, "architecture", "?"))
-        pool = (getattr(config, "model_args", None) or {}).get("global_pool", getattr(config, "global_pool", None))
-        if isinstance(pool, str) and pool != "token":  # a token-pooled ViT is read by the held split
-            check_pool_type(pool, architecture, "")
+        if isinstance(reader_for(submodule(model, "timm_model", nn.Module), architecture), TokenViTReader):
+            return TimmTokenViTAdapter(model)
+        return cls(model)
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:  # Any: a TimmWrapperConfig, whose fields are timm's own
+        check_timm_config(config)
 
     @classmethod
     def doc_rows(cls) -> list[tuple[str, str, str]]:
-        rows = [(name, "exact (tested)", how) for name, how in VERIFIED_ARCHITECTURES.items()]
-        rows.append((", ".join(CHECKED_ARCHITECTURES), "exact (checked once at full size, timm 1.0.31)",
-                     "the same readers: an average-pooled map, a channels-last map (Swin), ViT patch tokens, the "
-                     "held split of a ViT's CLS token, or a gated head (MobileNetV3/V4, LCNet, FBNetV3, GhostNet, ConvFormer, "
-                     "CAFormer)"))
-        return rows + [(name, "refused", why) for name, why in REFUSED_HEADS.items()]
+        """Every reader's coverage rows, tested and checked first, then what each refuses."""
+        rows = [row for reader in HEAD_READERS for row in reader.rows()]
+        return [row for row in rows if row[1] != "refused"] + [row for row in rows if row[1] == "refused"]
+
+    @property
+    def architecture(self) -> str:
+        return str(getattr(self.config, "architecture", "?"))
 
     def trunk(self) -> None:
-        """None: timm's ``forward_features`` is a method, not a module whose output a hook can record, so a
-        non-token timm model's F is read by a pass of its own (token ViTs ride the held split on the forward)."""
+        """None: timm's ``forward_features`` is a method, not a module whose output a hook can record, so F is
+        read by a pass of its own."""
         return None
 
-    def forward(self, pixel_values: torch.Tensor, pooled: bool = False) -> ModelForward:
-        if self.token_vit is not None:
-            values = pixel_values.to(attribute(self.model, "dtype", torch.dtype))
-            return self.token_vit.forward(lambda: self.model_logits(values), values, pooled)
-        return super().forward(pixel_values, pooled)
-
     def features(self, pixel_values: torch.Tensor) -> SpatialFeatures:
-        if self.token_vit is not None:
-            return self.forward(pixel_values).spatial()
         return SpatialFeatures(self.feature_map(pixel_values))
 
-    def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
-        if self.token_vit is not None:
-            return self.forward(pixel_values, pooled=True).pooled
-        return super().pooled_features(pixel_values)
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return method(self.base_model(), "forward_features")(pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
+
+    def grid(self, features: torch.Tensor, size: tuple[int, ...]) -> tuple[int, int]:
+        """Where tokens lie on the image (a map needs no grid: (0, 0))."""
+        if features.ndim != 3:
+            return (0, 0)
+        return token_grid(self.base_model(), size, features.shape[1] - self.timm_head.prefix_tokens)
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self.token_vit is not None:
-            return self.features(pixel_values).fmap
-        timm_model = self.base_model()
-        features = method(timm_model, "forward_features")(pixel_values.to(attribute(self.model, "dtype", torch.dtype)))
-        grid = (0, 0)
-        if self.timm_head.prefix_tokens is not None:
-            grid = token_grid(timm_model, tuple(pixel_values.shape[-2:]), features.shape[1] - self.timm_head.prefix_tokens)
-        return self.timm_head.to_map(features, grid)
+        features = self.forward_features(pixel_values)
+        return self.timm_head.to_map(features, self.grid(features, tuple(pixel_values.shape[-2:])))
 
     def classifier(self) -> nn.Module:
         return self.timm_head.fc
 
     def head(self) -> LinearHead:
         """(A, b) of the classifier; a 1x1 convolution's (out, in, 1, 1) kernel is the same matrix."""
-        if self.token_vit is not None:  # the CLS head, or a distilled DeiT's two heads side by side
-            return self.token_vit.head()
         fc = self.timm_head.fc
         weight = fc.weight.detach().flatten(1)
         bias = fc.bias.detach() if fc.bias is not None else torch.zeros(weight.shape[0])
         return LinearHead(weight=weight, bias=bias.to(weight))
 
+    def verify(self, pixel_values: torch.Tensor) -> float:
+        """The head proved on random features shaped like this model's own, then the identity every adapter proves."""
+        with torch.no_grad():
+            features = self.forward_features(pixel_values)
+        grid = self.grid(features, tuple(pixel_values.shape[-2:]))
+        check_head_is_pool_then_linear(self.base_model(), self.timm_head, features, grid, self.where)
+        return super().verify(pixel_values)
 
-def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, architecture: str) -> None:
-    """Run timm's own ``forward_head`` on random features and compare with the pool [+ norm] + Linear EPIC uses.
 
-    The structural reading names a pool, a norm and a classifier; this proves that nothing else
-    runs between them. Forward hooks list every module ``forward_head`` calls (a BatchNorm1d
-    before the Linear, a conv_head, an activation module are refused by name), and on signed
-    random features the logits must equal ``fc(avg_hw(F))``, which also catches functional
-    activations that no hook sees.
+TimmWrapperAdapter.doc = (
+    "F and (A, b) are read by the one registered timm head reader that matches the model (a reader that names "
+    "its class or its head's class, else the one that matches its global pool): "
+    + ", ".join(repr(reader.name) for reader in HEAD_READERS)
+    + " (each row below names its reader). A VisionTransformer or distilled DeiT with global_pool='token' is "
+    f"split by the held linearisation as transformers' ViT is ({TokenViTReader.name!r}, served by "
+    "TimmTokenViTAdapter; the CLS term). For every other head, at load, timm's own `forward_head` runs on random "
+    "features shaped like the model's `forward_features` output: forward hooks list every module it runs (any the "
+    "reader did not name, but the pool, dropout and flatten, is refused by name), and its logits must equal the "
+    "classifier of the mean of F"
+)
+TimmWrapperAdapter.__doc__ = (TimmWrapperAdapter.__doc__ or "") + "".join(
+    f"\n    * {reader.name!r}: {reader.serves}." for reader in HEAD_READERS) + "\n"
+
+
+def check_head_is_pool_then_linear(timm_model: nn.Module, head: TimmHead, features: torch.Tensor,
+                                   grid: tuple[int, int], where: Where) -> None:
+    """Run timm's own ``forward_head`` on random features and compare with the reading EPIC uses.
+
+    ``features`` is the model's own ``forward_features`` output (its shape is what ``forward_head``
+    reads, so nothing is guessed); the probe runs on signed random values of that shape. Forward hooks
+    list every module ``forward_head`` calls (a BatchNorm1d before the Linear, a conv_head, an
+    activation module the reader did not name are refused by name), and the logits must equal
+    ``fc(avg_hw(F))``, which also catches functional activations that no hook sees.
     """
-    width = head.input_width
-    if getattr(timm_model, "num_features", width) != width:
-        raise refuse(architecture, timm_model, f"changes the width after the pool ({timm_model.num_features} "
-                      f"features, {width} at the classifier), so a layer sits between the pool and the Linear")
-    shape: tuple[int, ...]
-    if head.prefix_tokens is not None:
-        shape = (2, head.prefix_tokens + 9, width)
-    else:
-        shape = (2, 3, 3, width) if head.channels_last else (2, width, 3, 3)
-    features = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(next(timm_model.parameters()))
-    try:
-        ran, logits = _run_head_with_hooks(timm_model, features)
-    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as error:  # another layout
-        raise refuse(architecture, timm_model, "does not read a (B, C, H, W) feature map in forward_head as "
-                      f"EPIC averages it ({type(error).__name__}: {str(error).splitlines()[0][:120]})") from None
+    probe = torch.randn(features.shape, generator=torch.Generator().manual_seed(0)).to(features)
+    with torch.no_grad():
+        fmap = head.to_map(probe, grid).float()
+    width = int(head.fc.weight.shape[1])
+    if fmap.shape[1] != width:
+        raise where.refuse(f"changes the width after the pool ({fmap.shape[1]} features in F, {width} at the "
+                           "classifier), so a layer sits between the pool and the Linear")
+    ran, logits = _run_head_with_hooks(timm_model, probe)
     allowed = _allowed_head_modules(timm_model, head)
     extra = [f"{name} ({type(module).__name__})" for name, module in ran if module not in allowed]
     if extra:
-        raise refuse(architecture, timm_model, f"applies {', '.join(extra)} between the global pool and its "
-                      "classifier, which EPIC does not fold")
-    with torch.no_grad():
-        expected = head.to_map(features, (3, 3)).float().mean(dim=(2, 3)) @ head.fc.weight.float().flatten(1).T
-        if head.fc.bias is not None:
-            expected = expected + head.fc.bias.float()
+        raise where.refuse(f"applies {', '.join(extra)} between the global pool and its classifier, which EPIC "
+                           "does not fold")
+    expected = fmap.mean(dim=(2, 3)) @ head.fc.weight.detach().float().flatten(1).T
+    if head.fc.bias is not None:
+        expected = expected + head.fc.bias.detach().float()
     if logits.shape != expected.shape or not torch.allclose(logits, expected, rtol=1e-4, atol=1e-5):
-        raise refuse(architecture, timm_model, "computes something other than an average pool (and a "
-                      "LayerNorm) and one Linear after forward_features")
+        raise where.refuse("computes something other than what its reader reads after forward_features (an average "
+                           "pool, folded norms, held gates and one Linear)")
 
 
-def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple[list, torch.Tensor]:
+def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple[list[tuple[str, nn.Module]], torch.Tensor]:
     """``forward_head(features)`` as (name, module) of each leaf module it ran, and its logits."""
     names = {module: name for name, module in timm_model.named_modules() if not list(module.children())}
     ran: list[tuple[str, nn.Module]] = []
@@ -189,7 +185,7 @@ def _run_head_with_hooks(timm_model: nn.Module, features: torch.Tensor) -> tuple
 
 
 def _allowed_head_modules(timm_model: nn.Module, head: TimmHead) -> set[nn.Module]:
-    """The modules a decomposable head may run: its pool, dropouts, flattens, identities, norm and fc."""
+    """The modules a decomposable head may run: its pool, dropouts, flattens, identities, norm, fc and named modules."""
     allowed: set[nn.Module] = {head.fc, *head.head_modules}
     if head.norm is not None:
         allowed.add(head.norm)
