@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import LinearHead, ModelAdapter, SpatialFeatures, attribute, method, model_config, submodule
+from .base import LinearHead, ModelAdapter, SpatialFeatures, attribute, bias_of, method, model_config, submodule
 from .registry import register_adapter
 from .timm_gated import GatedConvHeadReader  # noqa: F401 - importing the module registers its readers
 from .timm_heads import SELECT_POOL, HeadReader, TimmHead
@@ -111,9 +111,7 @@ class TimmWrapperAdapter(ModelAdapter):
     def head(self) -> LinearHead:
         """(A, b) of the classifier; a 1x1 convolution's (out, in, 1, 1) kernel is the same matrix."""
         fc = self.timm_head.fc
-        weight = fc.weight.detach().flatten(1)
-        bias = fc.bias.detach() if fc.bias is not None else torch.zeros(weight.shape[0])
-        return LinearHead(weight=weight, bias=bias.to(weight))
+        return LinearHead(weight=fc.weight.detach().flatten(1), bias=bias_of(fc))
 
     def verify(self, pixel_values: torch.Tensor) -> float:
         """The head proved on random features shaped like this model's own, then the identity every adapter proves."""
