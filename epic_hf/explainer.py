@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from torch import nn
 
+from .adapters import ModelAdapter
 from .atomic import atomic_path
 from .backbone import FrozenClassifier, ModelReference
 from .bank import PrototypeBank
@@ -42,6 +43,34 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+class _Classifiers(Generic[T]):
+    """An explainer attribute that is its classifier's own, read through a dotted path.
+
+    Why: the explainer exposes the wrapped model's facts (``model``, ``device``, ``id2label``, ...) as its
+    own, as the public API promises; one typed descriptor says so once instead of a property apiece.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @overload
+    def __get__(self, explainer: None, owner: type) -> _Classifiers[T]: ...
+
+    @overload
+    def __get__(self, explainer: EpicExplainer, owner: type) -> T: ...
+
+    def __get__(self, explainer: EpicExplainer | None, owner: type) -> _Classifiers[T] | T:
+        if explainer is None:
+            return self
+        value: Any = explainer.classifier
+        for part in self.path.split("."):
+            value = getattr(value, part)
+        return value
 
 
 class EpicExplainer(HubMixin):
@@ -125,26 +154,15 @@ class EpicExplainer(HubMixin):
         return cls(model, processor, matrix, base_model_name_or_path=reference.name_or_path,
                    base_model_revision=reference.revision, split_cls=split_cls)
 
-    # -- what it wraps -------------------------------------------------------------------
-    @property
-    def model(self) -> nn.Module:
-        return self.classifier.model
-
-    @property
-    def image_processor(self) -> Any:
-        return self.classifier.image_processor
-
-    @property
-    def adapter(self):
-        return self.classifier.adapter
-
-    @property
-    def num_channels(self) -> int:
-        return self.classifier.num_channels
-
-    @property
-    def device(self) -> torch.device:
-        return self.classifier.device
+    # -- what it wraps: the classifier's own, read through (``explainer.model is explainer.classifier.model``) --
+    model: _Classifiers[nn.Module] = _Classifiers("model")
+    image_processor: _Classifiers[Any] = _Classifiers("image_processor")  # Any: processors share no base with __call__
+    adapter: _Classifiers[ModelAdapter] = _Classifiers("adapter")
+    num_channels: _Classifiers[int] = _Classifiers("num_channels")
+    device: _Classifiers[torch.device] = _Classifiers("device")
+    id2label: _Classifiers[dict[int, str]] = _Classifiers("id2label")
+    base_model_name_or_path: _Classifiers[str | None] = _Classifiers("reference.name_or_path")
+    base_model_revision: _Classifiers[str | None] = _Classifiers("reference.revision")
 
     @property
     def matrix(self) -> str:
@@ -168,18 +186,6 @@ class EpicExplainer(HubMixin):
             raise ValueError(f"U must be {self.num_channels} x {self.num_channels} for this model, "
                              f"got {disentangler.dim} x {disentangler.dim}")
         self._unfitted = disentangler
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return self.classifier.id2label
-
-    @property
-    def base_model_name_or_path(self) -> str | None:
-        return self.classifier.reference.name_or_path
-
-    @property
-    def base_model_revision(self) -> str | None:
-        return self.classifier.reference.revision
 
     @property
     def U(self) -> torch.Tensor:
