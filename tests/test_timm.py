@@ -274,3 +274,26 @@ def test_token_vits_get_the_held_adapter_and_its_pooled_against_full_check(tmp_p
 
     with pytest.raises(UnsupportedModelError, match="pooled split of its CLS token differs from the full split"):
         RegistersCountedAsPatches(model).verify(pixels)
+
+
+def test_a_timm_token_vit_fits_saves_and_explains_from_its_bank(tmp_path):
+    """The whole path for a timm ViT that reads its CLS token: fit, save the bank, load it with its base model,
+    explain, and the terms add up to the model's own logit (computed here on its own)."""
+    from epic_hf.synthetic import planted_dataset
+
+    model_dir = save_tiny_timm("vit_token", tmp_path / "vit_token")
+    explainer = EpicExplainer.from_pretrained(str(model_dir))
+    assert isinstance(explainer.adapter, TimmTokenViTAdapter)
+    data = planted_dataset(16, num_classes=3, size=IMAGE_SIZE, seed=0)
+    explainer.fit(data, prototypes_per_channel=2, schedule_start=4, schedule_end=2, schedule_steps=1,
+                  batch_size=8, train_batch_size=16, lr=1e-2, seed=0)
+    explainer.save_pretrained(tmp_path / "bank")
+    reloaded = EpicExplainer.from_pretrained(str(tmp_path / "bank"))
+    image = data[5]["image"].convert("RGB")
+    explanation = reloaded.explain(image)
+    assert all(channel.prototypes for channel in explanation.channels)
+    with torch.no_grad():
+        own = reloaded.model(pixel_values=reloaded.preprocess([image])).logits[0]
+    total = explanation.contributions.sum() + explanation.cls_contribution + explanation.bias
+    assert torch.isclose(total.double(), own[explanation.target_index].double(), rtol=1e-4, atol=1e-5)
+    assert 0.0 < explanation.patch_share < 1.0
