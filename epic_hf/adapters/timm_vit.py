@@ -39,10 +39,6 @@ _ATTENTION = "timm.layers.attention.Attention"
 _MLP = "timm.layers.mlp.Mlp"
 
 
-def _qualified(obj: object) -> str:
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
-
-
 def _layer_scale(module: nn.Module) -> torch.Tensor | None:
     if isinstance(module, nn.Identity):
         return None
@@ -56,9 +52,9 @@ def _problems(block: nn.Module) -> list[str]:
     """What a block holds that the split does not compute with: nothing for timm's plain Block, Attention and Mlp."""
     attention, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
     problems = []
-    if _qualified(block) != _BLOCK:
+    if qualified(block) != _BLOCK:
         problems.append(f"the block class {type(block).__name__}")
-    if _qualified(attention) != _ATTENTION:
+    if qualified(attention) != _ATTENTION:
         problems.append(f"the attention class {type(attention).__name__}")
     else:
         for name in ("q_norm", "k_norm", "norm"):
@@ -66,7 +62,7 @@ def _problems(block: nn.Module) -> list[str]:
                 problems.append(f"attn.{name} ({type(getattr(attention, name)).__name__})")
         if getattr(attention, "gate", None) is not None:
             problems.append("a gated attention (attn.gate)")
-    if _qualified(mlp) != _MLP:
+    if qualified(mlp) != _MLP:
         problems.append(f"the MLP class {type(mlp).__name__}")
     elif not isinstance(getattr(mlp, "norm", None), nn.Identity):
         problems.append(f"mlp.norm ({type(getattr(mlp, 'norm', None)).__name__})")
