@@ -82,3 +82,107 @@ def test_attribution_map_refuses_bad_channels(resnet, data):
         explanation.attribution_map([resnet.num_channels])
     with pytest.raises(ValueError, match="'shown', 'all'"):
         explanation.attribution_map("top")
+
+
+# -- deletion and insertion (RISE) ----------------------------------------------------------------------------
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def faithful(resnet, data):
+    resnet.disentangler = _random_U(resnet.num_channels, 3)
+    report = resnet.evaluate(data, faithfulness=True, faithfulness_steps=STEPS, max_samples=6, batch_size=4)
+    return report
+
+
+def _rise_by_hand(model, processor, images, mode: str) -> float:
+    """The protocol, written out plainly: one image, one step, one forward at a time."""
+    import torchvision.transforms.functional as tvf
+    from PIL import Image
+
+    model.eval()  # as the explainer runs it (a config-built model starts in train mode)
+    aucs = []
+    for image in images:
+        x = processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            logits = model(pixel_values=x).logits[0]
+            k = int(logits.argmax())
+            fmap = model.resnet(pixel_values=x).last_hidden_state[0].double()
+        weight = model.classifier[-1].weight[k].double()
+        cam = torch.einsum("d,dhw->hw", weight, fmap).float()
+        _, _, height, width = x.shape
+        cam = nnf.interpolate(cam[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        values = cam.reshape(-1).tolist()
+        order = sorted(range(height * width), key=lambda p: (-values[p], p))
+        black = processor(images=[Image.new("RGB", (width, height))], return_tensors="pt")["pixel_values"]
+        blurred = tvf.gaussian_blur(x, kernel_size=[11, 11], sigma=[5.0, 5.0])
+        start, end = (x, black) if mode == "deletion" else (blurred, x)
+        probabilities = []
+        for i in range(STEPS + 1):
+            count = round(i * height * width / STEPS)
+            current = start.clone().reshape(1, 3, -1)
+            chosen = torch.tensor(order[:count], dtype=torch.long)
+            current[:, :, chosen] = end.reshape(1, 3, -1)[:, :, chosen]
+            with torch.no_grad():
+                probabilities.append(float(model(pixel_values=current.reshape(x.shape)).logits.softmax(-1)[0, k]))
+        p = probabilities
+        aucs.append((p[0] / 2 + sum(p[1:-1]) + p[-1] / 2) / STEPS)
+    return sum(aucs) / len(aucs)
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_deletion_and_insertion_auc_match_the_protocol_written_out(resnet, data, faithful, mode):
+    found = faithful.faithfulness[mode]["all_channels"]
+    expected = _rise_by_hand(resnet.model, resnet.image_processor, [data[i]["image"] for i in range(6)], mode)
+    assert abs(found - expected) < 1e-6, (found, expected)
+
+
+def test_the_faithfulness_report_has_every_method_and_its_curves(faithful):
+    result = faithful.faithfulness
+    methods = {"epic", "epic_identity", "all_channels", "random"}
+    if not os.environ.get("CI"):
+        pass
+    assert methods <= set(result["deletion"]) and methods <= set(result["insertion"])
+    for mode in ("deletion", "insertion"):
+        for method, curve in result["curves"][mode].items():
+            assert len(curve) == STEPS + 1 and all(0.0 <= p <= 1.0 for p in curve)
+            assert 0.0 <= result[mode][method] <= 1.0
+    # every method shares the end points: the clean input, the black image, the blurred input
+    curves = result["curves"]
+    assert len({round(c[0], 12) for c in curves["deletion"].values()}) == 1
+    assert len({round(c[-1], 12) for c in curves["insertion"].values()}) == 1
+    assert abs(curves["deletion"]["epic"][0] - curves["insertion"]["epic"][-1]) < 1e-12
+    assert result["images"]["epic"] == 6
+
+
+# -- sanity checks ------------------------------------------------------------------------------------------
+def test_sanity_checks_randomise_a_copy_and_the_random_map_is_the_control(resnet, faithful):
+    from epic_hf.backbone import weights_fingerprint
+
+    sanity = faithful.sanity
+    steps = sanity["steps"]
+    assert steps[0] == "head" and steps[-1] == "all" and len(steps) == 2 + 2  # 2 ResNet stages in between
+    # the seeded noise map knows nothing of the model: randomising it changes nothing
+    assert all(rho == pytest.approx(1.0) for rho in sanity["randomisation"]["random"].values())
+    # the class activation map depends on the weights: with every weight redrawn it is another map
+    for method in ("all_channels", "epic", "epic_identity"):
+        rho = sanity["randomisation"][method]["all"]
+        assert rho is not None and -1.0 <= rho < 0.9, (method, rho)
+    assert set(sanity["random_logit"]) >= {"epic", "all_channels", "random"}
+    assert sanity["random_logit"]["random"] == pytest.approx(1.0)
+    # the user's model was never touched
+    assert weights_fingerprint(resnet.model) == resnet.classifier.fingerprint
+    table = faithful.to_markdown()
+    assert "| all_channels |" in table and "deletion AUC" in table
+
+
+def test_spearman_agrees_with_scipy_ties_included():
+    _needs("scipy")
+    from scipy import stats
+    from epic_hf.evaluation.sanity import spearman
+
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randint(0, 5, (40,), generator=generator).float()  # many ties
+    second = torch.randn(40, generator=generator)
+    assert spearman(first, second) == pytest.approx(float(stats.spearmanr(first.numpy(), second.numpy())[0]), abs=1e-12)
+    assert spearman(torch.ones(5), second[:5]) is None
