@@ -179,6 +179,7 @@ def test_sanity_checks_randomise_a_copy_and_the_random_map_is_the_control(resnet
 def test_spearman_agrees_with_scipy_ties_included():
     _needs("scipy")
     from scipy import stats
+
     from epic_hf.evaluation.sanity import spearman
 
     generator = torch.Generator().manual_seed(0)
@@ -186,3 +187,47 @@ def test_spearman_agrees_with_scipy_ties_included():
     second = torch.randn(40, generator=generator)
     assert spearman(first, second) == pytest.approx(float(stats.spearmanr(first.numpy(), second.numpy())[0]), abs=1e-12)
     assert spearman(torch.ones(5), second[:5]) is None
+
+
+# -- the baselines and Quantus ------------------------------------------------------------------------------
+def test_gradcam_reads_the_last_stage_of_a_cnn_and_the_last_blocks_first_norm_of_a_vit(resnet, vit, data):
+    _needs("pytorch_grad_cam")
+    from epic_hf.evaluation.baselines import gradcam_layer, gradcam_maps
+
+    for explainer, expected, tokens in ((resnet, resnet.model.resnet.encoder.stages[-1], False),
+                                        (vit, vit.model.vit.layers[-1].layernorm_before, True)):
+        pixel_values = explainer.classifier.preprocess([data[i]["image"] for i in range(2)])
+        layer, is_tokens = gradcam_layer(explainer.classifier, pixel_values)
+        assert layer is expected and is_tokens is tokens
+        maps = gradcam_maps(explainer.classifier, pixel_values, torch.tensor([0, 1]))
+        assert maps.shape == (2, *pixel_values.shape[-2:]) and float(maps.max()) > 0
+        assert all(p.grad is None for p in explainer.model.parameters())  # the user's model gathered no gradient
+
+
+def test_the_compared_libraries_are_in_the_table_when_installed(faithful):
+    _needs("pytorch_grad_cam")
+    _needs("captum")
+    assert {"gradcam", "integrated_gradients"} <= set(faithful.faithfulness["deletion"])
+    assert "gradcam" in faithful.sanity["randomisation"]
+
+
+def test_quantus_runs_pixel_flipping_on_epics_map(resnet, data):
+    quantus = _needs("quantus")
+    import numpy as np
+
+    resnet.disentangler = _random_U(resnet.num_channels, 4)
+    explain = resnet.quantus_explain_func("shown", top_k=3)
+    images = [data[i]["image"] for i in range(3)]
+    x = resnet.classifier.preprocess(images)
+    explanations = resnet.explain(images, top_k=3)
+    y = np.array([e.target_index for e in explanations])
+    found = explain(explain.model, x.numpy(), y)
+    assert found.shape == (3, 1, *x.shape[-2:]) and found.dtype == np.float32
+    for index, explanation in enumerate(explanations):  # the same map the explanation gives
+        assert np.allclose(found[index, 0], explanation.attribution_map("shown").numpy(), rtol=1e-4, atol=1e-5)
+    metric = quantus.PixelFlipping(features_in_step=256, perturb_baseline="black", disable_warnings=True)
+    scores = metric(model=explain.model, x_batch=x.numpy(), y_batch=y, a_batch=None, explain_func=explain,
+                    device="cpu")
+    # Quantus flips the map's features over every colour channel: 3 * 64 * 64 / 256 steps
+    assert len(scores) == 3 and all(len(curve) == 3 * 64 * 64 // 256 for curve in scores)
+    assert all(0.0 <= p <= 1.0 for curve in scores for p in curve)

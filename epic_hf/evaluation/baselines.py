@@ -31,13 +31,14 @@ def require(module: str, purpose: str) -> Any:
         raise ImportError(f"{purpose} needs the {module.split('.')[0]} package: {COMPARE_HINT}") from error
 
 
-class _Logits(nn.Module):
+class LogitsModule(nn.Module):
     """The model as a tensor -> logits function (both libraries call ``model(x)`` and index a tensor)."""
 
     def __init__(self, classifier: FrozenClassifier) -> None:
         super().__init__()
         self.inner = classifier.model
         self._adapter = classifier.adapter
+        self.train(classifier.model.training)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self._adapter.model_logits(pixel_values)
@@ -117,7 +118,7 @@ def gradcam_maps(classifier: FrozenClassifier, pixel_values: torch.Tensor, targe
         grid = classifier.forward(pixel_values[:1], pooled=True).pooled.grid
         reshape = token_reshape(grid)
     with input_gradients(classifier):
-        cam = cam_module.GradCAM(model=_Logits(classifier), target_layers=[layer], reshape_transform=reshape)
+        cam = cam_module.GradCAM(model=LogitsModule(classifier), target_layers=[layer], reshape_transform=reshape)
         try:
             inputs = pixel_values.detach().clone().requires_grad_(True)
             found = cam(input_tensor=inputs, targets=[outputs.ClassifierOutputTarget(int(t)) for t in targets])
@@ -139,7 +140,7 @@ def integrated_gradients_maps(classifier: FrozenClassifier, pixel_values: torch.
 
         baseline = black_image(classifier, pixel_values)
     with input_gradients(classifier):
-        method = attr.IntegratedGradients(_Logits(classifier))
+        method = attr.IntegratedGradients(LogitsModule(classifier))
         found = method.attribute(pixel_values.detach().clone().requires_grad_(True),
                                  baselines=baseline.expand_as(pixel_values).contiguous(),
                                  target=targets.tolist(), n_steps=IG_STEPS,
