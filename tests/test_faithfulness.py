@@ -231,3 +231,26 @@ def test_quantus_runs_pixel_flipping_on_epics_map(resnet, data):
     # Quantus flips the map's features over every colour channel: 3 * 64 * 64 / 256 steps
     assert len(scores) == 3 and all(len(curve) == 3 * 64 * 64 // 256 for curve in scores)
     assert all(0.0 <= p <= 1.0 for curve in scores for p in curve)
+
+
+def test_the_flags_and_the_written_report_carry_faithfulness(resnet, data, tmp_path):
+    import argparse
+
+    from PIL import Image
+
+    from epic_hf.cli.flags import add_config_flags, config_from_args
+    from epic_hf.evaluation import EvaluationConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, EvaluationConfig)
+    config = config_from_args(EvaluationConfig, parser.parse_args(["--faithfulness", "--faithfulness-steps", "4"]))
+    assert config.faithfulness and config.faithfulness_steps == 4
+    assert not config_from_args(EvaluationConfig, parser.parse_args([])).faithfulness
+    with pytest.raises(ValueError):
+        EvaluationConfig(faithfulness_steps=0)
+    report = resnet.evaluate(data, config.replace(max_samples=2), output_dir=tmp_path)
+    curves = Image.open(tmp_path / "faithfulness_curves.png")
+    assert curves.size[0] > 800 and len(set(curves.convert("RGB").getdata())) > 3  # lines in colours, not blank
+    table = (tmp_path / "evaluation.md").read_text()
+    assert "| epic | " in table and "insertion AUC" in table
+    assert report.faithfulness["steps"] == 4 and len(report.faithfulness["curves"]["deletion"]["epic"]) == 5

@@ -30,6 +30,7 @@ from ..progress import progress_bar
 from .channels import EPIC, IDENTITY, VIEWS, ChannelView, read
 from .config import EvaluationConfig, tensor_digest
 from .consistency import class_consistency, lookup_labels
+from .curves import CURVES_NAME, write_curves
 from .deletion import Deletion
 from .draws import draw
 from .faithfulness import Faithfulness, Scorer, curves
@@ -102,6 +103,8 @@ def _evaluate(explainer: Explainable, bank: PrototypeBank | None, source: ImageS
     if output_dir is not None:
         write_atomic(Path(output_dir) / REPORT_NAME, report.to_json())
         write_atomic(Path(output_dir) / TABLE_NAME, report.to_markdown())
+        if report.faithfulness:
+            write_curves(report.faithfulness, Path(output_dir) / CURVES_NAME)
     return report
 
 
