@@ -90,8 +90,8 @@ class Scorer:
 
 @torch.no_grad()
 def curves(scorer: Scorer, pixel_values: torch.Tensor, targets: torch.Tensor, maps: dict[str, torch.Tensor],
-           steps: int) -> dict[str, dict[str, torch.Tensor]]:
-    """``{mode: {method: (B, steps + 1) probabilities}}`` for every map of the batch."""
+           steps: int, modes: Sequence[str] = MODES) -> dict[str, dict[str, torch.Tensor]]:
+    """``{mode: {method: (B, steps + 1) probabilities}}`` for every map of the batch (``modes``: both by default)."""
     batch, _, height, width = pixel_values.shape
     counts = torch.tensor(step_counts(steps, height * width), device=pixel_values.device)
     black = black_image(scorer.classifier, pixel_values).expand_as(pixel_values)
@@ -99,11 +99,11 @@ def curves(scorer: Scorer, pixel_values: torch.Tensor, targets: torch.Tensor, ma
     # the end points every method shares: clean, all black, blurred
     ends = scorer(torch.cat([pixel_values, black, blurred]), targets.repeat(3)).reshape(3, batch)
     clean, dark, blur = ends[0], ends[1], ends[2]
-    found: dict[str, dict[str, torch.Tensor]] = {mode: {} for mode in MODES}
+    found: dict[str, dict[str, torch.Tensor]] = {mode: {} for mode in modes}
     inner = counts[1:-1]  # steps 1..n-1
     for method, values in maps.items():
         ranks = pixel_ranks(values).reshape(batch, 1, height, width)
-        for mode in MODES:
+        for mode in modes:
             base, source = (pixel_values, black) if mode == DELETION else (blurred, pixel_values)
             probabilities = []
             # one chunk of (step, image) pairs at a time: never more than batch_size inputs in memory
