@@ -254,3 +254,11 @@ def test_the_flags_and_the_written_report_carry_faithfulness(resnet, data, tmp_p
     table = (tmp_path / "evaluation.md").read_text()
     assert "| epic | " in table and "insertion AUC" in table
     assert report.faithfulness["steps"] == 4 and len(report.faithfulness["curves"]["deletion"]["epic"]) == 5
+
+
+def test_the_cascade_takes_a_few_steps_whatever_the_depth():
+    from epic_hf.evaluation.sanity import cascade_depths
+
+    assert cascade_depths(0) == [0]
+    assert cascade_depths(2) == [0, 1, 2]
+    assert cascade_depths(12) == [0, 1, 3, 6, 12]  # ViT-B: 5 copies + "all", not 14

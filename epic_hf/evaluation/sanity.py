@@ -1,7 +1,7 @@
 """Sanity checks for saliency maps (Adebayo et al., NeurIPS 2018): does a map depend on the model and on the class?
 
 *Model-parameter randomisation*, cascading from the head: the head's weights are redrawn, then
-the last block's too, and so on down to every parameter; at each step the Spearman rank
+the last block's too, then more blocks (a quarter, half, all of them), then every parameter; at each step the Spearman rank
 correlation of each method's map with the trained model's map is measured. A map that stays
 the same when the weights it is meant to explain are random is not explaining them. The
 randomised models are deep copies: the user's model is never touched.
@@ -69,17 +69,25 @@ def randomise(module: nn.Module, generator: torch.Generator) -> None:
         parameter.copy_(drawn.to(parameter))
 
 
+def cascade_depths(blocks: int) -> list[int]:
+    """How many top blocks each step randomises besides the head: 0, 1, a quarter, half, all of them (deduplicated).
+
+    A few steps rather than one per block: every step is a whole copy of the model held for the run.
+    """
+    return sorted({0, *(d for d in (1, round(blocks / 4), round(blocks / 2), blocks) if 1 <= d <= blocks)})
+
+
 def cascade(classifier: FrozenClassifier, seed: int) -> list[tuple[str, FrozenClassifier]]:
-    """Deep copies with the head, then one more block each, then every parameter randomised: (label, copy)."""
+    """Deep copies with the head, then more and more top blocks, then every parameter randomised: (label, copy)."""
     steps: list[tuple[str, FrozenClassifier]] = []
     blocks = block_list(classifier.model)
     head = classifier.adapter.classifier()
-    for depth in range(len(blocks) + 2):
+    names = {id(m): n for n, m in classifier.model.named_modules()}
+    for depth in [*cascade_depths(len(blocks)), -1]:
         model = copy.deepcopy(classifier.model)
-        names = {id(m): n for n, m in classifier.model.named_modules()}
         copies = dict(model.named_modules())
         generator = torch.Generator().manual_seed(sample_seed(seed, depth))
-        if depth == len(blocks) + 1:
+        if depth < 0:
             randomise(model, generator)
             label = "all"
         else:
