@@ -262,3 +262,20 @@ def test_the_cascade_takes_a_few_steps_whatever_the_depth():
     assert cascade_depths(0) == [0]
     assert cascade_depths(2) == [0, 1, 2]
     assert cascade_depths(12) == [0, 1, 3, 6, 12]  # ViT-B: 5 copies + "all", not 14
+
+
+def test_road_from_grad_cam_scores_every_map(resnet, data):
+    _needs("pytorch_grad_cam")
+    from epic_hf.evaluation.baselines import road_scores
+    from epic_hf.evaluation.maps import random_maps
+
+    pixel_values = resnet.classifier.preprocess([data[i]["image"] for i in range(2)])
+    targets = resnet.classifier.logits(pixel_values).argmax(dim=1)
+    cam = torch.stack([resnet.explain(data[i]["image"], target=int(t)).attribution_map("all")
+                       for i, t in enumerate(targets)])
+    maps = {"all_channels": cam, "random": random_maps(0, [0, 1], tuple(pixel_values.shape[-2:]))}
+    found = road_scores(resnet.classifier, pixel_values, targets, maps, percentiles=(50,))
+    again = road_scores(resnet.classifier, pixel_values, targets, maps, percentiles=(50,))
+    assert found == again  # the imputer's noise is seeded
+    assert set(found) == set(maps) and all(-1.0 <= v <= 1.0 for per in found.values() for v in per.values())
+    assert found["all_channels"]["morf"] != found["all_channels"]["lerf"]

@@ -146,3 +146,34 @@ def integrated_gradients_maps(classifier: FrozenClassifier, pixel_values: torch.
                                  target=targets.tolist(), n_steps=IG_STEPS,
                                  internal_batch_size=max(1, pixel_values.shape[0]))
     return found.detach().float().sum(dim=1)
+
+
+#: ROAD's default thresholds (pytorch-grad-cam's): the share of pixels removed, in percent.
+ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+
+
+def road_scores(classifier: FrozenClassifier, pixel_values: torch.Tensor, targets: torch.Tensor,
+                maps: dict[str, torch.Tensor], percentiles: tuple[int, ...] = ROAD_PERCENTILES,
+                seed: int = 0) -> dict[str, dict[str, float]]:
+    """ROAD (Rong et al., ICML 2022) by pytorch-grad-cam: ``{method: {"morf": ..., "lerf": ...}}``, means over images.
+
+    Each number is the change of the explained class's softmax probability after the most (MoRF)
+    or least (LeRF) relevant pixels are filled by ROAD's noisy linear imputer, averaged over
+    ``percentiles``: MoRF should drop far (more negative is better), LeRF should barely move.
+    Unlike RISE's black pixels, the imputer keeps the image's statistics. Its noise is drawn from
+    torch's global generator, seeded here by ``seed`` (and restored after).
+    """
+    road = require("pytorch_grad_cam.metrics.road", "ROAD")
+    outputs = require("pytorch_grad_cam.utils.model_targets", "ROAD")
+    model = LogitsModule(classifier).eval()
+    wanted = [outputs.ClassifierOutputSoftmaxTarget(int(t)) for t in targets]
+    found: dict[str, dict[str, float]] = {}
+    with classifier.running(), torch.random.fork_rng(devices=[]):
+        for method, values in maps.items():
+            found[method] = {}
+            for name, metric in (("morf", road.ROADMostRelevantFirstAverage(list(percentiles))),
+                                 ("lerf", road.ROADLeastRelevantFirstAverage(list(percentiles)))):
+                torch.manual_seed(seed)
+                scores = metric(pixel_values, values.detach().cpu().numpy(), wanted, model)
+                found[method][name] = float(scores.mean())
+    return found
