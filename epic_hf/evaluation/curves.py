@@ -40,15 +40,17 @@ def _panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], title: str, curve
         steps = len(curve) - 1
         points = [(left + width * i / steps, top + height - height * min(max(p, 0.0), 1.0)) for i, p in enumerate(curve)]
         draw.line(points, fill=colour, width=2)
-        y = top + 8 + 14 * row
-        draw.line([left + width - 170, y + 6, left + width - 150, y + 6], fill=colour, width=2)
-        draw.text((left + width - 145, y), f"{method} {aucs.get(method, float('nan')):.3f}", fill=(0, 0, 0), font=font)
+        # the legend under the panel, two columns, clear of the curves
+        x = left + (row % 2) * (width // 2)
+        y = top + height + 40 + 16 * (row // 2)
+        draw.line([x, y + 6, x + 20, y + 6], fill=colour, width=3)
+        draw.text((x + 26, y), f"{method}  AUC {aucs.get(method, float('nan')):.3f}", fill=(0, 0, 0), font=font)
 
 
 def write_curves(result: dict[str, Any], path: str | Path) -> Path:
     """Draw ``report.faithfulness`` (its mean curves and AUCs) to ``path``."""
     font = ImageFont.load_default()
-    image = Image.new("RGB", (2 * PANEL[0] + 3 * MARGIN + 20, PANEL[1] + 2 * MARGIN + 30), "white")
+    image = Image.new("RGB", (2 * PANEL[0] + 3 * MARGIN + 20, PANEL[1] + 2 * MARGIN + 90), "white")
     draw = ImageDraw.Draw(image)
     curves = result.get("curves", {})
     for column, (mode, word) in enumerate((("deletion", "lower is better"), ("insertion", "higher is better"))):
