@@ -34,7 +34,7 @@ from .curves import CURVES_NAME, write_curves
 from .deletion import Deletion
 from .draws import draw
 from .faithfulness import Faithfulness, Scorer, curves
-from .maps import INTEGRATED_GRADIENTS, MapMaker
+from .maps import INTEGRATED_GRADIENTS, OWN_METHODS, MapMaker
 from .purity import PairSet, bank_matches, describe, prototype_pass
 from .report import EvaluationReport
 from .sanity import Sanity, cascade, maker_for, other_classes
@@ -132,6 +132,7 @@ class Evaluation:
         self.maps = MapMaker(classifier, self.views[EPIC], self.views[IDENTITY], settings.top_k, settings.seed)
         self._methods: list[str] | None = None
         self._cascade: list[tuple[str, MapMaker]] | None = None
+        self.faithfulness_notes: list[str] = []
 
     def fingerprint(self) -> dict[str, Any]:
         """What the numbers depend on: a resumed run must agree on all of it."""
@@ -232,7 +233,7 @@ class Evaluation:
         """The compared methods: EPIC's own, then Grad-CAM and Integrated Gradients where their library imports."""
         if self._methods is None:
             from .baselines import COMPARE_HINT
-            from .maps import GRADCAM, INTEGRATED_GRADIENTS, OWN_METHODS
+            from .maps import GRADCAM
 
             self._methods = list(OWN_METHODS)
             for method, module in ((GRADCAM, "pytorch_grad_cam"), (INTEGRATED_GRADIENTS, "captum")):
@@ -256,8 +257,18 @@ class Evaluation:
                    fmap: torch.Tensor) -> None:
         """Deletion/insertion curves of every method's map, and the sanity checks' correlations, for one batch."""
         assert self.faithfulness is not None and self.sanity is not None
+        maps: dict[str, torch.Tensor] = {}
+        for method in list(self.methods()):
+            try:
+                maps.update(self.maps.maps([method], keys, pixel_values, targets, fmap))
+            except Exception as error:  # a baseline that does not support this model is left out, said why
+                if method in OWN_METHODS:
+                    raise
+                note = f"{method} does not run on this model and is left out of the pixel-map table ({error})"
+                logger.warning("%s", note)
+                self.methods().remove(method)
+                self.faithfulness_notes.append(note)
         methods = self.methods()
-        maps = self.maps.maps(methods, keys, pixel_values, targets, fmap)
         scorer = Scorer(self.classifier, self.settings.batch_size)
         self.faithfulness.update(curves(scorer, pixel_values, targets, maps, self.settings.faithfulness_steps))
         # Integrated Gradients costs a backward per path step: it is scored for faithfulness only
@@ -281,7 +292,7 @@ class Evaluation:
         if self.bank is not None:
             sets.append(PairSet("bank", self.bank.sample_keys, epic.transform(), epic.orthogonal))
         passed = prototype_pass(self.classifier, self.source, sets, self.settings.batch_size, self.bank)
-        notes: list[str] = []
+        notes: list[str] = list(self.faithfulness_notes)
         bank_ok = False
         if self.bank is not None:
             bank_ok, why = bank_matches(passed, self.bank, self.source)
