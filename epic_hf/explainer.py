@@ -42,6 +42,8 @@ from .viz.curve import render_purity_curve
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
+    from .evaluation.explain_func import QuantusExplainFunc
+
 logger = logging.getLogger(__name__)
 
 
@@ -269,6 +271,13 @@ class EpicExplainer(HubMixin):
                                                               offset=start, bank=self.bank,
                                                               true_labels=truths[start: start + batch_size]))
         return explanations[0] if single else explanations
+
+    def quantus_explain_func(self, channels: str | Sequence[int] = "shown", top_k: int = 4) -> QuantusExplainFunc:
+        """EPIC's pixel map as a Quantus ``explain_func(model, inputs, targets) -> (B, 1, H, W)``; see
+        :mod:`epic_hf.evaluation.explain_func`. Pass its ``.model`` (the classifier as ``x -> logits``) to Quantus."""
+        from .evaluation.explain_func import QuantusExplainFunc
+
+        return QuantusExplainFunc(self.classifier, self.decomposer, channels, top_k)
 
     def class_channels(self, label: int | str, top_k: int = 8) -> list[tuple[int, float]]:
         """The channels class ``label`` relies on most, as (channel, mean contribution): a global explanation."""

@@ -25,6 +25,7 @@ BENCHMARKS = ROOT / "benchmarks"
 HEADERS = {
     "bench_app.py": "| case | s/request (median) | s/request (min) | ratio vs explain | ratio vs explain + sheet |",
     "bench_explain.py": "| case | s/batch (median) | s/batch (min) | images/s | baseline | ratio vs baseline |",
+    "bench_faithfulness.py": "| case | seconds (median) | its limit (forwards of the batch) | ratio vs forward |",
     "bench_fit.py": "| case | seconds (median) | images/s | ratio vs (a) |",
     "bench_perceiver.py": "| config | pixels M | latents N | width D | layers |",
     "bench_real_width.py": "| D | index pass s | training s | other s | total s | total / index pass |",
@@ -42,6 +43,7 @@ EXPECTED = {
     # the small mode is the one where the library fit (c) and the reference-style fit (d) run in full
     "bench_fit.py": ["| (d) reference-style fit |", "measured in full", "speedup (d)/(c) ="],
     "bench_explain.py": ["goal: explain <= 1.3x a plain forward"],
+    "bench_faithfulness.py": ["| epic_hf deletion + insertion |", "goal: epic_hf deletion + insertion <= 1.5x"],
     "bench_real_width.py": ["goal: whole fit < 120 s on 2 CPU cores"],
     "bench_perceiver.py": ["the split would cost"],
     "bench_vit_quality.py": ["| concept hits |", "| patch share | 1.000 |"],

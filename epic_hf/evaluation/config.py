@@ -37,6 +37,10 @@ class EvaluationConfig:
     prototypes_per_channel: int | None = _setting(
         None, "N of the prototypes mined on the evaluated data; by default the bank's", group="metrics", minimum=1)
     seed: int = _setting(0, "seed of the noise and of the random draws", group="metrics", minimum=0)
+    faithfulness: bool = _setting(False, "also score pixel maps (EPIC's, U = I, all channels, Grad-CAM, Integrated "
+                                  "Gradients, random) by RISE deletion/insertion AUC and the sanity checks",
+                                  group="metrics")
+    faithfulness_steps: int = _setting(32, "steps of the deletion and insertion curves", group="metrics", minimum=1)
     max_samples: int | None = _setting(None, "evaluate at most this many images", group="data", result=False,
                                        minimum=1)
     batch_size: int = _setting(32, "images per backbone batch", group="compute", result=False, minimum=1)

@@ -25,7 +25,10 @@ class EvaluationReport:
     data, per view). ``consistency``: ``bank`` and ``mined`` as for purity. ``stability``: per view,
     per perturbation, ``channel_jaccard`` and ``peak_kept``; ``decision_kept``: how often a
     perturbation left the prediction unchanged. ``deletion``: per view, the target logit drop and
-    the class change rate for the top-k channels and for random ones.
+    the class change rate for the top-k channels and for random ones. With ``faithfulness``:
+    ``faithfulness`` (RISE deletion/insertion AUC per pixel-map method, and the mean curves, see
+    :mod:`.faithfulness`) and ``sanity`` (Spearman correlations under model randomisation and for a
+    random other class, see :mod:`.sanity`); None otherwise.
     """
 
     model: dict[str, Any]
@@ -40,6 +43,8 @@ class EvaluationReport:
     notes: list[str] = field(default_factory=list)
     skipped_keys: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    faithfulness: dict[str, Any] | None = None
+    sanity: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,9 +102,31 @@ class EvaluationReport:
                  f"({self.num_skipped} unreadable, skipped)")
         lines = [title, "", _COLUMNS]
         lines += [f"| {name} | {_number(epic)} | {_number(identity)} |" for name, epic, identity in rows]
+        lines += self._faithfulness_lines()
         if self.notes:
             lines += [""] + [f"* {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+    def _faithfulness_lines(self) -> list[str]:
+        """The pixel-map table: RISE deletion/insertion AUC and the sanity checks' rank correlations, per method."""
+        found = self.faithfulness
+        if not found:
+            return []
+        sanity = self.sanity or {}
+        randomised = sanity.get("randomisation", {})
+        last = (sanity.get("steps") or [None])[-1]
+        first = (sanity.get("steps") or [None])[0]
+        lines = ["", f"Pixel maps on the same images (RISE, {found.get('steps')} steps; sanity: Spearman rho with the "
+                 "trained model's map, lower is better):", "",
+                 f"| method | deletion AUC (lower is better) | insertion AUC (higher is better) | rho, {first} "
+                 f"randomised | rho, {last} randomised | rho, random other class |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for method in found.get("deletion", {}):
+            steps = randomised.get(method, {})
+            lines.append(f"| {method} | {_number(found['deletion'].get(method))} | "
+                         f"{_number(found.get('insertion', {}).get(method))} | {_number(steps.get(first))} | "
+                         f"{_number(steps.get(last))} | {_number(sanity.get('random_logit', {}).get(method))} |")
+        return lines
 
     def _stability(self, perturbation: str, key: str) -> dict[str, Any]:
         return {view: self.stability.get(view, {}).get(perturbation, {}).get(key) for view in (EPIC, IDENTITY)}

@@ -30,10 +30,14 @@ from ..progress import progress_bar
 from .channels import EPIC, IDENTITY, VIEWS, ChannelView, read
 from .config import EvaluationConfig, tensor_digest
 from .consistency import class_consistency, lookup_labels
+from .curves import CURVES_NAME, write_curves
 from .deletion import Deletion
 from .draws import draw
+from .faithfulness import Faithfulness, Scorer, curves
+from .maps import INTEGRATED_GRADIENTS, OWN_METHODS, MapMaker
 from .purity import PairSet, bank_matches, describe, prototype_pass
 from .report import EvaluationReport
+from .sanity import Sanity, cascade, maker_for, other_classes
 from .stability import PERTURBATIONS, DecisionKept, Stability, add_noise, cell_offset, intensity_scale, shift
 from .state import REPORT_NAME, TABLE_NAME, EvaluationState
 
@@ -99,6 +103,8 @@ def _evaluate(explainer: Explainable, bank: PrototypeBank | None, source: ImageS
     if output_dir is not None:
         write_atomic(Path(output_dir) / REPORT_NAME, report.to_json())
         write_atomic(Path(output_dir) / TABLE_NAME, report.to_markdown())
+        if report.faithfulness:
+            write_curves(report.faithfulness, Path(output_dir) / CURVES_NAME)
     return report
 
 
@@ -121,6 +127,12 @@ class Evaluation:
         self.deletion = {v: Deletion() for v in VIEWS}
         self.mined = {v: TopN(dim, int(settings.prototypes_per_channel or DEFAULT_PROTOTYPES)) for v in VIEWS}
         self.skipped = SkippedSamples()
+        self.faithfulness = Faithfulness(settings.faithfulness_steps) if settings.faithfulness else None
+        self.sanity = Sanity() if settings.faithfulness else None
+        self.maps = MapMaker(classifier, self.views[EPIC], self.views[IDENTITY], settings.top_k, settings.seed)
+        self._methods: list[str] | None = None
+        self._cascade: list[tuple[str, MapMaker]] | None = None
+        self.faithfulness_notes: list[str] = []
 
     def fingerprint(self) -> dict[str, Any]:
         """What the numbers depend on: a resumed run must agree on all of it."""
@@ -129,14 +141,23 @@ class Evaluation:
                 "matrix": self.matrix, "U": tensor_digest(self.views[EPIC].transform()),
                 "dataset": source.fingerprint(), "split": source.split, "image_column": source.image_column,
                 "key_column": source.key_column, "label_column": source.label_column,
-                **self.settings.result_settings()}
+                **self._result_settings()}
+
+    def _result_settings(self) -> dict[str, Any]:
+        """The settings that change the numbers; without faithfulness its settings are left out (older runs resume)."""
+        found = self.settings.result_settings()
+        if not self.settings.faithfulness:
+            found = {k: v for k, v in found.items() if k not in ("faithfulness", "faithfulness_steps")}
+        return found
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"stability": {v: {p: s.state_dict() for p, s in per.items()} for v, per in self.stability.items()},
                 "decision": {p: d.state_dict() for p, d in self.decision.items()},
                 "deletion": {v: d.state_dict() for v, d in self.deletion.items()},
-                "mined": {v: m.state_dict() for v, m in self.mined.items()}}
+                "mined": {v: m.state_dict() for v, m in self.mined.items()},
+                **({"faithfulness": self.faithfulness.state_dict()} if self.faithfulness is not None else {}),
+                **({"sanity": self.sanity.state_dict()} if self.sanity is not None else {})}
 
     def load(self, state: EvaluationState) -> None:
         stored = state.accumulators
@@ -148,6 +169,10 @@ class Evaluation:
         self.decision = {p: DecisionKept.from_state(d) for p, d in stored["decision"].items()}
         self.deletion = {v: Deletion.from_state(d) for v, d in stored["deletion"].items()}
         self.mined = {v: TopN.from_state(m) for v, m in stored["mined"].items()}
+        if self.faithfulness is not None and "faithfulness" in stored:
+            self.faithfulness = Faithfulness.from_state(stored["faithfulness"])
+        if self.sanity is not None and "sanity" in stored:
+            self.sanity = Sanity.from_state(stored["sanity"])
 
     # -- the stream -------------------------------------------------------------------------
     def stream(self, state: EvaluationState, output_dir: str | Path | None) -> None:
@@ -200,6 +225,61 @@ class Evaluation:
             view_logits = readouts["clean"].pooled @ channels.weight.T + self.bias + extras["clean"]
             self.deletion[view].update(channels.weight, readouts["clean"], view_logits, targets, draws.orders)
             self.mined[view].update(keys, readouts["clean"].pooled.T)
+        if self.faithfulness is not None:
+            self.pixel_maps(keys, pixel_values, targets, fmaps["clean"])
+
+    # -- pixel maps: faithfulness and sanity --------------------------------------------------------
+    def methods(self) -> list[str]:
+        """The compared methods: EPIC's own, then Grad-CAM and Integrated Gradients where their library imports."""
+        if self._methods is None:
+            from .baselines import COMPARE_HINT
+            from .maps import GRADCAM
+
+            self._methods = list(OWN_METHODS)
+            for method, module in ((GRADCAM, "pytorch_grad_cam"), (INTEGRATED_GRADIENTS, "captum")):
+                try:
+                    __import__(module)
+                except ImportError:
+                    logger.warning("%s is not installed: %s is left out of the faithfulness table (%s)",
+                                   module, method, COMPARE_HINT)
+                else:
+                    self._methods.append(method)
+        return self._methods
+
+    def cascade(self) -> list[tuple[str, MapMaker]]:
+        """The randomised copies of the model (head first), built once per run."""
+        if self._cascade is None:
+            self._cascade = [(label, maker_for(copy, self.maps))
+                             for label, copy in cascade(self.classifier, self.settings.seed)]
+        return self._cascade
+
+    def pixel_maps(self, keys: list[int], pixel_values: torch.Tensor, targets: torch.Tensor,
+                   fmap: torch.Tensor) -> None:
+        """Deletion/insertion curves of every method's map, and the sanity checks' correlations, for one batch."""
+        assert self.faithfulness is not None and self.sanity is not None
+        maps: dict[str, torch.Tensor] = {}
+        for method in list(self.methods()):
+            try:
+                maps.update(self.maps.maps([method], keys, pixel_values, targets, fmap))
+            except Exception as error:  # a baseline that does not support this model is left out, said why
+                if method in OWN_METHODS:
+                    raise
+                note = f"{method} does not run on this model and is left out of the pixel-map table ({error})"
+                logger.warning("%s", note)
+                self.methods().remove(method)
+                self.faithfulness_notes.append(note)
+        methods = self.methods()
+        scorer = Scorer(self.classifier, self.settings.batch_size)
+        self.faithfulness.update(curves(scorer, pixel_values, targets, maps, self.settings.faithfulness_steps))
+        # Integrated Gradients costs a backward per path step: it is scored for faithfulness only
+        checked = [m for m in methods if m != INTEGRATED_GRADIENTS]
+        reference = {m: maps[m] for m in checked}
+        for label, maker in self.cascade():
+            self.sanity.update(reference, maker.maps(checked, keys, pixel_values, targets), f"randomised:{label}")
+        num_classes = len(self.bias)
+        if num_classes > 1:
+            others = other_classes(self.settings.seed, keys, targets, num_classes)
+            self.sanity.update(reference, self.maps.maps(checked, keys, pixel_values, others, fmap), "random_logit")
 
     # -- after the stream -------------------------------------------------------------------
     def finish(self, state: EvaluationState) -> EvaluationReport:
@@ -212,7 +292,7 @@ class Evaluation:
         if self.bank is not None:
             sets.append(PairSet("bank", self.bank.sample_keys, epic.transform(), epic.orthogonal))
         passed = prototype_pass(self.classifier, self.source, sets, self.settings.batch_size, self.bank)
-        notes: list[str] = []
+        notes: list[str] = list(self.faithfulness_notes)
         bank_ok = False
         if self.bank is not None:
             bank_ok, why = bank_matches(passed, self.bank, self.source)
@@ -233,7 +313,9 @@ class Evaluation:
             stability={v: {p: s.result() for p, s in per.items()} for v, per in self.stability.items()},
             decision_kept={p: d.result() for p, d in self.decision.items()},
             deletion={v: d.result() for v, d in self.deletion.items()}, notes=notes,
-            skipped_keys=list(self.skipped.keys), seconds=state.seconds)
+            skipped_keys=list(self.skipped.keys), seconds=state.seconds,
+            faithfulness=self.faithfulness.result() if self.faithfulness is not None else None,
+            sanity=self.sanity.result([label for label, _ in self.cascade()]) if self.sanity is not None else None)
 
     def _consistency(self, bank_ok: bool, notes: list[str]) -> dict[str, Any]:
         column = self.source.label_column
