@@ -92,9 +92,6 @@ class Decomposer:
         shown = ranked[evidence[ranked] > 0]
         input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
         grid = (int(fmap.shape[-2]), int(fmap.shape[-1]))
-        # A'_{k,j} G_j at every cell, all D channels (D*h*w floats): what attribution_map() sums
-        contribution_maps = (self.weight[target].double()[:, None, None]
-                             * torch.einsum("cd,dhw->chw", self.U.double(), fmap.double())).float()
         maps = torch.einsum("cd,dhw->chw", self.U[shown], fmap)  # only the shown channels' G_c
         rows, cols = peak_cells(maps)
         heatmaps = (nnf.interpolate(maps.relu()[None], size=input_size, mode="bilinear", align_corners=False)[0]
@@ -115,7 +112,8 @@ class Decomposer:
             contributions=contributions.cpu(), bias=float(self.bias[target]), channels=channels, image=picture,
             id2label=id2label, cls_contribution=float(extra[index, target]) if extra is not None else 0.0,
             true_label=self._label_name(true_label), source=_source_name(source),
-            contribution_maps=contribution_maps.cpu(),
+            feature_map=fmap.float().to("cpu", copy=True), target_weights=self.weight[target].cpu(),  # F: its own storage
+            disentangling_matrix=self.U.cpu(),  # the explainer's own U, shared: attribution_map() reads it
         )
 
     def _label_name(self, label: Any) -> str | None:

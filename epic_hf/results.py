@@ -103,10 +103,14 @@ class ExplanationData:
     cls_contribution: float = 0.0
     true_label: str | None = None
     source: str | None = None
-    #: (D, h, w) float32: ``A'_{k,j} G_j`` at every cell of the feature grid, for :meth:`attribution_map`.
-    #: Each channel's cells average to its contribution. D * h * w * 4 bytes: 400 KB for ResNet-50 (2048 x 7 x 7),
-    #: 600 KB for ViT-B/16 (768 x 14 x 14); None where the explanation was built without it.
-    contribution_maps: torch.Tensor | None = field(default=None, repr=False)
+    #: What :meth:`attribution_map` reads: F (D, h, w) float32 (a CLS-token model's patch parts), the target's
+    #: row of A' (D,), and U (D, D), shared with the explainer rather than copied. F costs D * h * w * 4 bytes:
+    #: 400 KB for ResNet-50 (2048 x 7 x 7), 600 KB for ViT-B/16 (768 x 14 x 14). None where the explanation was
+    #: built without them. Kept apart rather than as the (D, h, w) map of every channel's ``A'_{k,j} G_j``, which
+    #: would cost the explanation a full ``U F`` (D^2 h w products) whether or not a map is ever asked for.
+    feature_map: torch.Tensor | None = field(default=None, repr=False)
+    target_weights: torch.Tensor | None = field(default=None, repr=False)
+    disentangling_matrix: torch.Tensor | None = field(default=None, repr=False)
 
     def attribution_map(self, channels: str | list[int] | torch.Tensor = "shown", *,
                         upsample: bool = True) -> torch.Tensor:
@@ -121,22 +125,24 @@ class ExplanationData:
         a pixel map only through which channels are shown. For CLS-token models it holds the patch
         tokens' part only; :attr:`patch_share` says how much of the evidence that leaves out.
         """
-        maps = self.contribution_maps
-        if maps is None:
-            raise ValueError("this explanation carries no contribution maps (it was not built by "
+        fmap, weights, U = self.feature_map, self.target_weights, self.disentangling_matrix
+        if fmap is None or weights is None or U is None:
+            raise ValueError("this explanation carries no feature map (it was not built by "
                              "EpicExplainer.explain), so it has no attribution map")
         if isinstance(channels, str):
             if channels == "shown":
                 index = torch.tensor([c.channel for c in self.channels], dtype=torch.long)
             elif channels == "all":
-                index = torch.arange(maps.shape[0])
+                index = torch.arange(fmap.shape[0])
             else:
                 raise ValueError(f"channels must be 'shown', 'all' or a list of channel indices, got {channels!r}")
         else:
             index = torch.as_tensor(channels, dtype=torch.long).reshape(-1)
-            if index.numel() and not (0 <= int(index.min()) and int(index.max()) < maps.shape[0]):
-                raise ValueError(f"channel indices must be in [0, {maps.shape[0] - 1}], got {index.tolist()}")
-        grid = maps[index].double().sum(dim=0).float()
+            if index.numel() and not (0 <= int(index.min()) and int(index.max()) < fmap.shape[0]):
+                raise ValueError(f"channel indices must be in [0, {fmap.shape[0] - 1}], got {index.tolist()}")
+        # sum_{j in S} A'_{k,j} G_j = (A'_k[S] U[S]) . F: D * |S| + D * h * w products, not a full U F
+        combined = weights[index].double() @ U[index].double()
+        grid = torch.einsum("d,dhw->hw", combined, fmap.double()).float()
         if not upsample:
             return grid
         width, height = self.image.size
