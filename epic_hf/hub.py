@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from huggingface_hub import HfApi, ModelCard, RepoCard, constants, hf_hub_download
+from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoCard, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HFValidationError,
@@ -189,7 +189,7 @@ class HubMixin:
         return str(getattr(info, "commit_url", info))
 
     def _push(self, repo_id: str, *, private: bool, token: str | None, commit_message: str,
-              revision: str | None) -> Any:
+              revision: str | None) -> CommitInfo:
         """The upload behind :meth:`push_to_hub`; returns ``huggingface_hub``'s ``CommitInfo`` (its ``oid``
         is the commit a Space pins)."""
         api = HfApi(token=token)

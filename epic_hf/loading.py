@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from .adapters import adapter_class_for
+from .aliases import ImageProcessor
 from .backbone import ModelReference
 from .config import EpicConfig
 from .errors import BaseModelNotFoundError, UnsupportedModelError
@@ -29,7 +30,7 @@ def looks_like_path(value: str) -> bool:
 
 
 def load_classifier(name_or_path: str | Path, revision: str | None = None, *, trust_remote_code: bool = False,
-                    **hub_kwargs: Any) -> tuple[nn.Module, Any, ModelReference]:
+                    **hub_kwargs: Any) -> tuple[nn.Module, ImageProcessor, ModelReference]:
     """(model, image processor, reference) of an image classifier in a folder or on the Hub.
 
     An unsupported family is refused from its config, before any weights are downloaded. A

@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def launch_app(explainer: AppExplainer, *, host: str | None = None, port: int | None = None, share: bool = False,
-               title: str | None = None, block: bool = True, **launch_kwargs: Any) -> Any:
+               title: str | None = None, block: bool = True,
+               **launch_kwargs: Any) -> Any:  # Any: a gradio.Blocks (gradio, an optional extra, is imported at run time)
     """Build and serve the app of ``explainer``; returns the running ``gradio.Blocks``.
 
     ``block=False`` returns as soon as the server answers (tests, notebooks); ``blocks.local_url``
