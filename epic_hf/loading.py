@@ -63,7 +63,8 @@ def load_classifier(name_or_path: str | Path, revision: str | None = None, *, tr
     return model, processor, ModelReference(name, commit)
 
 
-def _resolved_commit(name: str, revision: str | None, model: nn.Module, hub_kwargs: dict[str, Any]) -> str | None:
+def _resolved_commit(name: str, revision: str | None, model: nn.Module,
+                     hub_kwargs: dict[str, Any]) -> str | None:  # Any: **kwargs passed on
     """The commit a Hub model was loaded at, so that a bank can pin its base model exactly."""
     commit = getattr(model.config, "_commit_hash", None)
     if commit:
