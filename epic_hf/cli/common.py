@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ..aliases import JSONValue
 from ..bank_format import CONFIG_NAME
 from ..loading import looks_like_path
 
@@ -80,7 +81,7 @@ def emit(text: str) -> None:
         print(text, flush=True)
 
 
-def json_default(value: object) -> object:
+def json_default(value: object) -> JSONValue:
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "tolist"):
