@@ -18,7 +18,6 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from PIL import Image
@@ -36,6 +35,7 @@ from .adapters import (
     model_config,
     tolerance_for,
 )
+from .aliases import ImageProcessor
 from .images import pixel_values_to_image, to_rgb
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class FrozenClassifier:
     :meth:`running` forces eval for each call and restores them after.
     """
 
-    def __init__(self, model: nn.Module, image_processor: Any, reference: ModelReference | None = None, *,
+    def __init__(self, model: nn.Module, image_processor: ImageProcessor, reference: ModelReference | None = None, *,
                  split_cls: bool = False) -> None:
         self.model = model
         self.image_processor = image_processor
@@ -156,14 +156,14 @@ class FrozenClassifier:
         return LinearHead(weight=head.weight.to(device), bias=head.bias.to(device))
 
     # -- inputs ----------------------------------------------------------------------------
-    def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[object]) -> torch.Tensor:
         """Decode and RGB-coerce ``images``, run the image processor: (B, C, H, W) on the model's device."""
         rgb = [to_rgb(image, position) for position, image in enumerate(images)]
         pixel_values = self.adapter.preprocess(self.image_processor, rgb)
         parameter = next(self.model.parameters())
         return pixel_values.to(device=parameter.device, dtype=parameter.dtype)
 
-    def as_pixel_values(self, images: Any) -> torch.Tensor:
+    def as_pixel_values(self, images: object) -> torch.Tensor:
         """``images`` (one, a list, or an already processed (B, C, H, W) tensor) as pixel values."""
         if isinstance(images, torch.Tensor):
             if images.ndim != 4:

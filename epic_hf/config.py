@@ -17,12 +17,17 @@ import json
 import logging
 import math
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from .aliases import JSONDict
 from .errors import BankFormatError, shown
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+T = TypeVar("T")
+Settings = TypeVar("Settings", bound="DataclassInstance")  # a settings dataclass
 logger = logging.getLogger(__name__)
 
 #: The version of ``epic_config.json`` this release writes and reads.
@@ -34,7 +39,7 @@ MAX_THUMBNAIL_SIZE = 1024
 LEGACY_FIT_KEYS = frozenset({"base_model_revision", "matrix", "model_type", "num_channels"})
 
 
-def known_values(cls: type, values: dict[str, Any], where: str, ignored: Iterable[str] = ()) -> dict[str, Any]:
+def known_values(cls: type, values: JSONDict, where: str, ignored: Iterable[str] = ()) -> JSONDict:
     """The entries of ``values`` that are fields of dataclass ``cls``; any other key is logged, not dropped silently.
 
     As PEFT does for adapter configs: a key a newer release wrote, or a typo in a hand-edited
@@ -47,16 +52,15 @@ def known_values(cls: type, values: dict[str, Any], where: str, ignored: Iterabl
     return {k: v for k, v in values.items() if k in known}
 
 
-def _setting(default: Any, help: str, *, group: str, choices: tuple | None = None, paper: bool = False,
-             result: bool = True, minimum: float | None = None, maximum: float | None = None) -> Any:
+def _setting(default: T, help: str, *, group: str, choices: tuple | None = None, paper: bool = False,
+             result: bool = True, minimum: float | None = None, maximum: float | None = None) -> T:
     """A config field with its documentation attached (read by the CLI flags, the docs and the validation)."""
     return field(default=default, metadata={
         "help": help, "group": group, "choices": choices, "paper": paper, "result": result, "minimum": minimum,
-        "maximum": maximum,
-    })
+        "maximum": maximum})
 
 
-def _section(cls: type, help: str) -> Any:
+def _section(cls: type[T], help: str) -> T:
     """A field holding a nested settings dataclass (``FitConfig.data``): its fields are flags of their own."""
     return field(default_factory=cls, metadata={"help": help, "section": cls})
 
@@ -73,7 +77,7 @@ def setting_fields(cls: type) -> list[dataclasses.Field]:
     return found
 
 
-def validate_settings(config: Any) -> None:
+def validate_settings(config: DataclassInstance) -> None:
     """Check every field of a settings dataclass (or of EpicConfig) against its metadata, before it is used.
 
     Choices are enforced; numbers must be finite (``inf`` and ``nan`` are refused: a learning rate
@@ -107,7 +111,7 @@ def validate_settings(config: Any) -> None:
             raise ValueError(f"{spec.name} must be at most {meta['maximum']}, got {shown(value)}")
 
 
-def replace_settings(config: Any, changes: dict[str, Any], what: str) -> Any:
+def replace_settings(config: Settings, changes: dict[str, object], what: str) -> Settings:
     """A validated copy of a settings dataclass with ``changes``; a section's fields may be given flat.
 
     ``replace_settings(fit_config, {"split": "test", "lr": 0.01})`` sets ``data.split`` and ``lr``.
@@ -115,8 +119,8 @@ def replace_settings(config: Any, changes: dict[str, Any], what: str) -> Any:
     """
     sections = {spec.name: spec for spec in fields(config) if is_section(spec)}
     own = {spec.name for spec in fields(config)}
-    routed: dict[str, dict[str, Any]] = {name: {} for name in sections}
-    direct: dict[str, Any] = {}
+    routed: dict[str, dict[str, object]] = {name: {} for name in sections}
+    direct: dict[str, object] = {}
     for name, value in changes.items():
         home = next((section for section, spec in sections.items()
                      if name in {f.name for f in fields(spec.metadata["section"])}), None)
@@ -130,15 +134,15 @@ def replace_settings(config: Any, changes: dict[str, Any], what: str) -> Any:
             raise TypeError(f"unknown {what} setting {shown(name)}; known settings: {known}")
     for section, values in routed.items():
         if values:
-            base = direct.get(section, getattr(config, section))
+            base = cast("DataclassInstance", direct.get(section, getattr(config, section)))
             direct[section] = dataclasses.replace(base, **values)
     return dataclasses.replace(config, **direct)
 
 
-def flat_settings(config: Any, *, result_only: bool = False) -> dict[str, Any]:
+def flat_settings(config: DataclassInstance, *, result_only: bool = False) -> JSONDict:
     """Every setting as one flat mapping (a section's fields beside the others), optionally only those that
     change the result: what a checkpoint's fingerprint records."""
-    values: dict[str, Any] = {}
+    values: JSONDict = {}
     for spec in fields(config):
         if is_section(spec):
             values.update(flat_settings(getattr(config, spec.name), result_only=result_only))
@@ -215,16 +219,14 @@ class FitConfig:
     batch_size: int = _setting(64, "images per backbone batch", group="compute", result=False, minimum=1)
     mixed_precision: str | None = _setting(None, "precision of the backbone (accelerate)", group="compute",
                                            choices=("no", "fp16", "bf16"), result=False)
-    feature_cache_mb: float = _setting(
-        2048, "memory for cached feature maps; beyond it they are recomputed", group="compute", result=False,
-        minimum=0)
+    feature_cache_mb: float = _setting(2048, "memory for cached feature maps; beyond it they are recomputed",
+                                       group="compute", result=False, minimum=0)
     index_memory_mb: float = _setting(4096, "memory for the pooled index; beyond it it is memory-mapped",
                                       group="compute", result=False, minimum=0)
     # the bank
     thumbnail_size: int = _setting(112, "long side of the bank's prototype thumbnails, in pixels", group="bank",
                                    minimum=8, maximum=MAX_THUMBNAIL_SIZE)
-    thumbnail_quality: int = _setting(80, "JPEG quality of the thumbnails", group="bank", minimum=1,
-                                      maximum=100)
+    thumbnail_quality: int = _setting(80, "JPEG quality of the thumbnails", group="bank", minimum=1, maximum=100)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, DataConfig):
@@ -235,11 +237,11 @@ class FitConfig:
         """A validated copy with ``changes``; an unknown name raises ``TypeError`` listing the known ones."""
         return replace_settings(self, changes, "fit")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "fit settings") -> FitConfig:
+    def from_dict(cls, values: JSONDict, where: str = "fit settings") -> FitConfig:
         """Read settings written by :meth:`to_dict`; earlier releases wrote the data settings flat (and
         recorded model facts here), and both are still read.
 
@@ -255,7 +257,7 @@ class FitConfig:
         return cls(data=DataConfig(**known_values(DataConfig, data, where)),
                    **{k: v for k, v in known.items() if k != "data"})
 
-    def result_settings(self) -> dict[str, Any]:
+    def result_settings(self) -> JSONDict:
         """The settings that change the fitted bank: what a checkpoint must agree on to resume."""
         return flat_settings(self, result_only=True)
 
@@ -268,7 +270,7 @@ STEP_FIELDS = ("prototypes", "purity_before", "purity_after")
 PURITY_BOUND = 1.001
 
 
-def _pair_of_sides(name: str, value: Any) -> tuple[int, int]:
+def _pair_of_sides(name: str, value: object) -> tuple[int, int]:
     """(height, width) of whole numbers in [1, MAX_INPUT_SIDE]; anything else is a corrupt bank."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError(f"{name} must be [height, width], got {shown(value)}")
@@ -278,15 +280,15 @@ def _pair_of_sides(name: str, value: Any) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _number(name: str, value: Any, low: float, high: float, whole: bool = False) -> None:
+def _number(name: str, value: object, low: float, high: float, whole: bool = False) -> None:
     kinds, kind = ((int,), "a whole number") if whole else ((int, float), "a finite number")
     if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or not low <= value <= high:
         raise ValueError(f"{name} must be {kind} from {low} to {high}, got {shown(value)}")
 
 
-def _fact(check: str | None = None, default: Any = dataclasses.MISSING, *, choices: tuple | None = None,
+def _fact(check: str | None = None, default: object = dataclasses.MISSING, *, choices: tuple | None = None,
           minimum: float | None = None, maximum: float | None = None, optional: bool = False,
-          factory: Any = None) -> Any:
+          factory: Callable[[], object] | None = None) -> Any:  # Any: like field(), whatever its field declares
     """A field of :class:`EpicConfig` with the checks a loaded value must pass, read by validate_settings: a
     ``check`` of shape (text, flag, sides, object, steps, fit), ``choices``, ``minimum``/``maximum``."""
     metadata = {"check": check, "choices": choices, "minimum": minimum, "maximum": maximum, "optional": optional}
@@ -295,7 +297,7 @@ def _fact(check: str | None = None, default: Any = dataclasses.MISSING, *, choic
     return field(default=default, metadata=metadata)
 
 
-def _check_shape(name: str, value: Any, check: str | None) -> None:
+def _check_shape(name: str, value: object, check: str | None) -> None:
     """The shape a bank's field declares (``_fact``): sizes bounded, so a hostile file must not allocate."""
     if check == "text" and not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {shown(value)}")
@@ -309,7 +311,7 @@ def _check_shape(name: str, value: Any, check: str | None) -> None:
         raise ValueError(f"{name} must be fit settings, got {type(value).__name__}")
     if check == "steps" and not isinstance(value, list):
         raise ValueError(f"steps must be a list of schedule steps, got {type(value).__name__}")
-    for position, step in enumerate(value if check == "steps" else []):
+    for position, step in enumerate(value if check == "steps" and isinstance(value, list) else []):
         if not isinstance(step, dict) or any(key not in step for key in STEP_FIELDS):
             raise ValueError(f"steps[{position}] must be an object with {list(STEP_FIELDS)}, got {shown(step)}")
         _number(f"steps[{position}].prototypes", step["prototypes"], 1, 2**31, whole=True)
@@ -336,7 +338,7 @@ class EpicConfig:
     base_model_revision: str | None = _fact("text", None)
     base_model_fingerprint: str | None = _fact("text", None)
     fit: FitConfig = _fact("fit", factory=FitConfig)
-    dataset: dict[str, Any] = _fact("object", factory=dict)
+    dataset: JSONDict = _fact("object", factory=dict)
     purity_before: float | None = _fact(None, None, minimum=-PURITY_BOUND, maximum=PURITY_BOUND)
     purity_after: float | None = _fact(None, None, minimum=-PURITY_BOUND, maximum=PURITY_BOUND)
     num_samples: int | None = _fact(None, None, minimum=0, maximum=2**62)
@@ -346,12 +348,12 @@ class EpicConfig:
     patch_share: float | None = _fact(None, None, minimum=0.0, maximum=1.0)
     #: DINOv2 loaded with split_cls=True: its CLS half split over the tokens (2D channels)
     split_cls: bool = _fact("flag", False)
-    steps: list[dict[str, Any]] = _fact("steps", factory=list)
-    evaluation: dict[str, Any] = _fact("object", factory=dict)
+    steps: list[JSONDict] = _fact("steps", factory=list)
+    evaluation: JSONDict = _fact("object", factory=dict)
     library_version: str | None = _fact("text", None)
     format_version: int = _fact(None, FORMAT_VERSION, minimum=FORMAT_VERSION, maximum=FORMAT_VERSION)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         values = dataclasses.asdict(self)
         values["grid_size"], values["input_size"] = list(self.grid_size), list(self.input_size)
         return {"format": "epic", **values}
@@ -360,7 +362,7 @@ class EpicConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: Any) -> EpicConfig:
+    def from_dict(cls, values: object) -> EpicConfig:
         """Validate and read a config written by this or an earlier release."""
         if not isinstance(values, dict) or values.get("format") != "epic":
             raise BankFormatError("epic_config.json is not an EPIC bank config (missing format='epic')")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as nnf
@@ -56,8 +55,8 @@ class Decomposer:
         return logits if extra is None else logits + extra.double()
 
     @torch.no_grad()
-    def explain_batch(self, images: list, target: int | str | None, top_k: int, offset: int,
-                      bank: PrototypeBank | None, true_labels: Sequence[Any]) -> list[Explanation]:
+    def explain_batch(self, images: Sequence[object], target: int | str | None, top_k: int, offset: int,
+                      bank: PrototypeBank | None, true_labels: Sequence[object]) -> list[Explanation]:
         try:
             pixel_values = self.classifier.preprocess(images)
         except UnreadableImageError as error:  # re-number positions within the whole list
@@ -66,8 +65,8 @@ class Decomposer:
         with full_precision():
             return self._explanations(forward, pixel_values, images, target, top_k, bank, true_labels)
 
-    def _explanations(self, forward: ModelForward, pixel_values: torch.Tensor, images: list, target: int | str | None,
-                      top_k: int, bank: PrototypeBank | None, true_labels: Sequence[Any]) -> list[Explanation]:
+    def _explanations(self, forward: ModelForward, pixel_values: torch.Tensor, images: Sequence[object], target: int | str | None,
+                      top_k: int, bank: PrototypeBank | None, true_labels: Sequence[object]) -> list[Explanation]:
         assert forward.fmap is not None  # a full forward keeps F
         fmap = forward.fmap.float()
         extra = forward.pooled.extra_logits
@@ -85,7 +84,7 @@ class Decomposer:
 
     def _explanation(self, index: int, target: int, fmap: torch.Tensor, pooled: torch.Tensor, logits: torch.Tensor,
                      extra: torch.Tensor | None, pixel_values: torch.Tensor, top_k: int, bank: PrototypeBank | None,
-                     true_label: Any, source: Any) -> Explanation:
+                     true_label: object, source: object) -> Explanation:
         contributions = self.weight[target].double() * pooled.double()
         evidence = self.weight[target].double() * pooled.double().relu()
         ranked = evidence.argsort(descending=True)[: min(top_k, evidence.numel())]
@@ -116,7 +115,7 @@ class Decomposer:
             disentangling_matrix=self.U.cpu(),  # the explainer's own U, shared: attribution_map() reads it
         )
 
-    def _label_name(self, label: Any) -> str | None:
+    def _label_name(self, label: object) -> str | None:
         """A true label as the model spells it: a class index, or a name matched as class folders are
         (``red_circle`` is ``red circle``); a name that matches no label is kept as given."""
         if label is None:
@@ -143,7 +142,7 @@ class Decomposer:
         return int(target)
 
 
-def _source_name(source: Any) -> str | None:
+def _source_name(source: object) -> str | None:
     """A file name for an image given by path, for captions and reports."""
     if isinstance(source, (str, os.PathLike)):
         return Path(source).name

@@ -25,20 +25,25 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
+from .aliases import ImageProcessor, JSONDict
 from .atomic import atomic_path, write_atomic
 from .explainer import EpicExplainer
 from .synthetic import classifier_accuracy, planted_dataset, tiny_resnet, tiny_vit, train_classifier
 from .viz import write_html_report
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel
+
 logger = logging.getLogger(__name__)
 
 NUM_CLASSES = 4
 #: The demo's classifiers: a tiny CNN, or a tiny ViT whose CLS token the held linearisation splits.
-ARCHITECTURES: dict[str, Callable[..., tuple[Any, Any]]] = {"resnet": tiny_resnet, "vit": tiny_vit}
+ARCHITECTURES: dict[str, Callable[..., tuple[PreTrainedModel, ImageProcessor]]] = {"resnet": tiny_resnet, "vit": tiny_vit}
 DEFAULT_EPOCHS = {"resnet": 10, "vit": 24}
 #: Whether training keeps the epoch that does best on the validation images rather than the last.
 #: The tiny ViT's accuracy swings from epoch to epoch (its last epoch fell to 0.891 on the held-out
@@ -56,7 +61,7 @@ def run_demo(
     classifier_epochs: int | None = None,
     num_held_out: int = 64,
     architecture: str = "resnet",
-) -> dict[str, Any]:
+) -> JSONDict:
     """Train, fit, explain and save everything under ``output_dir``; returns a summary dict.
 
     Args:
@@ -117,7 +122,7 @@ def run_demo(
     return summary
 
 
-def _train_classifier(output: Path, train: Any, validation: Any | None, seed: int, epochs: int,
+def _train_classifier(output: Path, train: Dataset, validation: Dataset | None, seed: int, epochs: int,
                       architecture: str) -> tuple[EpicExplainer, Path, float]:
     """A tiny ResNet or ViT trained on ``train`` (see :data:`KEEP_BEST_EPOCH`), saved as a transformers folder."""
     model, processor = ARCHITECTURES[architecture](NUM_CLASSES, seed=seed)
@@ -130,7 +135,7 @@ def _train_classifier(output: Path, train: Any, validation: Any | None, seed: in
     return explainer, classifier_dir, accuracy
 
 
-def _write_images(folder: Path, held_out: Any) -> list[str]:
+def _write_images(folder: Path, held_out: Dataset) -> list[str]:
     """Each held-out image as ``folder/<label>/<index>.png``; returns the paths relative to the demo's folder.
 
     Why: an image folder with class subfolders is what ``epic-hf explain``, ``evaluate`` and the
@@ -147,7 +152,7 @@ def _write_images(folder: Path, held_out: Any) -> list[str]:
     return paths
 
 
-def _explain_held_out(explainer: EpicExplainer, held_out: Any, files: list[str], count: int,
+def _explain_held_out(explainer: EpicExplainer, held_out: Dataset, files: list[str], count: int,
                       top_k: int) -> tuple[list, float]:
     """Explain a telling mix of held-out images (each named by its file and what it is), and the accuracy on all."""
     names = held_out.features["label"].names
@@ -173,7 +178,7 @@ def _explain_held_out(explainer: EpicExplainer, held_out: Any, files: list[str],
     return chosen, len(hits) / len(everything)
 
 
-def _write_explanations(output: Path, explanations: list) -> dict[str, Any]:
+def _write_explanations(output: Path, explanations: list) -> JSONDict:
     pictures = [str(e.save(output / f"explanation_{i}.png")) for i, e in enumerate(explanations)]
     html_path = write_html_report(explanations, output / "report.html", png_paths=pictures)
     json_path = output / "explanations.json"

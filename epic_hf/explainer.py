@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from .adapters import ModelAdapter
+from .aliases import ImageProcessor
 from .atomic import atomic_path
 from .backbone import FrozenClassifier, ModelReference
 from .bank import PrototypeBank
@@ -69,7 +70,7 @@ class _Classifiers(Generic[T]):
     def __get__(self, explainer: EpicExplainer | None, owner: type) -> _Classifiers[T] | T:
         if explainer is None:
             return self
-        value: Any = explainer.classifier
+        value: Any = explainer.classifier  # Any: read along an attribute path, returned as the T it names
         for part in self.path.split("."):
             value = getattr(value, part)
         return value
@@ -86,7 +87,7 @@ class EpicExplainer(HubMixin):
     checked against the model's own forward (:class:`~epic_hf.errors.DecompositionError` where they part).
     """
 
-    def __init__(self, model: nn.Module, image_processor: Any, matrix: MatrixKind = "orthogonal",
+    def __init__(self, model: nn.Module, image_processor: ImageProcessor, matrix: MatrixKind = "orthogonal",
                  bank: PrototypeBank | None = None, *, base_model_name_or_path: str | None = None,
                  base_model_revision: str | None = None, split_cls: bool | None = None) -> None:
         """``split_cls=True`` (DINOv2 only) splits the CLS half of the head over the tokens as D more
@@ -158,7 +159,7 @@ class EpicExplainer(HubMixin):
 
     # -- what it wraps: the classifier's own, read through (``explainer.model is explainer.classifier.model``) --
     model: _Classifiers[nn.Module] = _Classifiers("model")
-    image_processor: _Classifiers[Any] = _Classifiers("image_processor")  # Any: processors share no base with __call__
+    image_processor: _Classifiers[ImageProcessor] = _Classifiers("image_processor")
     adapter: _Classifiers[ModelAdapter] = _Classifiers("adapter")
     num_channels: _Classifiers[int] = _Classifiers("num_channels")
     device: _Classifiers[torch.device] = _Classifiers("device")
@@ -227,12 +228,13 @@ class EpicExplainer(HubMixin):
         self._decomposer = (bank.disentangler, decomposer)
 
     # -- inputs and maps -----------------------------------------------------------------
-    def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """RGB-coerce ``images`` and run the image processor: (B, C, H, W) on the model's device."""
         return self.classifier.preprocess(images)
 
     @torch.no_grad()
-    def feature_map(self, images: Any, transformed: bool = True) -> torch.Tensor:
+    def feature_map(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor,
+                    transformed: bool = True) -> torch.Tensor:
         """G = U F (or F with ``transformed=False``) for images or a pixel_values tensor: (B, D, H, W)."""
         fmap = self.classifier.feature_map(self.classifier.as_pixel_values(images))
         return torch.einsum("ij,bjhw->bihw", self.U, fmap) if transformed else fmap
@@ -261,7 +263,7 @@ class EpicExplainer(HubMixin):
         """
         single = _is_single_image(image)
         # not one image, so a sequence (or another iterable) of them: what _is_single_image decided
-        images: list[Any] = [image] if single else list(cast(Iterable[Any], image))
+        images: list[object] = [image] if single else list(cast(Iterable[ImageInput], image))
         truths = _per_image(true_label, len(images), single)
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -321,7 +323,8 @@ class EpicExplainer(HubMixin):
 
     # -- the app and its Space (epic_hf.app; gradio is imported only there) ------------------
     def launch(self, *, host: str | None = None, port: int | None = None, share: bool = False,
-               title: str | None = None, block: bool = True, **launch_kwargs: Any) -> Any:
+               title: str | None = None, block: bool = True,
+               **launch_kwargs: Any) -> Any:  # Any: a gradio.Blocks (gradio, an optional extra, is imported at run time)
         """Serve a local Gradio page that explains any uploaded image with this bank (docs/app.md).
 
         Offline: no analytics, system fonts, no share link unless ``share=True``. ``block=False``
@@ -376,14 +379,14 @@ def _write_purity_curve(output_dir: Path, report: FitReport) -> None:
         curve.save(partial, format="PNG")
 
 
-def _is_single_image(image: Any) -> bool:
+def _is_single_image(image: object) -> bool:
     """One image (PIL, array, path, decoded-or-not record), as opposed to a sequence of them."""
     if isinstance(image, (Image.Image, np.ndarray, str, os.PathLike, dict)):
         return True
     return not hasattr(image, "__iter__")
 
 
-def _per_image(value: Any, count: int, single: bool) -> list[Any]:
+def _per_image(value: str | int | Sequence[str | int | None] | None, count: int, single: bool) -> Sequence[object]:
     """One true label per image: ``value`` repeated for a single image, or a list of ``count``."""
     if value is None:
         return [None] * count

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from huggingface_hub import HfApi, ModelCard, RepoCard, constants, hf_hub_download
+from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoCard, constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HFValidationError,
@@ -59,7 +59,7 @@ def hub_is_reachable(timeout: float = REACH_TIMEOUT) -> bool:
 
 
 @contextlib.contextmanager
-def hub_access(name_or_path: str | Path, hub_kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def hub_access(name_or_path: str | Path, hub_kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:  # Any: **kwargs
     """``hub_kwargs`` to load ``name_or_path`` with, failing fast and clearly when the Hub is out of reach.
 
     Without this, ``huggingface_hub`` retries a dead connection for about half a minute before a
@@ -84,7 +84,7 @@ def hub_access(name_or_path: str | Path, hub_kwargs: dict[str, Any]) -> Iterator
             "work offline with HF_HUB_OFFLINE=1 and files already downloaded, or give a local folder") from None
 
 
-def hub_download_kwargs(hub_kwargs: dict[str, Any]) -> dict[str, Any]:
+def hub_download_kwargs(hub_kwargs: dict[str, Any]) -> dict[str, Any]:  # Any: **kwargs
     """The subset of from_pretrained keyword arguments that ``hf_hub_download`` understands."""
     return {k: v for k, v in hub_kwargs.items() if k in HUB_DOWNLOAD_KWARGS}
 
@@ -189,7 +189,7 @@ class HubMixin:
         return str(getattr(info, "commit_url", info))
 
     def _push(self, repo_id: str, *, private: bool, token: str | None, commit_message: str,
-              revision: str | None) -> Any:
+              revision: str | None) -> CommitInfo:
         """The upload behind :meth:`push_to_hub`; returns ``huggingface_hub``'s ``CommitInfo`` (its ``oid``
         is the commit a Space pins)."""
         api = HfApi(token=token)

@@ -12,19 +12,19 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
 
 import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .aliases import ImageProcessor
 from .errors import UnreadableImageError
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
 
 
-def to_rgb(image: Any, position: int = 0) -> Image.Image:
+def to_rgb(image: object, position: int = 0) -> Image.Image:
     """An RGB PIL image from a PIL image of any mode, an HWC uint8 array or a file path."""
     if isinstance(image, Image.Image):
         return pil_to_rgb(upright(image))
@@ -110,7 +110,7 @@ def decode_image_record(record: dict, position: int = 0) -> Image.Image:
         raise UnreadableImageError(position, f"{name} is not a readable image ({error})") from None
 
 
-def pixel_values_to_image(pixel_values: torch.Tensor, image_processor: Any) -> Image.Image:
+def pixel_values_to_image(pixel_values: torch.Tensor, image_processor: ImageProcessor) -> Image.Image:
     """Undo the processor's rescale and normalisation: (C, H, W) -> RGB PIL image."""
     values = pixel_values.detach().float().cpu()
     timm_config = getattr(image_processor, "data_config", None)  # timm's processor: ToTensor, then Normalize

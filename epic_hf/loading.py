@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from .adapters import adapter_class_for
+from .aliases import ImageProcessor
 from .backbone import ModelReference
 from .config import EpicConfig
 from .errors import BaseModelNotFoundError, UnsupportedModelError
@@ -29,7 +30,7 @@ def looks_like_path(value: str) -> bool:
 
 
 def load_classifier(name_or_path: str | Path, revision: str | None = None, *, trust_remote_code: bool = False,
-                    **hub_kwargs: Any) -> tuple[nn.Module, Any, ModelReference]:
+                    **hub_kwargs: Any) -> tuple[nn.Module, ImageProcessor, ModelReference]:
     """(model, image processor, reference) of an image classifier in a folder or on the Hub.
 
     An unsupported family is refused from its config, before any weights are downloaded. A
@@ -62,7 +63,8 @@ def load_classifier(name_or_path: str | Path, revision: str | None = None, *, tr
     return model, processor, ModelReference(name, commit)
 
 
-def _resolved_commit(name: str, revision: str | None, model: nn.Module, hub_kwargs: dict[str, Any]) -> str | None:
+def _resolved_commit(name: str, revision: str | None, model: nn.Module,
+                     hub_kwargs: dict[str, Any]) -> str | None:  # Any: **kwargs passed on
     """The commit a Hub model was loaded at, so that a bank can pin its base model exactly."""
     commit = getattr(model.config, "_commit_hash", None)
     if commit:

@@ -32,8 +32,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
+from .aliases import JSONDict
 from .atomic import create_exclusive
 from .errors import OutputDirLockedError
 
@@ -87,14 +87,14 @@ class DirectoryLock:
         self.held = False
         self.token = secrets.token_hex(8)  # tells this lock from a later one of the same process
 
-    def _holder(self) -> dict[str, Any] | None:
+    def _holder(self) -> JSONDict | None:
         try:
             holder = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
         return holder if isinstance(holder, dict) else None
 
-    def _stale(self, holder: dict[str, Any] | None) -> bool:
+    def _stale(self, holder: JSONDict | None) -> bool:
         if holder is None:  # unreadable: damaged, or left half-written by an epic_hf older than the link
             return True
         pid = holder.get("pid")

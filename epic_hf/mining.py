@@ -9,9 +9,9 @@ product widened loses nothing, and float64 readouts keep their precision).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+
+from .aliases import JSONDict
 
 
 class TopN:
@@ -44,11 +44,11 @@ class TopN:
         order = all_scores.argsort(dim=1, descending=True, stable=True)[:, : self.count]
         self.scores, self.keys = all_scores.gather(1, order), all_keys.gather(1, order)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> JSONDict:
         return {"count": self.count, "scores": self.scores.cpu().tolist(), "keys": self.keys.cpu().tolist()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> TopN:
+    def from_state(cls, state: JSONDict) -> TopN:
         rows = len(state["scores"])
         top = cls(rows, int(state["count"]))
         top.scores = torch.tensor(state["scores"], dtype=torch.float64).reshape(rows, -1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
@@ -19,7 +18,7 @@ from .naming import display_name
 from .results import purity_drop_note
 
 
-def _hub_id(value: Any) -> str | None:
+def _hub_id(value: object) -> str | None:
     """``value`` when it looks like a Hub id (``org/name``), not a local path."""
     text = str(value or "")
     if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).exists():
@@ -41,7 +40,7 @@ def _purity_warning(config: EpicConfig) -> str:
     return "" if note is None else f"\n**Purity went down.** {note[0].upper()}{note[1:]}.\n"
 
 
-def _metric(value: Any) -> str:
+def _metric(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
 

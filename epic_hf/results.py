@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import torch
 import torch.nn.functional as nnf
 from PIL import Image
+
+from .aliases import JSONDict
 
 Box = tuple[int, int, int, int]
 
@@ -41,7 +42,7 @@ class PrototypeMatch:
         """The prototype's processed image (from the bank's thumbnail), at the input size."""
         return self._load_image()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {
             "sample_key": int(self.sample_key),
             "name": self.name,
@@ -66,7 +67,7 @@ class ChannelExplanation:
     prototypes: list[PrototypeMatch]
     evidence: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return {
             "channel": int(self.channel),
             "contribution": float(self.contribution),
@@ -188,7 +189,7 @@ class ExplanationData:
         total = float(self.contributions.abs().sum())
         return contribution / total if total > 0 else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         """A JSON-serialisable summary (no pixels) with every channel it holds, for services and logs."""
         return {
             "source": self.source,

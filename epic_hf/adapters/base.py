@@ -13,14 +13,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from PIL import Image
 from torch import nn
 
+from ..aliases import ImageProcessor
 from ..errors import UnsupportedModelError
 from .exactness import IDENTITY_TOLERANCE, relative_gaps
 from .reads import ModuleT, T, activation, attribute, layers, method, model_config, patch_size, submodule
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = [  # the typed reads live in .reads; the family modules import them from here with the contract
     "IDENTITY_TOLERANCE", "LinearHead", "ModelAdapter", "ModelForward", "ModuleT", "PooledFeatures",
@@ -102,14 +107,14 @@ class ModelAdapter:
     #: index pass then stores pooled vectors only, and F is computed again for prototype images alone.
     pooled_is_cheaper: bool = False
     #: During :meth:`forward`, the trunk's output from the model's own forward (see :meth:`trunk_output`).
-    _replay: tuple[nn.Module, Any] | None = None
+    _replay: tuple[nn.Module, Any] | None = None  # Any: the trunk's own output, handed back as run()'s
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.check_config(model_config(model))
 
     @property
-    def config(self) -> Any:
+    def config(self) -> PretrainedConfig:
         """The model's transformers config (see :func:`model_config`)."""
         return model_config(self.model)
 
@@ -137,21 +142,21 @@ class ModelAdapter:
         return None
 
     @classmethod
-    def check_config(cls, config: Any) -> None:
+    def check_config(cls, config: PretrainedConfig) -> None:
         """Refuse configurations of a supported family that cannot be decomposed.
 
         A classmethod so that a model can be refused from its config alone, before its
         weights are downloaded.
         """
 
-    def bind_processor(self, image_processor: Any) -> None:
+    def bind_processor(self, image_processor: ImageProcessor) -> None:
         """Read what the family needs from the model's own image processor (most need nothing).
 
         Called once, before the load-time check; a processor that lacks what the model needs is
         refused here with :class:`UnsupportedModelError`.
         """
 
-    def preprocess(self, image_processor: Any, images: list[Any]) -> torch.Tensor:
+    def preprocess(self, image_processor: ImageProcessor, images: list[Image.Image]) -> torch.Tensor:
         """RGB images -> the (B, C, H, W) pixel values the whole pipeline carries.
 
         Most processors return exactly that. A family whose processor returns something else (ImageGPT's
@@ -212,7 +217,7 @@ class ModelAdapter:
         :class:`~epic_hf.backbone.FrozenClassifier` runs one forward at a time per model.
         """
         module = self.trunk()
-        recorded: list[Any] = []
+        recorded: list[Any] = []  # Any: whatever the trunk returns
         handle = module.register_forward_hook(lambda _m, _a, out: recorded.append(out)) if module is not None else None
         try:
             logits = self.model_logits(pixel_values)

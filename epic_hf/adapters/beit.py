@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -10,6 +10,9 @@ from torch import nn
 from ..errors import UnsupportedModelError
 from .base import ModelAdapter, fold_post_pool_layernorm, patch_grid, patch_size, submodule, tokens_to_grid
 from .registry import refusal_message, register_adapter
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 @register_adapter
@@ -24,7 +27,7 @@ class MeanPooledViTAdapter(ModelAdapter):
     )
 
     @classmethod
-    def check_config(cls, config: Any) -> None:
+    def check_config(cls, config: PretrainedConfig) -> None:
         if not getattr(config, "use_mean_pooling", False):
             raise UnsupportedModelError(refusal_message(
                 config.model_type,

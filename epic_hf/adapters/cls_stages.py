@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as functional
@@ -32,6 +32,9 @@ from .base import ModelForward, activation, attribute, bias_of, layers, submodul
 from .held import HeldBlock, HeldStack
 from .registry import register_adapter
 from .vit import HeldTokenAdapter
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 def _last(model: nn.Module, path: str) -> nn.Module:
@@ -148,7 +151,7 @@ class CvtAdapter(HeldTokenAdapter):
     )
 
     @classmethod
-    def check_config(cls, config: Any) -> None:
+    def check_config(cls, config: PretrainedConfig) -> None:
         if not config.cls_token[-1]:
             raise UnsupportedModelError(
                 "this CvT has no CLS token in its last stage (cls_token[-1]=False); transformers' "

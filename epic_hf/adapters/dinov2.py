@@ -145,7 +145,7 @@ class Dinov2HeldAdapter(HeldTokenAdapter):
     def forward(self, pixel_values: torch.Tensor, pooled: bool = False) -> ModelForward:
         """The model's own forward, once: the held split of the CLS half, and the patch tokens from the same run."""
         base = self.base_model()
-        recorded: list[Any] = []
+        recorded: list[Any] = []  # Any: whatever the backbone returns (a ModelOutput)
         handle = base.register_forward_hook(lambda _m, _a, out: recorded.append(out))
         try:
             with held_linearisation(self.stack, track=self.prefix if pooled else None) as split:

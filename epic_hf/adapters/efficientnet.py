@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import UnsupportedModelError
 from .base import ModelAdapter
 from .registry import refusal_message, register_adapter
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 @register_adapter
@@ -19,7 +22,7 @@ class EfficientNetAdapter(ModelAdapter):
     )
 
     @classmethod
-    def check_config(cls, config: Any) -> None:
+    def check_config(cls, config: PretrainedConfig) -> None:
         if getattr(config, "pooling_type", "mean") != "mean":
             raise UnsupportedModelError(refusal_message(
                 config.model_type,

@@ -15,12 +15,12 @@ ones its processor would make.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from ..aliases import ImageProcessor
 from ..errors import UnsupportedModelError
 from .base import ModelAdapter, submodule, tokens_to_grid
 from .registry import register_adapter
@@ -40,7 +40,7 @@ class ImageGptAdapter(ModelAdapter):
         super().__init__(model)
         self.clusters: torch.Tensor | None = None
 
-    def bind_processor(self, image_processor: Any) -> None:
+    def bind_processor(self, image_processor: ImageProcessor) -> None:
         clusters = getattr(image_processor, "clusters", None)
         if clusters is None:
             raise UnsupportedModelError(
@@ -50,7 +50,7 @@ class ImageGptAdapter(ModelAdapter):
             )
         self.clusters = torch.as_tensor(np.asarray(clusters), dtype=torch.float32)
 
-    def preprocess(self, image_processor: Any, images: list[Any]) -> torch.Tensor:
+    def preprocess(self, image_processor: ImageProcessor, images: list[Image.Image]) -> torch.Tensor:
         return image_processor(images=images, return_tensors="pt", do_color_quantize=False)["pixel_values"]
 
     def input_ids(self, pixel_values: torch.Tensor) -> torch.Tensor:

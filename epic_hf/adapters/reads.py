@@ -8,12 +8,15 @@ checks what it reads and refuses a model that does not have the expected shape, 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 T = TypeVar("T")
@@ -35,7 +38,7 @@ def submodule(model: nn.Module, path: str, kind: type[ModuleT]) -> ModuleT:
     return module
 
 
-def method(module: nn.Module, name: str) -> Callable[..., Any]:
+def method(module: nn.Module, name: str) -> Callable[..., Any]:  # Any: what the model's own method returns
     """A module's own method that torch's types cannot see (Hiera's ``reroll``, timm's ``forward_features``)."""
     found = getattr(module, name, None)
     if not callable(found):
@@ -67,8 +70,8 @@ def activation(module: nn.Module, name: str) -> Callable[[torch.Tensor], torch.T
     return found
 
 
-def model_config(model: nn.Module) -> Any:
-    """A model's transformers config. ``Any``: its fields depend on the family (read them with :func:`attribute`)."""
+def model_config(model: nn.Module) -> PretrainedConfig:
+    """A model's transformers config; its fields depend on the family (read them with :func:`attribute`)."""
     config = getattr(model, "config", None)
     if config is None:
         raise UnsupportedModelError(

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 from torch import nn
 
 from ..errors import UnsupportedModelError
 from .base import ModelAdapter
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 AdapterT = TypeVar("AdapterT", bound=type[ModelAdapter])
 
@@ -126,7 +129,7 @@ def refusal_message(model_type: str | None, why: str) -> str:
     )
 
 
-def adapter_class_for(model_type: str | None, config: Any = None) -> type[ModelAdapter]:
+def adapter_class_for(model_type: str | None, config: PretrainedConfig | None = None) -> type[ModelAdapter]:
     """The adapter class for ``model_type``, or :class:`UnsupportedModelError` naming the supported ones.
 
     With ``config``, the family's configuration check runs too (e.g. BEiT without mean pooling is

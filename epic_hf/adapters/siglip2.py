@@ -17,12 +17,12 @@ so the model sees it on the k x k grid, not at its own aspect ratio.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
+from ..aliases import ImageProcessor
 from ..errors import UnsupportedModelError
 from .base import ModelAdapter, attribute, submodule, tokens_to_grid
 from .registry import register_adapter
@@ -44,7 +44,7 @@ class Siglip2Adapter(ModelAdapter):
         self.patch = int(attribute(self.config.vision_config, "patch_size", int))
         self.side: int | None = None  # pixels a side of the square the pipeline uses; from the processor
 
-    def bind_processor(self, image_processor: Any) -> None:
+    def bind_processor(self, image_processor: ImageProcessor) -> None:
         patch = getattr(image_processor, "patch_size", None)
         limit = getattr(image_processor, "max_num_patches", None)
         if not isinstance(patch, int) or not isinstance(limit, int):
@@ -57,7 +57,7 @@ class Siglip2Adapter(ModelAdapter):
                                         f"{self.patch}-pixel ones: load the processor of this model")
         self.side = patch * math.isqrt(limit)
 
-    def preprocess(self, image_processor: Any, images: list[Any]) -> torch.Tensor:
+    def preprocess(self, image_processor: ImageProcessor, images: list[Image.Image]) -> torch.Tensor:
         side = self._side()
         # a square image goes to the processor as it is (it resizes it to the grid itself, exactly as
         # through its own call); any other is squashed to the square first

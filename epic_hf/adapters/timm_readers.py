@@ -19,11 +19,14 @@ are compared by their qualified names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
 from ..errors import UnsupportedModelError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 def qualified(obj: object) -> str:
@@ -140,10 +143,10 @@ def check_pool_type(pool_type: str, where: Where) -> None:
     raise where.refuse(what, hint)
 
 
-def check_timm_config(config: Any) -> None:
+def check_timm_config(config: PretrainedConfig) -> None:
     """Refuse from config.json alone what it already tells: a pool that is neither an average nor the CLS token.
 
-    ``config`` is ``Any``: a TimmWrapperConfig, whose fields are timm's own. A token-pooled model is
+    ``config`` is a TimmWrapperConfig, whose fields are timm's own (read with ``getattr``). A token-pooled model is
     left to its reader (a VisionTransformer's CLS token is split by the held linearisation).
     """
     architecture = str(getattr(config, "architecture", "?"))

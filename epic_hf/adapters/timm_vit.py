@@ -18,7 +18,7 @@ the full one at load).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from .base import LinearHead, activation, attribute, layers, linear_head, method
 from .held import HeldBlock, HeldStack
 from .timm_readers import TimmReader, Where, check_timm_config, qualified, register_head_reader
 from .vit import HeldTokenAdapter
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 VISION_TRANSFORMER = "timm.models.vision_transformer.VisionTransformer"
 #: DeiT with a distillation token: ``forward_head`` averages ``head`` on the CLS token and
@@ -158,7 +161,7 @@ class TimmTokenViTAdapter(HeldTokenAdapter):
     reader = TokenViTReader()
 
     @classmethod
-    def check_config(cls, config: Any) -> None:  # Any: a TimmWrapperConfig, whose fields are timm's own
+    def check_config(cls, config: PretrainedConfig) -> None:  # a TimmWrapperConfig, whose fields are timm's own
         check_timm_config(config)
 
     def where(self) -> Where:

@@ -12,7 +12,7 @@ be explained wrongly; then the decomposition must reproduce the logits, as for e
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -71,7 +71,7 @@ class TimmWrapperAdapter(ModelAdapter):
         return cls(model)
 
     @classmethod
-    def check_config(cls, config: Any) -> None:  # Any: a TimmWrapperConfig, whose fields are timm's own
+    def check_config(cls, config: PretrainedConfig) -> None:  # a TimmWrapperConfig, whose fields are timm's own
         check_timm_config(config)
 
     @classmethod
@@ -133,6 +133,9 @@ TimmWrapperAdapter.doc = (
     "reader did not name, but the pool, dropout and flatten, is refused by name), and its logits must equal the "
     "classifier of the mean of F"
 )
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 TimmWrapperAdapter.__doc__ = (TimmWrapperAdapter.__doc__ or "") + "".join(
     f"\n    * {reader.name!r}: {reader.serves}." for reader in HEAD_READERS) + "\n"
 

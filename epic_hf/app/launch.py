@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def launch_app(explainer: AppExplainer, *, host: str | None = None, port: int | None = None, share: bool = False,
-               title: str | None = None, block: bool = True, **launch_kwargs: Any) -> Any:
+               title: str | None = None, block: bool = True,
+               **launch_kwargs: Any) -> Any:  # Any: a gradio.Blocks (gradio, an optional extra, is imported at run time)
     """Build and serve the app of ``explainer``; returns the running ``gradio.Blocks``.
 
     ``block=False`` returns as soon as the server answers (tests, notebooks); ``blocks.local_url``
@@ -31,6 +32,7 @@ def launch_app(explainer: AppExplainer, *, host: str | None = None, port: int | 
     started = time.perf_counter()
     blocks = build_app(explainer, title=title)
     allowed = [blocks.epic_examples_dir] if blocks.epic_examples_dir else []
+    # Any: keyword arguments for gradio's launch
     options: dict[str, Any] = dict(server_name=host, server_port=port, share=share, theme=offline_theme(gr),
                                    max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed, show_error=True,
                                    prevent_thread_lock=not block, quiet=not block)

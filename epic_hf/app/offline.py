@@ -44,6 +44,6 @@ def import_gradio() -> ModuleType:
     return gradio
 
 
-def offline_theme(gr: ModuleType) -> Any:
+def offline_theme(gr: ModuleType) -> Any:  # Any: a gradio theme (gradio is imported at run time)
     """gradio's default theme with system fonts instead of web fonts: the page loads nothing from outside."""
     return gr.themes.Default(font=list(SYSTEM_FONTS), font_mono=list(SYSTEM_MONO))

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
 from ..errors import EpicError
 from ..naming import display_name
 from ..viz import MAX_CHANNELS_SHOWN
@@ -61,7 +63,7 @@ def _user_error(gr: ModuleType, error: Exception) -> Exception:
 USER_ERRORS = (EpicError, ValueError, KeyError, IndexError)
 
 
-def build_app(explainer: AppExplainer, title: str | None = None) -> Any:
+def build_app(explainer: AppExplainer, title: str | None = None) -> Any:  # Any: a gradio.Blocks (see launch_app)
     """The ``gradio.Blocks`` of ``explainer`` (an :class:`~epic_hf.EpicExplainer` with a bank); not launched."""
     gr = import_gradio()
     bank = explainer.bank
@@ -126,7 +128,9 @@ def _explain_tab(gr: ModuleType, explainer: AppExplainer, bank: PrototypeBank, e
 def _explain_handler(gr: ModuleType, explainer: AppExplainer, pictures: Path):
     tracker = gr.Progress()  # gradio finds a Progress default in the signature and reports through it
 
-    def explain(upload: Any, target: Any, top_k: Any, progress: Any = tracker) -> tuple[Any, str, Any, Any]:
+    # gradio's raw values, checked here; progress is a gr.Progress (Any: gradio is imported at run time)
+    def explain(upload: object, target: object, top_k: float | None,
+                progress: Any = tracker) -> tuple[dict[str, float], str, str, object]:
         """Read the upload, explain it, draw the sheet; raw inputs (``preprocess=False``) are checked here."""
         try:
             progress(0.05, desc="reading the image")
@@ -147,7 +151,7 @@ def _explain_handler(gr: ModuleType, explainer: AppExplainer, pictures: Path):
 
 
 def _channel_handler(gr: ModuleType, bank: PrototypeBank, pictures: Path):
-    def channel(number: Any) -> tuple[Any, str]:
+    def channel(number: float | str | None) -> tuple[str | None, str]:
         """One channel's prototype sheet and the classes it drives most."""
         if number is None or number == "":
             return None, ""
@@ -161,7 +165,7 @@ def _channel_handler(gr: ModuleType, bank: PrototypeBank, pictures: Path):
 
 
 def _class_handler(gr: ModuleType, bank: PrototypeBank):
-    def look(choice: Any) -> tuple[str, list[Any]]:
+    def look(choice: object) -> tuple[str, list[tuple[Image.Image, str]]]:
         """A class's channels from the bank's class evidence, each with its prototypes."""
         try:
             index = parse_target(choice)

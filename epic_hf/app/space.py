@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from huggingface_hub import HfApi, SpaceCard, SpaceCardData
+from huggingface_hub import CommitInfo, HfApi, SpaceCard, SpaceCardData
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from .._version import __version__
@@ -130,7 +129,7 @@ def push_space(space_id: str, bank_repo: str, revision: str | None = None, *, ti
     return space_url(space_id)
 
 
-def _link_card_to_space(api: HfApi, bank_repo: str, space_id: str) -> Any:
+def _link_card_to_space(api: HfApi, bank_repo: str, space_id: str) -> CommitInfo | None:
     """The bank's model card, with a marked line linking the Space (the card's other text untouched)."""
     card = _download_text(api, bank_repo, "README.md", "model") or ""
     section = (f"{SPACE_START}\n**Try it:** the Space [{space_id}]({space_url(space_id)}) explains any image you "

@@ -13,7 +13,7 @@ import math
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -73,7 +73,7 @@ class BadUploadError(UnreadableImageError):
         self.args = (reason,)
 
 
-def upload_path(payload: Any) -> Path:
+def upload_path(payload: object) -> Path:
     """The local file of an upload: gradio's file payload (a dict with ``path``), or a path."""
     if isinstance(payload, dict):
         payload = payload.get("path")
@@ -82,7 +82,7 @@ def upload_path(payload: Any) -> Path:
     return Path(str(payload))
 
 
-def read_upload(payload: Any) -> Image.Image:
+def read_upload(payload: object) -> Image.Image:
     """The uploaded image as RGB, or :class:`BadUploadError` saying what is wrong with it.
 
     Checks the size on disk and the pixel count (read from the header, before decoding), so a
@@ -115,7 +115,7 @@ def target_choices(id2label: dict[int, str]) -> list[str]:
     return [PREDICTED] + [f"{index}: {label}" for index, label in sorted(id2label.items())]
 
 
-def parse_target(choice: Any) -> int | None:
+def parse_target(choice: object) -> int | None:
     """The class index of a picker entry (None for the predicted class)."""
     if choice in (None, "", PREDICTED):
         return None

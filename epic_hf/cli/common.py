@@ -7,8 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
+from ..aliases import JSONValue
 from ..bank_format import CONFIG_NAME
 from ..loading import looks_like_path
 
@@ -80,7 +81,7 @@ def emit(text: str) -> None:
         print(text, flush=True)
 
 
-def json_default(value: Any) -> Any:
+def json_default(value: object) -> JSONValue:
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "tolist"):
@@ -92,11 +93,11 @@ class _StderrHandler(logging.StreamHandler):
     """Logs to whatever ``sys.stderr`` is at the time, so output redirected around ``main()`` gets them."""
 
     @property
-    def stream(self) -> Any:
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; sys.stderr wins
+    def stream(self, value: object) -> None:  # StreamHandler.__init__ assigns it; sys.stderr wins
         pass
 
 

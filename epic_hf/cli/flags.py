@@ -20,15 +20,15 @@ GROUP_TITLES = {"data": "data", "method": "EPIC method (paper defaults marked)",
 Settings = TypeVar("Settings")
 
 
-def _scalar_type(annotation: Any) -> type:
+def _scalar_type(annotation: Any) -> type:  # Any: a type form (int, str | None), as get_type_hints gives it
     """The Python type of a field annotation such as ``int`` or ``str | None``."""
     candidates = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     return candidates[0] if candidates[0] in (bool, int, float) else str
 
 
-def _leaves(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+def _leaves(cls: type) -> list[tuple[dataclasses.Field, Any]]:  # Any: as in _scalar_type
     """(field, its type annotation) of every setting of ``cls``, a section's fields in its place."""
-    hints: dict[str, Any] = {}
+    hints: dict[str, Any] = {}  # Any: as in _scalar_type
     for spec in dataclasses.fields(cls):
         hints.update(typing.get_type_hints(spec.metadata["section"]) if is_section(spec) else {})
     hints.update(typing.get_type_hints(cls))
@@ -37,7 +37,7 @@ def _leaves(cls: type) -> list[tuple[dataclasses.Field, Any]]:
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per setting of ``cls``, grouped as the config groups them."""
-    groups: dict[str, Any] = {}
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for spec, annotation in _leaves(cls):
         meta = spec.metadata
         group = groups.get(meta["group"]) or groups.setdefault(
@@ -57,7 +57,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def config_from_args(cls: type[Settings], args: argparse.Namespace) -> Settings:
     """The ``cls`` instance that the parsed flags describe (validated by its constructor)."""
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
         values[spec.name] = (config_from_args(spec.metadata["section"], args) if is_section(spec)
                              else getattr(args, spec.name))

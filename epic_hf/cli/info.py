@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
+from ..aliases import JSONDict
 from ..bank import PrototypeBank
 from ..bank_format import CONFIG_NAME, WEIGHTS_NAME
 from ..hub import file_resolver
@@ -25,7 +25,7 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
     info.set_defaults(handler=run)
 
 
-def locate_bank(reference: str) -> tuple[str, dict[str, Any] | None]:
+def locate_bank(reference: str) -> tuple[str, JSONDict | None]:
     """(the bank's folder or repo id, the fit report when it is a fit's output dir)."""
     check_local(reference, "bank")
     local = Path(reference).expanduser()
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     config = bank.config
     assert config is not None
     size = weights.stat().st_size
-    summary: dict[str, Any] = {
+    summary: JSONDict = {
         "bank": reference, "base_model_name_or_path": config.base_model_name_or_path,
         "base_model_revision": config.base_model_revision, "model_type": config.model_type, "matrix": bank.matrix,
         "num_channels": bank.num_channels, "prototypes_per_channel": bank.prototypes_per_channel,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError
@@ -33,6 +33,8 @@ DatasetLike: TypeAlias = (
     "datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict | datasets.IterableDatasetDict"
     " | str | os.PathLike[str]"
 )
+#: What ``datasets`` loads from a path or a Hub id: one split, or a dict of them.
+Loaded: TypeAlias = "datasets.Dataset | datasets.IterableDataset | datasets.DatasetDict | datasets.IterableDatasetDict"
 
 #: File suffixes read with a ``datasets`` packaged builder, by builder name.
 FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json"}
@@ -78,7 +80,7 @@ def check_image_folder(path: str | os.PathLike[str]) -> None:
         "images there (one subfolder per class, if they have labels) and run the command again")
 
 
-def _load_path(path: Path, streaming: bool) -> tuple[Any, str, Path | None]:
+def _load_path(path: Path, streaming: bool) -> tuple[Loaded, str, Path | None]:
     """(loaded dataset or dict, its name, the folder relative image paths are read from) of a local path."""
     import datasets
 
@@ -113,7 +115,7 @@ def _load_path(path: Path, streaming: bool) -> tuple[Any, str, Path | None]:
     return loaded, str(resolved), resolved.parent
 
 
-def _load_hub(name: str, revision: str | None, streaming: bool) -> tuple[Any, str | None]:
+def _load_hub(name: str, revision: str | None, streaming: bool) -> tuple[Loaded, str | None]:
     """(the loaded dataset, the commit it was loaded at): ``revision`` resolved to a commit first.
 
     Why resolve: a stream has no arrow fingerprint, so its checkpoint identity is its name and
@@ -135,7 +137,7 @@ def _load_hub(name: str, revision: str | None, streaming: bool) -> tuple[Any, st
     return datasets.load_dataset(name, revision=revision, streaming=streaming), revision
 
 
-def _find_image_column(features: Any, columns: list[str], image_column: str | None) -> str:
+def _find_image_column(features: datasets.Features | None, columns: list[str], image_column: str | None) -> str:
     import datasets
 
     if image_column is not None:
@@ -155,14 +157,15 @@ def _find_image_column(features: Any, columns: list[str], image_column: str | No
     )
 
 
-def _holds_text_or_bytes(feature: Any) -> bool:
+def _holds_text_or_bytes(feature: object) -> bool:
     import datasets
 
     return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "binary",
                                                                      "large_binary")
 
 
-def _pick_split(dataset_dict: Any, split: str | None) -> tuple[Any, str]:
+def _pick_split(dataset_dict: datasets.DatasetDict | datasets.IterableDatasetDict,
+                split: str | None) -> tuple[datasets.Dataset | datasets.IterableDataset, str]:
     splits = list(dataset_dict.keys())
     if split is None:
         if len(splits) == 1:

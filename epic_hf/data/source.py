@@ -15,10 +15,11 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from PIL import Image
 
+from ..aliases import JSONDict
 from ..errors import UnreadableImageError
 from ..images import to_rgb
 
@@ -43,7 +44,7 @@ class SkippedSamples:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def decode(self, key: int, record: Any) -> Image.Image | None:
+    def decode(self, key: int, record: object) -> Image.Image | None:
         """The decoded image, or None after counting ``key`` as skipped with the reason."""
         try:
             return to_rgb(record, key)
@@ -85,7 +86,7 @@ class ImageSource:
             raise TypeError("a streaming dataset has no length")
         return len(self.dataset)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> JSONDict:
         return {k: v for k, v in {"name": self.name, "split": self.split, "revision": self.revision,
                                   "image_column": self.image_column, "key_column": self.key_column,
                                   "streaming": self.streaming}.items() if v is not None}
@@ -104,7 +105,7 @@ class ImageSource:
     def _columns(self) -> list[str]:
         return [self.image_column] + ([self.key_column] if self.key_column else [])
 
-    def records(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, Any]]:
+    def records(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, object]]:
         """(key, undecoded image record) for this process's disjoint share of the data."""
         if not self.streaming:
             count = len(self.dataset)
@@ -132,7 +133,7 @@ class ImageSource:
         for position, example in itertools.islice(enumerate(stream), rank, None, world_size):
             yield position, self._record(example[self.image_column])
 
-    def _record(self, record: Any) -> Any:
+    def _record(self, record: object) -> object:
         """An image record as the decoder reads it: a path or raw bytes becomes a ``{"path", "bytes"}`` record,
         a relative path found under :attr:`path_root`."""
         if isinstance(record, (bytes, bytearray)):
@@ -199,7 +200,7 @@ class ImageSource:
         for key, image, _ in self.iter_named_images(keys):
             yield key, image
 
-    def _name(self, record: Any, example: dict, key: int) -> str | None:
+    def _name(self, record: object, example: dict, key: int) -> str | None:
         """The file name (with the label), else the label and the key: what a caption should say."""
         path = record.get("path") if isinstance(record, dict) else None
         label = self._label_name(example.get(self.label_column)) if self.label_column else None
@@ -207,7 +208,7 @@ class ImageSource:
             return Path(str(path)).name if label is None else f"{Path(str(path)).name} ({label})"
         return None if label is None else f"{label} #{key}"
 
-    def _label_name(self, value: Any) -> str | None:
+    def _label_name(self, value: object) -> str | None:
         if value is None:
             return None
         feature = (self.dataset.features or {}).get(self.label_column)

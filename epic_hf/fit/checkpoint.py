@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..aliases import JSONDict
 from ..atomic import atomic_path, atomic_stream, write_atomic
 from ..bank_format import CONFIG_NAME, WEIGHTS_NAME
 from ..errors import CheckpointMismatchError
@@ -53,7 +53,7 @@ class FitCheckpoint:
     damaged one is named in a warning and its piece of work is done again.
     """
 
-    def __init__(self, directory: str | Path | None, args: dict[str, Any], is_main: bool = True) -> None:
+    def __init__(self, directory: str | Path | None, args: JSONDict, is_main: bool = True) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.args = json.loads(json.dumps(args, sort_keys=True, default=str))
         self.is_main = is_main
@@ -75,7 +75,7 @@ class FitCheckpoint:
         elif is_main:
             self._write(ARGS_NAME, json.dumps(self.args, indent=2, sort_keys=True).encode())
 
-    def _recorded_args(self, path: Path) -> dict[str, Any]:
+    def _recorded_args(self, path: Path) -> JSONDict:
         assert self.manifest is not None
         problem = self.manifest.problem(ARGS_NAME) if ARGS_NAME in self.manifest.entries else None
         try:
@@ -146,7 +146,7 @@ class FitCheckpoint:
         self.manifest.record(INDEX_NAME)
 
     # -- training state ------------------------------------------------------------------
-    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    def load_state(self) -> tuple[dict[str, torch.Tensor], JSONDict] | None:
         path = self._path(STATE_NAME)
         if path is None or not self._readable(STATE_NAME):
             return None
@@ -156,21 +156,21 @@ class FitCheckpoint:
             metadata = json.loads(handle.metadata()["state"])
         return load_file(str(path)), metadata
 
-    def save_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    def save_state(self, tensors: dict[str, torch.Tensor], metadata: JSONDict) -> None:
         path = self._path(STATE_NAME)
         if path is not None and self.manifest is not None and self.is_main:
             _atomic_save(tensors, path, metadata={"state": json.dumps(metadata)})
             self.manifest.record(STATE_NAME)
 
     # -- the finished fit ----------------------------------------------------------------
-    def load_report(self) -> dict[str, Any] | None:
+    def load_report(self) -> JSONDict | None:
         """The finished fit's report, if it was written whole (then the bank beside it is complete too)."""
         path = self._path(REPORT_NAME)
         if path is None or not self.finished_files_intact():
             return None
         return json.loads(path.read_bytes().decode("utf-8"))
 
-    def save_report(self, report: dict[str, Any]) -> None:
+    def save_report(self, report: JSONDict) -> None:
         """The report, after the bank's files are recorded: together they mark a finished fit."""
         if self.directory is not None and self.manifest is not None and self.is_main:
             for name in BANK_FILES:

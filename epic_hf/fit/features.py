@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import torch
 
@@ -34,7 +35,7 @@ class FeatureStore:
     """F (D, H, W) float32 per sample key: cached within ``budget_bytes``, computed on demand beyond."""
 
     def __init__(self, classifier: FrozenClassifier, source: ImageSource, budget_bytes: int, batch_size: int,
-                 autocast: Callable[[], Any]) -> None:
+                 autocast: Callable[[], AbstractContextManager[object]]) -> None:
         self.classifier = classifier
         self.source = source
         self.budget_bytes = budget_bytes

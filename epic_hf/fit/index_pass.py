@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,7 +30,7 @@ MapSink = Callable[[list[int], torch.Tensor], None]
 
 
 def build_index(classifier: FrozenClassifier, source: ImageSource, accelerator: Accelerator, batch_size: int,
-                budget_bytes: int, spill_dir: Any, skipped: SkippedSamples,
+                budget_bytes: int, spill_dir: str | Path | None, skipped: SkippedSamples,
                 keep_maps: MapSink | None = None) -> PooledIndex:
     """Run the backbone over this process's share, then gather every share into one sorted index.
 

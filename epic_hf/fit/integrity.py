@@ -13,8 +13,8 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
+from ..aliases import JSONDict
 from ..atomic import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class Manifest:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, JSONDict] = {}
         path = directory / MANIFEST_NAME
         if path.is_file():
             try:

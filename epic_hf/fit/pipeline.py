@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
+from ..aliases import JSONDict
 from ..backbone import FrozenClassifier
 from ..bank import PrototypeBank
 from ..config import FitConfig
@@ -117,7 +118,7 @@ def _fit(classifier: FrozenClassifier, source: ImageSource, config: FitConfig, m
 
 
 def _fingerprint(classifier: FrozenClassifier, disentangler: Disentangler, source: ImageSource,
-                 config: FitConfig) -> dict[str, Any]:
+                 config: FitConfig) -> JSONDict:
     """What a checkpoint must agree on to be resumed: the model, the data and the result settings."""
     return {"base_model": classifier.reference.name_or_path, "base_model_revision": classifier.reference.revision,
             "model_type": classifier.model_type, "num_channels": disentangler.dim, "matrix": disentangler.kind,

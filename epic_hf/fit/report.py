@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from ..aliases import JSONDict
 
 
 @dataclass
@@ -15,7 +16,7 @@ class StepRecord:
     purity_after: float
     seconds: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return asdict(self)
 
 
@@ -54,11 +55,11 @@ class FitReport:
     def step_seconds(self) -> list[float]:
         return [step.seconds for step in self.steps]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONDict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FitReport:
+    def from_dict(cls, values: JSONDict) -> FitReport:
         values = dict(values)
         values["steps"] = [StepRecord(**step) for step in values.get("steps", [])]
         known = set(cls.__dataclass_fields__)

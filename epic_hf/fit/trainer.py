@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
 from ..config import FitConfig
 from ..disentangle import Disentangler, purity_of_features
@@ -143,7 +144,7 @@ class Trainer:
         with torch.no_grad():
             return self.disentangler.matrix().detach()
 
-    def _schedule_step(self, step: int, progress: Any) -> StepRecord:
+    def _schedule_step(self, step: int, progress: tqdm) -> StepRecord:
         started = time.perf_counter()
         count = self.plan[step]
         _, rows = self.index.top_prototypes(self._current_U(), count)
@@ -165,7 +166,7 @@ class Trainer:
         return StepRecord(prototypes=count, purity_before=before, purity_after=after, seconds=seconds)
 
     def _epoch(self, order: torch.Tensor, pair_keys: torch.Tensor, pair_channels: torch.Tensor,
-               progress: Any) -> None:
+               progress: tqdm) -> None:
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         batch_size = self.config.train_batch_size
         for start in range(0, order.numel(), batch_size):

@@ -25,10 +25,11 @@ import shutil
 import time
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
+from ..aliases import JSONDict
 from ..atomic import write_atomic
 from ..naming import display_name
 
@@ -101,7 +102,7 @@ def _clear_previous_atlas(root: Path) -> None:
     (root / "images").mkdir(exist_ok=True)
 
 
-def _config(bank: PrototypeBank) -> dict[str, Any]:
+def _config(bank: PrototypeBank) -> JSONDict:
     """The bank's EpicConfig as a plain dict (fields read by name, missing ones as None)."""
     return bank.config.to_dict() if bank.config is not None else {}
 
@@ -152,7 +153,7 @@ def _labels(bank: PrototypeBank, num_classes: int) -> list[str]:
     return [names.get(index, f"class {index}") for index in range(num_classes)]
 
 
-def _meta(bank: PrototypeBank, title: str, evidence: torch.Tensor | None, missing: list[int]) -> dict[str, Any]:
+def _meta(bank: PrototypeBank, title: str, evidence: torch.Tensor | None, missing: list[int]) -> JSONDict:
     """What every view needs: sizes, labels, where the chunks are, and a summary of the fit."""
     names = bank.id2label or {}
     num_classes = evidence.shape[0] if evidence is not None else (max(map(int, names)) + 1 if names else 0)
@@ -188,7 +189,7 @@ def _summary(bank: PrototypeBank) -> list[list[str]]:
     return pairs
 
 
-def _grid(bank: PrototypeBank, evidence: torch.Tensor | None, reliance: torch.Tensor | None) -> dict[str, Any]:
+def _grid(bank: PrototypeBank, evidence: torch.Tensor | None, reliance: torch.Tensor | None) -> JSONDict:
     """Per channel: how much the classes rely on it, the class it drives most, its top crops."""
     keys = bank.sample_keys[:, :GRID_CROPS].tolist()
     boxes = bank.boxes[:, :GRID_CROPS].to(torch.int64).tolist()
@@ -206,7 +207,7 @@ def _grid(bank: PrototypeBank, evidence: torch.Tensor | None, reliance: torch.Te
 
 
 def _channel_chunk(bank: PrototypeBank, start: int, stop: int,
-                   top_classes: tuple[list[list[int]], list[list[float]]] | None) -> dict[str, Any]:
+                   top_classes: tuple[list[list[int]], list[list[float]]] | None) -> JSONDict:
     """Channels ``start`` to ``stop``: every prototype, the classes each drives most, sample names."""
     keys = bank.sample_keys[start:stop].tolist()
     scores = bank.scores[start:stop].tolist()
@@ -226,14 +227,14 @@ def _channel_chunk(bank: PrototypeBank, start: int, stop: int,
 
 
 def _class_chunk(bank: PrototypeBank, start: int, stop: int,
-                 top_channels: tuple[list[list[int]], list[list[float]]]) -> dict[str, Any]:
+                 top_channels: tuple[list[list[int]], list[list[float]]]) -> JSONDict:
     """Classes ``start`` to ``stop``: the channels each relies on most, with their evidence."""
     indices, values = top_channels
     items = [[[c, _num(v)] for c, v in zip(indices[k], values[k])] for k in range(start, stop)]
     return {"start": start, "items": items}
 
 
-def _write_chunk(path: Path, kind: str, index: int, data: dict[str, Any]) -> None:
+def _write_chunk(path: Path, kind: str, index: int, data: JSONDict) -> None:
     # ensure_ascii keeps the files independent of the page's charset (and of U+2028 in names).
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     write_atomic(path, f"atlasChunk({json.dumps(kind)},{index},{text});\n", encoding="ascii")

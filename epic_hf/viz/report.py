@@ -16,7 +16,7 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeGuard, cast
 from urllib.parse import quote
 
 from PIL import Image
@@ -150,18 +150,18 @@ def png_data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _as_list(explanations: Any) -> list[Explanation]:
+def _as_list(explanations: Explanation | Iterable[Explanation]) -> list[Explanation]:
     """One explanation or a sequence of them (checked by shape: this module imports no results)."""
     if _is_explanation(explanations):
         return [explanations]
-    items = list(explanations)
+    items = list(cast("Iterable[Explanation]", explanations))  # not one explanation: the sequence of them
     for position, item in enumerate(items):
         if not _is_explanation(item):
             raise TypeError(f"item {position} is a {type(item).__name__}, not an Explanation")
     return items
 
 
-def _is_explanation(value: Any) -> bool:
+def _is_explanation(value: object) -> TypeGuard[Explanation]:
     return all(hasattr(value, name) for name in ("channels", "contributions", "to_image", "target_label"))
 
 
