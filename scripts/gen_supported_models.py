@@ -107,10 +107,11 @@ def transformers_section() -> list[str]:
 
 
 def adapters_section() -> list[str]:
-    """One entry per adapter class: the types it serves and how it reads F and (A, b)."""
+    """One entry per adapter class of this package (not one a user registered in the same process): the types
+    it serves and how it reads F and (A, b)."""
     classes: dict[str, type[ModelAdapter]] = {}
     for model_type in sorted(ADAPTERS):
-        if model_type != TIMM:
+        if model_type != TIMM and ADAPTERS[model_type].__module__.startswith("epic_hf."):
             classes.setdefault(ADAPTERS[model_type].__name__, ADAPTERS[model_type])
     lines = ["## How each adapter reads F and (A, b)", ""]
     for name, adapter in classes.items():

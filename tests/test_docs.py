@@ -66,6 +66,7 @@ import pytest
 
 import epic_hf
 from epic_hf import ChannelExplanation, EpicExplainer, Explanation, FitConfig, FitReport, PrototypeBank, PrototypeMatch
+from epic_hf.adapters import ADAPTERS
 from epic_hf.cli import build_parser, main
 from epic_hf.cli.flags import config_from_args
 from epic_hf.config import setting_fields
@@ -593,16 +594,21 @@ def test_page_runs(page: Path, world, hub_server):
     the_world, template = world
     cwd = the_world.folder_for(page, template)
     namespace: dict[str, Any] = {"__name__": "__docs__", "dataset": _dataset(the_world)}
-    for block in read_blocks(page):
-        if block.not_run is not None or not block.runnable:
-            continue
-        if block.is_python:
-            run_python(the_world, cwd, block, namespace)
-            continue
-        for command in block.commands:
-            assert kind(command) == "epic-hf", \
-                f"{block.name}: cannot run `{shlex.join(command)}` here; mark the block <!-- not run: why -->"
-            run_command(the_world, cwd, command)
+    registered = dict(ADAPTERS)  # a page may register adapters of its own (adding_a_family.md): undone after it
+    try:
+        for block in read_blocks(page):
+            if block.not_run is not None or not block.runnable:
+                continue
+            if block.is_python:
+                run_python(the_world, cwd, block, namespace)
+                continue
+            for command in block.commands:
+                assert kind(command) == "epic-hf", \
+                    f"{block.name}: cannot run `{shlex.join(command)}` here; mark the block <!-- not run: why -->"
+                run_command(the_world, cwd, command)
+    finally:
+        ADAPTERS.clear()
+        ADAPTERS.update(registered)
 
 
 def _dataset(world: World) -> Any:
