@@ -30,10 +30,13 @@ import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_explain import time_round_robin  # noqa: E402 - one round-robin timer for every benchmark
 
 logger = logging.getLogger("bench_faithfulness")
 
@@ -60,20 +63,6 @@ def build(small: bool, seed: int):
     explainer.disentangler = Disentangler.frozen(0.01 * torch.randn(explainer.num_channels, explainer.num_channels,
                                                                     generator=generator), "invertible")
     return explainer, size
-
-
-def time_round_robin(cases: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    for _ in range(warmup):
-        for run in cases.values():
-            run()
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for round_index in range(repeats):
-        for name, run in cases.items():
-            started = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - started)
-        logger.info("round %d/%d done", round_index + 1, repeats)
-    return times
 
 
 def main() -> None:
