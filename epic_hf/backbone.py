@@ -149,7 +149,11 @@ class FrozenClassifier:
         """(A, b) on the model's device: some adapters read it once at load (DeiT's two heads, a folded
         timm head), and a fit may have moved the model since (:meth:`placed_on`)."""
         with self.running():
-            head = self.adapter.head()
+            return self._head_on_device()
+
+    def _head_on_device(self) -> LinearHead:
+        """:meth:`head` for a caller that already holds :meth:`running`."""
+        head = self.adapter.head()
         device = self.device
         if head.weight.device == device and head.bias.device == device:
             return head
@@ -196,9 +200,10 @@ class FrozenClassifier:
         Raises :class:`~epic_hf.errors.DecompositionError` where ``A . avg_hw(F) + b (+ extra)`` is not
         the logits the model returned, so nothing downstream presents terms that are not the model's.
         """
-        with self.running():
+        with self.running():  # one scope for the forward and the head it is checked against
             forward = self.adapter.forward(pixel_values, pooled=pooled)
-        self.check(forward.decomposed_logits(self.head()), forward)
+            head = self._head_on_device()
+        self.check(forward.decomposed_logits(head), forward)
         return forward
 
     def check(self, decomposed: torch.Tensor, forward: ModelForward, what: str = "the decomposition") -> float:
