@@ -228,13 +228,6 @@ class FrozenClassifier:
         with self.running():
             return self.adapter.feature_map(pixel_values).float()
 
-    def logits_from(self, pooled: torch.Tensor, extra_logits: torch.Tensor | None = None) -> torch.Tensor:
-        """``A . avg_hw(F) + b (+ the non-spatial term)``: the model's logits from a pooled vector."""
-        head = self.head()
-        with full_precision():
-            logits = pooled.float() @ head.weight.float().T + head.bias.float()
-            return logits if extra_logits is None else logits + extra_logits.float()
-
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's own logits, for checks."""
         with self.running():
