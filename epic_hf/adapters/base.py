@@ -55,6 +55,11 @@ class SpatialFeatures:
     fmap: torch.Tensor  # (B, D, H, W)
     extra_logits: torch.Tensor | None = None  # (B, num_classes)
 
+    def pooled(self) -> PooledFeatures:
+        """``avg_hw(F)``, the same non-spatial term, and F's grid."""
+        grid = (int(self.fmap.shape[-2]), int(self.fmap.shape[-1]))
+        return PooledFeatures(self.fmap.mean(dim=(2, 3)), self.extra_logits, grid)
+
 
 @dataclass
 class PooledFeatures:
@@ -185,9 +190,7 @@ class ModelAdapter:
 
     def pooled_features(self, pixel_values: torch.Tensor) -> PooledFeatures:
         """``avg_hw(F)`` without keeping F; an adapter whose full map costs more than its mean overrides it."""
-        features = self.features(pixel_values)
-        grid = (int(features.fmap.shape[-2]), int(features.fmap.shape[-1]))
-        return PooledFeatures(features.fmap.mean(dim=(2, 3)), features.extra_logits, grid)
+        return self.features(pixel_values).pooled()
 
     def classifier(self) -> nn.Module:
         return submodule(self.model, "classifier", nn.Module)
@@ -232,9 +235,7 @@ class ModelAdapter:
             features = self.features(pixel_values)
         finally:
             self._replay = None
-        fmap = features.fmap
-        grid = (int(fmap.shape[-2]), int(fmap.shape[-1]))
-        return ModelForward(logits, PooledFeatures(fmap.mean(dim=(2, 3)), features.extra_logits, grid), fmap)
+        return ModelForward(logits, features.pooled(), features.fmap)
 
     def model_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The model's own logits: what every decomposition is checked against."""

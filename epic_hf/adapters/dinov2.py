@@ -163,7 +163,7 @@ class Dinov2HeldAdapter(HeldTokenAdapter):
                                                        cls_half.pooled.extra_logits, grid))
         assert cls_half.fmap is not None
         fmap = torch.cat([tokens_to_grid(tokens[:, self.prefix:, :], *grid).to(cls_half.fmap), cls_half.fmap], dim=1)
-        return ModelForward(logits, PooledFeatures(fmap.mean(dim=(2, 3)), cls_half.pooled.extra_logits, grid), fmap)
+        return ModelForward(logits, SpatialFeatures(fmap, cls_half.pooled.extra_logits).pooled(), fmap)
 
     def head(self) -> LinearHead:
         cls_weight, patch_weight, bias = self._halves()

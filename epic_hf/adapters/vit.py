@@ -82,8 +82,7 @@ def read_forward(logits: torch.Tensor, parts: list[TokenParts], weights: list[to
     if pooled:
         return ModelForward(logits, read_pooled(parts, weights, grid))
     features = read_parts(parts, weights, grid)
-    return ModelForward(logits, PooledFeatures(features.fmap.mean(dim=(2, 3)), features.extra_logits, grid),
-                        features.fmap)
+    return ModelForward(logits, features.pooled(), features.fmap)
 
 
 def hf_vit_blocks(blocks: Iterable[nn.Module]) -> list[HeldBlock]:
