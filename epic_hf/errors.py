@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class EpicError(Exception):
     """Base class of every error epic_hf raises on purpose."""
@@ -84,10 +86,11 @@ class DecompositionError(EpicError, RuntimeError):
 
     def __init__(self, *, model_type: str, class_index: int, label: str, gap: float, tolerance: float,
                  image: int = 0, what: str = "the decomposition") -> None:
+        off = (f"is off by {gap:.3g} relative to its largest |logit|, above the {tolerance:.0e} tolerance"
+               if math.isfinite(gap) else "is not a finite number (NaN or inf) in the logits or the terms")
         super().__init__(
             f"{what} of the {model_type!r} model does not reproduce its own logits: image {image}, class "
-            f"{class_index} ({label!r}) is off by {gap:.3g} relative to its largest |logit|, above the "
-            f"{tolerance:.0e} tolerance. Was the model changed after loading (a hook on its head, new "
+            f"{class_index} ({label!r}) {off}. Was the model changed after loading (a hook on its head, new "
             "weights)? Load it again with EpicExplainer.from_pretrained, or remove the change."
         )
         self.model_type = model_type

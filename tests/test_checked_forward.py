@@ -77,6 +77,17 @@ def double_last_hidden_state(_module, _args, output):
     return output.__class__(**{**output, "last_hidden_state": output.last_hidden_state * 2.0})
 
 
+def test_a_model_that_returns_nan_is_refused_in_one_clear_line():
+    explainer = explainer_for("resnet")
+    handle = explainer.model.classifier.register_forward_hook(lambda _m, _a, out: out * float("nan"))
+    try:
+        with pytest.raises(DecompositionError, match="not a finite number") as caught:
+            explainer.explain(noise_images(1)[0])
+    finally:
+        handle.remove()
+    assert "\n" not in str(caught.value)
+
+
 def test_a_hook_that_changes_the_feature_map_is_explained_as_the_model_now_computes():
     """F is read from the model's own forward, after the user's hooks: the decomposition follows the model."""
     explainer = explainer_for("resnet")
