@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
-import numpy as np
 import torch
 from huggingface_hub import ModelCard
-from PIL import Image
 from torch import nn
 
 from .adapters import ModelAdapter
@@ -36,7 +33,7 @@ from .evaluation import EvaluationConfig, EvaluationReport, evaluate_explainer
 from .explanation import Explanation
 from .fit import FitReport, bank_purity, run_fit
 from .hub import HubMixin, has_file, hub_access
-from .images import ImageInput
+from .images import ImageInput, is_single_image, per_image
 from .loading import load_classifier, resolve_base_model
 from .viz.curve import render_purity_curve
 
@@ -261,10 +258,10 @@ class EpicExplainer(HubMixin):
         a bank) prototypes; all channels' signed contributions are in ``contributions``.
         ``true_label`` (one, or one per image) marks hits and misses on the sheet.
         """
-        single = _is_single_image(image)
-        # not one image, so a sequence (or another iterable) of them: what _is_single_image decided
+        single = is_single_image(image)
+        # not one image, so a sequence (or another iterable) of them: what is_single_image decided
         images: list[object] = [image] if single else list(cast(Iterable[ImageInput], image))
-        truths = _per_image(true_label, len(images), single)
+        truths = per_image(true_label, len(images), single)
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         explanations: list[Explanation] = []
@@ -377,23 +374,4 @@ def _write_purity_curve(output_dir: Path, report: FitReport) -> None:
     curve = render_purity_curve([step.to_dict() for step in report.steps], report.purity_before, report.purity_after)
     with atomic_path(output_dir / "purity.png") as partial:
         curve.save(partial, format="PNG")
-
-
-def _is_single_image(image: object) -> bool:
-    """One image (PIL, array, path, decoded-or-not record), as opposed to a sequence of them."""
-    if isinstance(image, (Image.Image, np.ndarray, str, os.PathLike, dict)):
-        return True
-    return not hasattr(image, "__iter__")
-
-
-def _per_image(value: str | int | Sequence[str | int | None] | None, count: int, single: bool) -> Sequence[object]:
-    """One true label per image: ``value`` repeated for a single image, or a list of ``count``."""
-    if value is None:
-        return [None] * count
-    if single or isinstance(value, (str, int)):
-        return [value] * count
-    values = list(value)
-    if len(values) != count:
-        raise ValueError(f"true_label has {len(values)} entries for {count} images")
-    return values
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
@@ -145,3 +146,23 @@ def decode_jpeg(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as opened:
         opened.load()
         return opened.convert("RGB")
+
+
+def is_single_image(image: object) -> bool:
+    """One image (PIL, array, path, decoded-or-not record), as opposed to a sequence of them."""
+    if isinstance(image, (Image.Image, np.ndarray, str, os.PathLike, dict)):
+        return True
+    return not hasattr(image, "__iter__")
+
+
+def per_image(value: str | int | Sequence[str | int | None] | None, count: int, single: bool) -> Sequence[object]:
+    """One true label per image: ``value`` repeated for a single image, or a list of ``count``."""
+    if value is None:
+        return [None] * count
+    if single or isinstance(value, (str, int)):
+        return [value] * count
+    values = list(value)
+    if len(values) != count:
+        raise ValueError(f"true_label has {len(values)} entries for {count} images")
+    return values
+
