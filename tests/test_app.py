@@ -164,6 +164,26 @@ def test_the_client_explains_an_image_exactly(explainer, client, images):
 
 
 @pytest.mark.slow
+def test_the_overlay_box_lays_the_pixel_map_over_the_input(explainer, client, images):
+    import numpy as np
+    from PIL import Image
+
+    from epic_hf.viz import layout_for
+
+    *_, plain, _ = client.predict(handle_file(str(images["image1"])), PREDICTED, 3, False, api_name="/explain")
+    *_, heat, _ = client.predict(handle_file(str(images["image1"])), PREDICTED, 3, True, api_name="/explain")
+    expected = explainer.explain(str(images["image1"]), top_k=3)
+    x0, y0, x1, y1 = layout_for(expected).main_cell
+
+    def main_cell(picture) -> np.ndarray:
+        return np.asarray(picture.convert("RGB"), float)[y0:y1, x0:x1]
+
+    served = main_cell(Image.open(heat))  # a JPEG: near the sheet drawn here, far from the plain one
+    assert np.abs(served - main_cell(expected.to_image(overlay="shown"))).mean() < 3
+    assert np.abs(served - main_cell(Image.open(plain))).mean() > 10
+
+
+@pytest.mark.slow
 def test_the_client_asks_why_another_class(explainer, client, images):
     other = (explainer.explain(str(images["image1"])).target_index + 1) % 3
     _, text, _, _ = client.predict(handle_file(str(images["image1"])), f"{other}: {explainer.id2label[other]}", 2,

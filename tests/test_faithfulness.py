@@ -84,6 +84,47 @@ def test_attribution_map_refuses_bad_channels(resnet, data):
         explanation.attribution_map("top")
 
 
+def test_the_sheet_and_the_command_overlay_the_pixel_map(resnet, data, tmp_path):
+    """The overlay is the map itself: where the map is hottest the main image is brighter than where it is coldest."""
+    import numpy as np
+    from PIL import Image
+
+    from epic_hf.cli import main
+    from epic_hf.viz import layout_for
+
+    resnet.disentangler = _random_U(resnet.num_channels, 5)
+    explanation = resnet.explain(data[1]["image"], top_k=2)
+    plain, heat = explanation.to_image(), explanation.to_image(overlay="shown")
+    assert plain.size == heat.size
+    x0, y0, x1, y1 = layout_for(explanation).main_cell
+    difference = np.abs(np.asarray(plain, float) - np.asarray(heat, float)).sum(-1)
+    assert difference[y0:y1, x0:x1].mean() > 5  # the main image changed...
+    difference[y0:y1, x0:x1] = 0
+    changed_rows = np.flatnonzero(difference.any(1))
+    assert changed_rows.size and changed_rows.max() < y0  # ...and elsewhere only the title line that names the map
+    # the map's hottest feature cell is brighter on the sheet than its coldest (the ramp rises with the heat)
+    grid = explanation.attribution_map("shown", upsample=False).numpy()
+    shown = np.asarray(heat.crop((x0, y0, x1, y1)).convert("L"), float)
+    rows = np.array_split(np.arange(shown.shape[0]), grid.shape[0])
+    cols = np.array_split(np.arange(shown.shape[1]), grid.shape[1])
+    brightness = np.array([[shown[np.ix_(r, c)].mean() for c in cols] for r in rows])
+    hot, cold = np.unravel_index(np.argmax(grid), grid.shape), np.unravel_index(np.argmin(grid), grid.shape)
+    assert brightness[hot] > brightness[cold] + 20
+    assert not np.array_equal(np.asarray(heat), np.asarray(explanation.to_image(overlay="all")))
+    with pytest.raises(ValueError, match="channel indices"):
+        explanation.to_image(overlay=[resnet.num_channels])
+    # the command draws the same overlay (a classifier directory, no bank: U = I)
+    resnet.model.save_pretrained(tmp_path / "classifier")
+    resnet.image_processor.save_pretrained(tmp_path / "classifier")
+    data[1]["image"].save(tmp_path / "one.png")
+    pictures = {}
+    for flags in ([], ["--overlay", "shown"]):
+        out = tmp_path / f"sheet{len(flags)}.png"
+        assert main(["explain", str(tmp_path / "classifier"), str(tmp_path / "one.png"), "-o", str(out), *flags]) == 0
+        pictures[bool(flags)] = np.asarray(Image.open(out).convert("RGB"), float)
+    assert np.abs(pictures[True] - pictures[False])[y0:y1, x0:x1].mean() > 5
+
+
 # -- deletion and insertion (RISE) ----------------------------------------------------------------------------
 STEPS = 8
 

@@ -108,6 +108,8 @@ def _explain_tab(gr: ModuleType, explainer: AppExplainer, bank: PrototypeBank, e
             target = gr.Dropdown(target_choices(explainer.id2label), value=PREDICTED,
                                  label="class to explain (why this class, or why not another?)")
             top_k = gr.Slider(1, MAX_CHANNELS_SHOWN, value=4, step=1, label="channels to show")
+            overlay = gr.Checkbox(value=False, label="heat over the image: the shown channels' pixel map",
+                                  elem_id="overlay")
             run = gr.Button("Explain", variant="primary", elem_id="explain")
             if examples:
                 gr.Examples(examples, inputs=[image], label="the bank's own prototype images")
@@ -120,7 +122,8 @@ def _explain_tab(gr: ModuleType, explainer: AppExplainer, bank: PrototypeBank, e
         channel = gr.Radio([], label="see all prototypes of a shown channel", elem_id="channels")
     channel_sheet = gr.Image(label="the channel's prototypes", show_label=False, type="filepath", interactive=False)
     channel_text = gr.Markdown()
-    run.click(_explain_handler(gr, explainer, pictures), [image, target, top_k], [label, decomposition, sheet, channel],
+    run.click(_explain_handler(gr, explainer, pictures), [image, target, top_k, overlay],
+              [label, decomposition, sheet, channel],
               api_name=EXPLAIN_API.strip("/"), preprocess=False)
     channel.change(_channel_handler(gr, bank, pictures), [channel], [channel_sheet, channel_text], api_name=False)
 
@@ -129,7 +132,7 @@ def _explain_handler(gr: ModuleType, explainer: AppExplainer, pictures: Path):
     tracker = gr.Progress()  # gradio finds a Progress default in the signature and reports through it
 
     # gradio's raw values, checked here; progress is a gr.Progress (Any: gradio is imported at run time)
-    def explain(upload: object, target: object, top_k: float | None,
+    def explain(upload: object, target: object, top_k: float | None, overlay: object = False,
                 progress: Any = tracker) -> tuple[dict[str, float], str, str, object]:
         """Read the upload, explain it, draw the sheet; raw inputs (``preprocess=False``) are checked here."""
         try:
@@ -139,7 +142,7 @@ def _explain_handler(gr: ModuleType, explainer: AppExplainer, pictures: Path):
             explanation = explainer.explain(image, target=parse_target(target),
                                             top_k=int(min(max(int(top_k or 4), 1), MAX_CHANNELS_SHOWN)))
             progress(0.6, desc="drawing the explanation sheet")
-            sheet = picture_file(explanation.to_image(), pictures)
+            sheet = picture_file(explanation.to_image(overlay="shown" if overlay is True else None), pictures)
         except USER_ERRORS as error:
             logger.info("explain refused: %s", error)
             raise _user_error(gr, error) from None

@@ -47,6 +47,9 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
     explain.add_argument("--true-label", default=None, help="the true class of every image, to mark misses")
     explain.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
     explain.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    explain.add_argument("--overlay", choices=("shown", "all"), default=None,
+                         help="draw the input under the pixel map of the shown channels (or of all channels: the "
+                              "class activation map), the map the deletion and insertion metrics score")
     explain.add_argument("--output", "-o", default=None,
                          help="a .png/.jpg (one per image: NAME_i.png), .html report, .json file, or a directory "
                               "(pictures + report.html + explanations.json)")
@@ -61,7 +64,8 @@ def check_output(output: Path) -> None:
                        "directory")
 
 
-def write_outputs(explanations: list, paths: list[Path], output: Path, skipped: list[str]) -> list[Path]:
+def write_outputs(explanations: list, paths: list[Path], output: Path, skipped: list[str],
+                  overlay: str | None = None) -> list[Path]:
     check_output(output)
     suffix = output.suffix.lower()
     if suffix == ".html":
@@ -75,13 +79,14 @@ def write_outputs(explanations: list, paths: list[Path], output: Path, skipped: 
         return [output]
     if suffix in PICTURE_SUFFIXES:
         if len(explanations) == 1:
-            return [explanations[0].save(output)]
-        return [e.save(output.with_name(f"{output.stem}_{i}{output.suffix}")) for i, e in enumerate(explanations)]
+            return [explanations[0].save(output, overlay)]
+        return [e.save(output.with_name(f"{output.stem}_{i}{output.suffix}"), overlay)
+                for i, e in enumerate(explanations)]
     output.mkdir(parents=True, exist_ok=True)  # a directory: a picture and a JSON per image, a report, all JSON
     written: list[Path] = []
     pictures, documents = [], []
     for name, explanation in zip(output_names(paths), explanations):
-        pictures.append(explanation.save(output / f"{name}.png"))
+        pictures.append(explanation.save(output / f"{name}.png", overlay))
         documents.append(explanation.save(output / f"{name}.json"))
     written += pictures + documents
     write_html_report(explanations, output / "report.html", skipped=skipped, png_paths=pictures,
@@ -174,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         emit(f"{printable(str(path))}: {printable(explanation.target_label)} (class {explanation.target_index}, "
              f"p={explanation.probability:.3f}, logit {explanation.target_logit:.3f}); top channels: {channels}")
     if args.output is not None:
-        for written in write_outputs(explanations, paths, Path(args.output).expanduser(), skipped):
+        for written in write_outputs(explanations, paths, Path(args.output).expanduser(), skipped, args.overlay):
             emit(f"wrote {printable(str(written))}")
     return 0
 

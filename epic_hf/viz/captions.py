@@ -160,8 +160,9 @@ def ranking_note(shown: int, total: int) -> str:
     return note if total <= shown else f"{note} ({total - shown} more in to_dict())"
 
 
-def title_numbers(explanation: Explanation) -> str:
-    """The title's second line: probability, logit, class, the model's own guess if it differs, file."""
+def title_numbers(explanation: Explanation, overlay: str | Sequence[int] | None = None) -> str:
+    """The title's second line: probability, logit, class, the model's own guess if it differs, file, and
+    which channels' pixel map lies over the input (``overlay``, as :func:`render_explanation` takes it)."""
     parts = [
         f"p = {100 * explanation.probability:.1f}%",
         f"logit {signed(explanation.target_logit, 3)}",
@@ -171,7 +172,19 @@ def title_numbers(explanation: Explanation) -> str:
         parts.append(f"the model predicts {explanation.predicted_label}")
     if explanation.source:
         parts.append(f"file {explanation.source}")
+    if overlay is not None:
+        parts.append(f"heat: {overlay_text(overlay)}")
     return "   ·   ".join(parts)
+
+
+def overlay_text(overlay: str | Sequence[int]) -> str:
+    """What an overlaid pixel map sums, in words: 'the shown channels' map', 'channels 3, 7's map'."""
+    if overlay == "shown":
+        return "the shown channels' pixel map"
+    if overlay == "all":
+        return "all channels' pixel map (the CAM)"
+    indices = [int(c) for c in overlay]
+    return f"channel{'s' if len(indices) != 1 else ''} {', '.join(map(str, indices))}'s pixel map"
 
 
 def verdict(explanation: Explanation) -> tuple[str, bool] | None:

@@ -82,17 +82,21 @@ def layout_for(explanation: Explanation, cell_size: int = 160) -> ExplanationLay
                               notes=len(shared_cell_notes(shown)))
 
 
-def render_explanation(explanation: Explanation, cell_size: int = 160) -> Image.Image:
+def render_explanation(explanation: Explanation, cell_size: int = 160,
+                       overlay: str | Sequence[int] | None = None) -> Image.Image:
     """The one-page picture of an explanation; see :func:`explanation_layout` for its geometry.
 
     At most :data:`MAX_CHANNELS_SHOWN` channels are drawn (a warning is logged when the
-    explanation has more; its JSON keeps them all).
+    explanation has more; its JSON keeps them all). ``overlay`` (``"shown"``, ``"all"`` or channel
+    indices) lays the explanation's pixel map, :meth:`~epic_hf.results.ExplanationData.attribution_map`
+    of those channels, over the input under the boxes: the same map the deletion and insertion
+    metrics score, positive evidence only, in the heatmap ramp of the channel rows.
     """
     channels = shown_channels(explanation)
     layout = layout_for(explanation, cell_size)
     canvas, draw = new_canvas(layout.size)
-    _draw_title(draw, explanation, layout)
-    _draw_main_image(canvas, draw, explanation, channels, layout)
+    _draw_title(draw, explanation, layout, overlay)
+    _draw_main_image(canvas, draw, explanation, channels, layout, overlay)
     draw.rectangle(layout.summary_box, fill=PANEL)
     _draw_decomposition(draw, explanation, channels, layout)
     _draw_legend(draw, explanation, channels, layout)
@@ -102,7 +106,8 @@ def render_explanation(explanation: Explanation, cell_size: int = 160) -> Image.
     return canvas
 
 
-def _draw_title(draw: ImageDraw.ImageDraw, explanation: Explanation, layout: ExplanationLayout) -> None:
+def _draw_title(draw: ImageDraw.ImageDraw, explanation: Explanation, layout: ExplanationLayout,
+                overlay: str | Sequence[int] | None = None) -> None:
     """The label and its verdict tag, then the numbers line, over a thin rule."""
     m = layout.metrics
     width = layout.size[0]
@@ -116,7 +121,7 @@ def _draw_title(draw: ImageDraw.ImageDraw, explanation: Explanation, layout: Exp
         tag_y = m.margin + title.ascent - body.ascent - max(1, body.size // 6)
         draw_tag(draw, (m.margin + label_width + 2 * m.gap, tag_y), tag[0], body, POSITIVE if tag[1] else NEGATIVE,
                  max_width=width - m.margin - (m.margin + label_width + 2 * m.gap))
-    small.draw(draw, (m.margin, m.margin + m.line_height("title")), title_numbers(explanation), MUTED,
+    small.draw(draw, (m.margin, m.margin + m.line_height("title")), title_numbers(explanation, overlay), MUTED,
                width - 2 * m.margin, middle=True)
     rule_y = m.margin + m.title_height - m.gap
     draw.line((m.margin, rule_y, width - m.margin, rule_y), fill=RULE, width=1)
@@ -124,12 +129,15 @@ def _draw_title(draw: ImageDraw.ImageDraw, explanation: Explanation, layout: Exp
 
 def _draw_main_image(
     canvas: Image.Image, draw: ImageDraw.ImageDraw, explanation: Explanation,
-    channels: Sequence[ChannelExplanation], layout: ExplanationLayout,
+    channels: Sequence[ChannelExplanation], layout: ExplanationLayout, overlay: str | Sequence[int] | None = None,
 ) -> None:
-    """The input with every shown channel's box; boxes on one cell are concentric rings so each colour shows."""
+    """The input (under its pixel map, with ``overlay``) with every shown channel's box; boxes on one cell
+    are concentric rings so each colour shows."""
     m = layout.metrics
     image = explanation.image
-    target = paste_fitted(canvas, image, layout.main_cell)
+    shown = image if overlay is None else heatmap_overlay(image, explanation.attribution_map(
+        overlay if isinstance(overlay, str) else list(overlay)))
+    target = paste_fitted(canvas, shown, layout.main_cell)
     rects = [scale_box(c.box, image.size, target) for c in channels]
     for slot, rect in enumerate(shared_box_rects(rects, m.stroke, target)):
         draw_box(draw, rect, channel_color(slot), m.line_width)
