@@ -320,3 +320,32 @@ def test_road_from_grad_cam_scores_every_map(resnet, data):
     assert found == again  # the imputer's noise is seeded
     assert set(found) == set(maps) and all(-1.0 <= v <= 1.0 for per in found.values() for v in per.values())
     assert found["all_channels"]["morf"] != found["all_channels"]["lerf"]
+
+
+def test_evaluate_scores_road_per_method_as_grad_cams_metric_does(resnet, data):
+    _needs("pytorch_grad_cam")
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from epic_hf.evaluation import EvaluationConfig
+    from epic_hf.evaluation.baselines import ROAD_EVALUATED, LogitsModule
+
+    with pytest.raises(ValueError, match="faithfulness=True"):
+        EvaluationConfig(road=True)
+    report = resnet.evaluate(data, faithfulness=True, road=True, faithfulness_steps=2, max_samples=2, batch_size=2,
+                             seed=3)
+    road = report.faithfulness["road"]
+    assert set(road) == set(report.faithfulness["deletion"])
+    assert "ROAD MoRF" in report.to_markdown()
+    # the CAM row, recomputed with the library's own metric on the same images
+    images = [data[i]["image"] for i in range(2)]
+    pixel_values = resnet.classifier.preprocess(images)
+    targets = resnet.classifier.logits(pixel_values).argmax(dim=1)
+    cam = torch.stack([resnet.explain(image, target=int(t)).attribution_map("all") for image, t in zip(images, targets)])
+    model = LogitsModule(resnet.classifier).eval()
+    wanted = [ClassifierOutputSoftmaxTarget(int(t)) for t in targets]
+    for order, metric in (("morf", ROADMostRelevantFirstAverage), ("lerf", ROADLeastRelevantFirstAverage)):
+        torch.manual_seed(3)
+        expected = float(metric(list(ROAD_EVALUATED))(pixel_values, cam.numpy(), wanted, model).mean())
+        assert road["all_channels"][order] == pytest.approx(expected, abs=1e-6)
+    assert road["all_channels"]["morf"] < road["random"]["morf"]  # the CAM finds what the model uses; noise does not

@@ -150,6 +150,8 @@ def integrated_gradients_maps(classifier: FrozenClassifier, pixel_values: torch.
 
 #: ROAD's default thresholds (pytorch-grad-cam's): the share of pixels removed, in percent.
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+#: The percentiles ``evaluate(faithfulness=True, road=True)`` scores: every other one, half the imputations.
+ROAD_EVALUATED = (10, 30, 50, 70, 90)
 
 
 def road_scores(classifier: FrozenClassifier, pixel_values: torch.Tensor, targets: torch.Tensor,

@@ -41,6 +41,9 @@ class EvaluationConfig:
                                   "Gradients, random) by RISE deletion/insertion AUC and the sanity checks",
                                   group="metrics")
     faithfulness_steps: int = _setting(32, "steps of the deletion and insertion curves", group="metrics", minimum=1)
+    road: bool = _setting(False, "with faithfulness, also ROAD (pytorch-grad-cam's MoRF and LeRF, its noisy linear "
+                          "imputer, at the 10th to 90th percentile in steps of 20): 10 imputations per image "
+                          "and method", group="metrics")
     max_samples: int | None = _setting(None, "evaluate at most this many images", group="data", result=False,
                                        minimum=1)
     batch_size: int = _setting(32, "images per backbone batch", group="compute", result=False, minimum=1)
@@ -49,6 +52,8 @@ class EvaluationConfig:
         if not isinstance(self.data, DataConfig):
             raise ValueError(f"data must be a DataConfig, got {type(self.data).__name__}")
         validate_settings(self)
+        if self.road and not self.faithfulness:
+            raise ValueError("road=True scores the pixel maps of faithfulness=True: set both (--faithfulness --road)")
 
     def replace(self, **changes: Any) -> EvaluationConfig:
         """A validated copy with ``changes`` (data settings may be given flat); unknown names raise ``TypeError``."""

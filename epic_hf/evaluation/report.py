@@ -126,6 +126,12 @@ class EvaluationReport:
             lines.append(f"| {method} | {_number(found['deletion'].get(method))} | "
                          f"{_number(found.get('insertion', {}).get(method))} | {_number(steps.get(first))} | "
                          f"{_number(steps.get(last))} | {_number(sanity.get('random_logit', {}).get(method))} |")
+        road = found.get("road")
+        if road:
+            lines += ["", "ROAD (pytorch-grad-cam; the change of the class's probability, mean over 10-90 %: MoRF more "
+                      "negative and LeRF nearer 0 are better):", "", "| method | ROAD MoRF | ROAD LeRF |",
+                      "| --- | ---: | ---: |"]
+            lines += [f"| {m} | {_number(v.get('morf'))} | {_number(v.get('lerf'))} |" for m, v in road.items()]
         return lines
 
     def _stability(self, perturbation: str, key: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ..decompose import Decomposer
 from ..locks import DirectoryLock
 from ..mining import TopN
 from ..progress import progress_bar
+from .baselines import ROAD_EVALUATED, road_scores
 from .channels import EPIC, IDENTITY, VIEWS, ChannelView, read
 from .config import EvaluationConfig, tensor_digest
 from .consistency import class_consistency, lookup_labels
@@ -148,6 +149,8 @@ class Evaluation:
         found = self.settings.result_settings()
         if not self.settings.faithfulness:
             found = {k: v for k, v in found.items() if k not in ("faithfulness", "faithfulness_steps")}
+        if not (self.settings.faithfulness and self.settings.road):
+            found.pop("road", None)
         return found
 
     # -- state ------------------------------------------------------------------------------
@@ -271,6 +274,9 @@ class Evaluation:
         methods = self.methods()
         scorer = Scorer(self.classifier, self.settings.batch_size)
         self.faithfulness.update(curves(scorer, pixel_values, targets, maps, self.settings.faithfulness_steps))
+        if self.settings.road:
+            self.faithfulness.update_road(road_scores(self.classifier, pixel_values, targets, maps, ROAD_EVALUATED,
+                                                      self.settings.seed), len(keys))
         # Integrated Gradients costs a backward per path step: it is scored for faithfulness only
         checked = [m for m in methods if m != INTEGRATED_GRADIENTS]
         reference = {m: maps[m] for m in checked}
