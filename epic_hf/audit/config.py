@@ -40,7 +40,7 @@ class AuditConfig:
     min_confusions: int = _setting(3, "least number of confused samples for a class pair to be examined",
                                    group="audit", minimum=1)
     suspect_confidence: float = _setting(
-        0.8, "least probability of the predicted class for a disagreeing label to be suspect", group="audit",
+        0.5, "least probability of the predicted class for a disagreeing label to be suspect", group="audit",
         minimum=0, maximum=1)
     max_suspects: int = _setting(50, "suspect labels reported at most", group="audit", minimum=0)
     seed: int = _setting(0, "seed of the fixed-position null's draws", group="audit", minimum=0)
