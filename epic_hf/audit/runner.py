@@ -78,7 +78,7 @@ def run_audit(explainer: Auditable, dataset: DatasetLike, config: AuditConfig | 
     decomposer = explainer.decomposer
     U = decomposer.U.detach().cpu().float()
     weight = decomposer.weight.detach().cpu().double()
-    scene = _scene(data, U, weight, classifier, settings)
+    scene = scene_of(data, U, weight, classifier, settings)
     orthogonal = explainer.bank is None or explainer.bank.matrix == "orthogonal"
     scene.cells = _peak_cells(data, scene, U, orthogonal, settings.batch_size)
     predictions = data.predictions
@@ -112,7 +112,7 @@ def write_audit(report: AuditReport, directory: str | Path) -> Path:
     return write_audit_page(report.to_dict(), report.thumbnails, root / HTML_NAME)
 
 
-def _scene(data: AuditData, U: torch.Tensor, weight: torch.Tensor, classifier: FrozenClassifier,
+def scene_of(data: AuditData, U: torch.Tensor, weight: torch.Tensor, classifier: FrozenClassifier,
            settings: AuditConfig) -> Scene:
     """The class evidence, drivers, top-N per channel, probabilities and per-sample contributions."""
     num_classes = weight.shape[0]
