@@ -58,15 +58,18 @@ def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed:
     return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
 
 
-def tiny_resnet(num_classes: int = 3, hidden_sizes: tuple[int, ...] = (16, 32), seed: int = 0):
-    """A small ResNet classifier and a processor that feeds it 64 x 64 images."""
+def tiny_resnet(num_classes: int = 3, hidden_sizes: tuple[int, ...] = (16, 32), seed: int = 0,
+                image_size: int = 64, labels: list[str] | None = None):
+    """A small ResNet classifier and a processor that feeds it ``image_size`` square images (64 x 64 by default).
+
+    ``labels``: the class names (by default the first ``num_classes`` planted concepts)."""
     from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
 
-    names = list(CONCEPTS[:num_classes])
+    names = list(labels) if labels is not None else list(CONCEPTS[:num_classes])
     torch.manual_seed(seed)
     config = ResNetConfig(embedding_size=16, hidden_sizes=list(hidden_sizes), depths=[1] * len(hidden_sizes),
                           id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    processor = ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=1.0)
+    processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
     return ResNetForImageClassification(config), processor
 
 
