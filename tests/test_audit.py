@@ -163,3 +163,16 @@ def test_channels_are_matched_by_the_overlap_of_their_top_activations():
     overlap = overlaps(top_a, top_b)
     assert overlap[1, 0] == 1 and overlap[0, 1] == pytest.approx(3 / 5) and overlap[2].max() == 0
     assert match(overlap) == [(1, 0, 1.0), (0, 1, pytest.approx(0.6))]  # channel 2 of A is a concept of A alone
+
+
+def test_the_atlas_and_the_audit_link_to_each_other(shortcut, tmp_path):
+    from epic_hf.audit import write_audit
+    from epic_hf.viz.atlas import write_atlas
+
+    index = write_atlas(shortcut["explainer"].bank, tmp_path)
+    assert 'id="audit-link" hidden' in index.read_text()  # no audit yet: no dead link
+    page = write_audit(shortcut["report"], tmp_path)
+    assert 'id="audit-link" hidden' not in index.read_text() and 'href="audit.html"' in index.read_text()
+    assert '<a href="index.html">Atlas</a>' in page.read_text()
+    write_atlas(shortcut["explainer"].bank, tmp_path)  # an atlas written again keeps the link
+    assert 'id="audit-link" hidden' not in index.read_text()

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..aliases import JSONDict
 from ..atomic import write_atomic
 from ..naming import display_name
+from .atlas import HIDDEN_AUDIT_LINK
 
 IMAGES_DIR = "audit-images"
 #: Where an atlas in the same folder is, and the marker its page carries for the audit's link.
@@ -55,8 +56,17 @@ def write_audit_page(report: JSONDict, pictures: dict[int, bytes], path: str | P
         write_atomic(root / IMAGES_DIR / f"{int(key)}.jpg", data)
     assets = resources.files(__package__).joinpath("atlas_assets")
     write_atomic(root / "atlas.css", assets.joinpath("atlas.css").read_bytes())
-    write_atomic(target, _page(report, set(pictures), (root / ATLAS_PAGE).is_file()))
+    atlas = root / ATLAS_PAGE
+    has_atlas = atlas.is_file() and HIDDEN_AUDIT_LINK in atlas.read_text(encoding="utf-8")
+    write_atomic(target, _page(report, set(pictures), has_atlas or _links_audit(atlas)))
+    if has_atlas:  # the atlas in this folder shows its link to the audit now
+        write_atomic(atlas, atlas.read_text(encoding="utf-8").replace(HIDDEN_AUDIT_LINK, 'id="audit-link"'))
     return target
+
+
+def _links_audit(atlas: Path) -> bool:
+    """Whether ``atlas`` is an atlas page that already links to its audit."""
+    return atlas.is_file() and 'id="audit-link"' in atlas.read_text(encoding="utf-8")
 
 
 def _page(report: JSONDict, pictures: set[int], has_atlas: bool) -> str:
