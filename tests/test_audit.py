@@ -7,7 +7,10 @@ fit once per module.
 """
 
 import json
+import runpy
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +179,16 @@ def test_the_atlas_and_the_audit_link_to_each_other(shortcut, tmp_path):
     assert '<a href="index.html">Atlas</a>' in page.read_text()
     write_atlas(shortcut["explainer"].bank, tmp_path)  # an atlas written again keeps the link
     assert 'id="audit-link" hidden' not in index.read_text()
+
+
+def test_the_shortcut_example_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    # small and short, in this process: that the README's story runs (what it must find is tested above)
+    script = Path(__file__).resolve().parent.parent / "examples" / "audit_shortcut.py"
+    picture = tmp_path / "story.png"
+    monkeypatch.setattr(sys, "argv", [str(script), "--output-dir", str(tmp_path / "run"), "--picture", str(picture),
+                                      "--images", "48", "--size", "32", "--epochs", "1"])
+    runpy.run_path(str(script), run_name="__main__")
+    printed = capsys.readouterr().out
+    assert "EPIC audit of 48 samples" in printed and "index reused: True" in printed
+    assert (tmp_path / "run" / "audit" / "audit.html").is_file()
+    assert picture.is_file() or "0 findings" in printed
