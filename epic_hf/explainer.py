@@ -339,8 +339,8 @@ class EpicExplainer(HubMixin):
         """Serve a local Gradio page that explains any uploaded image with this bank (docs/app.md).
 
         Offline: no analytics, system fonts, no share link unless ``share=True``. ``block=False``
-        returns the running ``gradio.Blocks`` at once (``.local_url``, ``.close()``). Needs the
-        ``app`` extra (``pip install "epic_hf[app]"``).
+        returns the running ``gradio.Blocks`` at once (``.local_url``, ``.close()``). ``audit=DIR`` (an audit's
+        output_dir) adds an Audit tab. Needs the ``app`` extra (``pip install "epic_hf[app]"``).
         """
         from .app import launch_app
 

@@ -192,3 +192,27 @@ def test_the_shortcut_example_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert "EPIC audit of 48 samples" in printed and "index reused: True" in printed
     assert (tmp_path / "run" / "audit" / "audit.html").is_file()
     assert picture.is_file() or "0 findings" in printed
+
+
+def test_the_app_shows_the_audit_in_its_own_tab(shortcut):
+    from epic_hf.app.audit_view import audit_findings
+
+    shown = audit_findings(shortcut["root"] / "audit")
+    report = shortcut["report"]
+    assert len(shown) == len(report.findings)
+    text, pictures = shown[0]
+    assert "fixed position" in text and "bottom\\-right corner" in text  # labels are data: escaped Markdown
+    assert len(pictures) == 20 and pictures[0][1] == f"#{report.findings[0].samples[0]}"
+    corner = pictures[0][0].getpixel((pictures[0][0].width - 2, pictures[0][0].height - 2))
+    assert corner[0] > 200 and corner[1] < 120  # the peak box drawn in the bottom-right cell
+    with pytest.raises(ValueError, match="not an audit"):
+        audit_findings(shortcut["root"])
+    gradio = pytest.importorskip("gradio")
+    from epic_hf.app import build_app
+
+    blocks = build_app(shortcut["explainer"], audit=shortcut["root"] / "audit")
+    try:
+        tabs = [block.label for block in blocks.blocks.values() if isinstance(block, gradio.Tab)]
+        assert tabs[-1] == "Audit"
+    finally:
+        blocks.epic_remove_files()
