@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from epic_hf import AuditConfig, AuditReport, EpicExplainer
+from epic_hf import AuditConfig, AuditReport, EpicExplainer, compare_banks
 from epic_hf.audit.compare import match, overlaps
 from epic_hf.audit.findings import null_max_counts, where
 from epic_hf.cli import main
@@ -142,7 +142,7 @@ def test_the_null_and_the_words_for_a_place():
         AuditConfig(fixed_position_share=1.5)
 
 
-def test_cli_audit_and_compare(shortcut, tmp_path, capsys):
+def test_cli_audit(shortcut, tmp_path, capsys):
     data_dir = shortcut["root"] / "saved"
     if not data_dir.exists():
         shortcut["data"].save_to_disk(str(data_dir))
@@ -153,11 +153,15 @@ def test_cli_audit_and_compare(shortcut, tmp_path, capsys):
     assert "fixed_position" in printed and "bottom-right corner" in printed
     assert json.loads((out / "audit.json").read_text())["settings"]["top_n"] == 10
     assert (out / "audit.html").is_file()
-    assert main(["compare", str(shortcut["root"] / "fit"), str(shortcut["root"] / "fit"), str(data_dir),
-                 "--output-dir", str(tmp_path / "cmp")]) == 0
-    same = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert same["only_a"] == same["only_b"] == [] and all(row["moved"] == 0 for row in same["moved"])
-    assert all(a == b and overlap == 1 for a, b, overlap in same["matches"])
+
+
+def test_a_bank_compared_with_itself_matches_every_channel(shortcut):
+    # (the command, epic-hf compare, runs in docs/cli.md and docs/audit.md)
+    explainer = shortcut["explainer"]
+    same = compare_banks(explainer, explainer, shortcut["data"], fit_dirs=(explainer.fit_dir, explainer.fit_dir))
+    assert same.only_a == same.only_b == [] and all(row["moved"] == 0 for row in same.moved)
+    assert len(same.matches) == explainer.num_channels
+    assert all(a == b and overlap == 1 for a, b, overlap in same.matches)
 
 
 def test_channels_are_matched_by_the_overlap_of_their_top_activations():

@@ -65,7 +65,7 @@ def match(overlap: torch.Tensor) -> list[tuple[int, int, float]]:
     pairs: list[tuple[int, int, float]] = []
     used_a: set[int] = set()
     used_b: set[int] = set()
-    values, order = overlap.flatten().sort(descending=True)
+    values, order = overlap.flatten().sort(descending=True, stable=True)  # ties: lower channels first
     width = overlap.shape[1]
     for value, flat in zip(values.tolist(), order.tolist()):
         if value <= 0:
