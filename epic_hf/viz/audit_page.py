@@ -43,6 +43,8 @@ _STYLE = """
 .strip figure { margin: 0; font-size: 11px; color: var(--muted); text-align: center; }
 .strip .full { width: 84px; height: 84px; }
 .strip .full img { width: 84px; height: 84px; }
+.suspects { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 12px; }
+.suspects .finding { margin-bottom: 0; }
 .numbers { font-size: 12px; color: var(--muted); margin-top: 6px; overflow-wrap: anywhere; }
 """
 
@@ -95,7 +97,9 @@ def _page(report: JSONDict, pictures: set[int], has_atlas: bool) -> str:
         chosen = [f for f in findings if f["kind"] == kind]
         if not chosen:
             parts.append('<p class="muted">None found.</p>')
-        parts.extend(_finding(finding, labels, pictures, size) for finding in chosen)
+        cards = [_finding(finding, labels, pictures, size) for finding in chosen]
+        # one picture each: suspect labels sit side by side, as the atlas's cards do
+        parts.append(f'<div class="suspects">{"".join(cards)}</div>' if kind == "suspect_label" else "".join(cards))
     parts.append(_confusion(report.get("confusion"), labels))
     parts.append("</main>\n</body>\n</html>\n")
     return "\n".join(parts)
