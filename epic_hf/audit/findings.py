@@ -32,8 +32,14 @@ class Scene:
     keys: torch.Tensor
     labels: torch.Tensor
     probabilities: torch.Tensor
-    contributions: torch.Tensor  # (n, D): A'_{pred, j} (U v)_j per sample, for the predicted class
+    vectors: torch.Tensor  # (n, D) avg_hw F
+    U: torch.Tensor
+    weight: torch.Tensor  # (C, D) A' = A U^-1
     names: list[str]
+
+    def contributions(self, row: int, k: int) -> torch.Tensor:
+        """(D,) ``A'_{k, j} (U v)_j``: what each channel adds to class k's logit for the sample in ``row`` (exact)."""
+        return self.weight[k] * (self.U.double() @ torch.as_tensor(self.vectors[row]).double())
 
     def row_of(self) -> dict[int, int]:
         return {int(key): row for row, key in enumerate(self.keys.tolist())}
@@ -192,7 +198,7 @@ def suspect_labels(scene: Scene, predictions: torch.Tensor, config: AuditConfig)
     for row in candidates:
         predicted, label = int(predictions[row]), int(scene.labels[row])
         score = float(confident[row] - scene.probabilities[row, label])
-        carriers = scene.contributions[row].topk(min(3, scene.contributions.shape[1])).indices.tolist()
+        carriers = scene.contributions(row, predicted).topk(min(3, scene.weight.shape[1])).indices.tolist()
         key = int(scene.keys[row])
         found.append(Finding(
             "suspect_label", -1, [predicted, label], [key], score,

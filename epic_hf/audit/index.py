@@ -32,18 +32,21 @@ from ..progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
+#: Pooled vectors turned into logits at a time when the fit's index is reused (a memory-mapped index stays bounded).
+CHUNK_ROWS = 16384
 #: Feature maps the audit's own pass keeps for the peak places (the maps of a small dataset all fit).
 MAP_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass
 class AuditData:
-    """Per sample, sorted by key: ``keys`` (n,), ``vectors`` (n, D) = avg_hw F, ``logits`` (n, C) float64,
-    ``labels`` (n,) model class indices (-1 where unknown); the feature-map store for peak places."""
+    """Per sample, sorted by key: ``keys`` (n,), ``vectors`` (n, D) = avg_hw F, ``probabilities`` (n, C) float32
+    (the softmax of the logits), ``labels`` (n,) model class indices (-1 where unknown); the feature-map store
+    for peak places."""
 
     keys: torch.Tensor
     vectors: torch.Tensor
-    logits: torch.Tensor
+    probabilities: torch.Tensor
     labels: torch.Tensor
     grid: tuple[int, int]
     store: FeatureStore
@@ -52,7 +55,7 @@ class AuditData:
 
     @property
     def predictions(self) -> torch.Tensor:
-        return self.logits.argmax(dim=1)
+        return self.probabilities.argmax(dim=1)
 
 
 def read_samples(classifier: FrozenClassifier, source: ImageSource, data: DataConfig, batch_size: int,
@@ -63,13 +66,15 @@ def read_samples(classifier: FrozenClassifier, source: ImageSource, data: DataCo
     if reused is not None:
         keys, vectors, grid, skipped = reused
         head = classifier.head()
-        logits = vectors.double() @ head.weight.detach().cpu().double().T + head.bias.detach().cpu().double()
+        weight, bias = head.weight.detach().cpu().double(), head.bias.detach().cpu().double()
+        probabilities = torch.cat([_softmax(torch.as_tensor(vectors[start: start + CHUNK_ROWS]).double() @ weight.T + bias)
+                                   for start in range(0, len(keys), CHUNK_ROWS)])
         logger.info("audit: reusing the fit's pooled index in %s (%d samples, no backbone pass over the data)",
                     fit_dir, len(keys))
     else:
-        keys, vectors, logits, grid, skipped = _pass(classifier, source, batch_size, store)
+        keys, vectors, probabilities, grid, skipped = _pass(classifier, source, batch_size, store)
     labels = _labels(source, keys, classifier.id2label)
-    return AuditData(keys, vectors, logits, labels, grid, store, reused is not None, skipped)
+    return AuditData(keys, vectors, probabilities, labels, grid, store, reused is not None, skipped)
 
 
 def _fit_index(classifier: FrozenClassifier, source: ImageSource, data: DataConfig,
@@ -105,7 +110,7 @@ def _pass(classifier: FrozenClassifier, source: ImageSource, batch_size: int, st
     skipped = SkippedSamples()
     keys: list[int] = []
     vectors: list[torch.Tensor] = []
-    logits: list[torch.Tensor] = []
+    probabilities: list[torch.Tensor] = []
     grid = (0, 0)
     total = None if source.streaming else len(source)
     bar = progress_bar(total=total, desc="EPIC audit pass", unit="img")
@@ -117,15 +122,20 @@ def _pass(classifier: FrozenClassifier, source: ImageSource, batch_size: int, st
             store.offer(batch_keys, forward.fmap.float())
         keys.extend(batch_keys)
         vectors.append(forward.pooled.pooled.float().cpu())
-        logits.append(forward.logits.double().cpu())
+        probabilities.append(_softmax(forward.logits.double().cpu()))
         grid = forward.pooled.grid
         bar.update(len(batch_keys))
     bar.close()
     if not keys:
         raise ValueError("no readable images in the dataset: the audit needs images")
     order = torch.tensor(keys).argsort()
-    return (torch.tensor(keys)[order], torch.cat(vectors)[order], torch.cat(logits)[order], grid,
+    return (torch.tensor(keys)[order], torch.cat(vectors)[order], torch.cat(probabilities)[order], grid,
             list(skipped.keys))
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities in float32, from logits in float64 (a sample's values are all the audit keeps of them)."""
+    return logits.softmax(dim=1).float()
 
 
 def _labels(source: ImageSource, keys: torch.Tensor, id2label: dict[int, str]) -> torch.Tensor:
@@ -141,13 +151,16 @@ def _labels(source: ImageSource, keys: torch.Tensor, id2label: dict[int, str]) -
     feature = (source.dataset.features or {}).get(source.label_column)
     names = list(getattr(feature, "names", None) or [])
     by_name = {name: index for index, name in id2label.items()}
+    matched: dict[str, int] = {}  # each distinct label matched once
     for row, key in enumerate(keys.tolist()):
         value = values.get(int(key))
         if isinstance(value, int) and not isinstance(value, bool) and names and 0 <= value < len(names):
             value = names[value]
         if isinstance(value, str):
-            matched = match_label(value, by_name)
-            found[row] = by_name[matched] if matched is not None else -1
+            if value not in matched:
+                name = match_label(value, by_name)
+                matched[value] = by_name[name] if name is not None else -1
+            found[row] = matched[value]
         elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < max(len(id2label), 1):
             found[row] = value
     return found

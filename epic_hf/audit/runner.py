@@ -114,7 +114,7 @@ def write_audit(report: AuditReport, directory: str | Path) -> Path:
 
 def scene_of(data: AuditData, U: torch.Tensor, weight: torch.Tensor, classifier: FrozenClassifier,
            settings: AuditConfig) -> Scene:
-    """The class evidence, drivers, top-N per channel, probabilities and per-sample contributions."""
+    """The class evidence, drivers, top-N per channel and what the detectors read per sample."""
     num_classes = weight.shape[0]
     index = PooledIndex(data.vectors, data.keys, data.grid, data.predictions)
     evidence, _ = class_evidence(index, U, weight, num_classes)
@@ -122,11 +122,9 @@ def scene_of(data: AuditData, U: torch.Tensor, weight: torch.Tensor, classifier:
     share = evidence_shares(evidence)
     drivers = class_drivers(share, settings.channels_per_class, settings.min_evidence_share)
     _, rows = top_rows(data.vectors, U, settings.top_n)
-    transformed = data.vectors.double() @ U.double().T
-    contributions = transformed * weight[data.predictions]
     names = [classifier.id2label.get(k, f"class {k}") for k in range(num_classes)]
     return Scene(share=share, drivers=drivers, top_keys=data.keys[rows], cells={}, grid=data.grid, keys=data.keys,
-                 labels=data.labels, probabilities=data.logits.softmax(dim=1), contributions=contributions,
+                 labels=data.labels, probabilities=data.probabilities, vectors=data.vectors, U=U, weight=weight,
                  names=names)
 
 
