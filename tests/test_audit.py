@@ -19,7 +19,7 @@ from epic_hf import AuditConfig, AuditReport, EpicExplainer, compare_banks
 from epic_hf.audit.compare import match, overlaps
 from epic_hf.audit.findings import null_max_counts, where
 from epic_hf.cli import main
-from epic_hf.synthetic import flipped_rows, planted_dataset, shortcut_dataset, tiny_resnet, train_classifier
+from epic_hf.synthetic import flipped_rows, planted_dataset, shortcut_dataset, tiny_resnet, tiny_vit, train_classifier
 
 SHORTCUT_LABELS = ["red circle", "tagged circle", "green square"]
 SIZE = 32  # 32 px images: a 4 x 4 feature grid, and a quarter of the training time of 64 px
@@ -220,3 +220,19 @@ def test_the_app_shows_the_audit_in_its_own_tab(shortcut):
         assert tabs[-1] == "Audit"
     finally:
         blocks.epic_remove_files()
+
+
+def test_a_cls_token_model_is_audited_with_its_own_pass_and_says_why(tmp_path):
+    # the fit's index keeps avg_hw F but not the CLS term of the logits: reusing it would misstate them
+    data = planted_dataset(24, num_classes=3, size=64, seed=0)
+    model, processor = tiny_vit(3, layers=2, width=32)
+    explainer = EpicExplainer(model, processor)
+    explainer.fit(data, output_dir=tmp_path, prototypes_per_channel=3, schedule_start=6, schedule_end=3,
+                  schedule_steps=1)
+    report = explainer.audit(data, top_n=5)
+    assert not report.reused_index and report.backbone_images >= 24
+    assert any("CLS term" in note for note in report.notes)
+    own = model(pixel_values=processor(images=[im.convert("RGB") for im in data["image"]],
+                                       return_tensors="pt")["pixel_values"]).logits.argmax(-1)
+    assert report.confusion is not None
+    assert [sum(row[k] for row in report.confusion) for k in range(3)] == torch.bincount(own, minlength=3).tolist()

@@ -93,7 +93,7 @@ def run_audit(explainer: Auditable, dataset: DatasetLike, config: AuditConfig | 
         grid_size=data.grid, settings={k: v for k, v in settings.to_dict().items() if k != "data"},
         reused_index=data.reused_index, backbone_images=data.store.computed + (0 if data.reused_index else
                                                                                len(data.keys)),
-        seconds=time.perf_counter() - started, notes=_notes(source, data),
+        seconds=time.perf_counter() - started, notes=_notes(source, data, classifier),
         confusion=confusion_matrix(data.labels, predictions, len(scene.names)).tolist(),
         model={"base_model": classifier.reference.name_or_path, "model_type": classifier.model_type,
                "num_channels": classifier.num_channels}, thumbnails=thumbnails)
@@ -171,7 +171,7 @@ def _add_boxes(found: list[Finding], scene: Scene, input_size: tuple[int, int]) 
                          for cell in peaks.tolist()]
 
 
-def _notes(source: ImageSource, data: AuditData) -> list[str]:
+def _notes(source: ImageSource, data: AuditData, classifier: FrozenClassifier) -> list[str]:
     notes = []
     if source.label_column is None:
         notes.append("the dataset has no label column (pass label_column=...): off-class channels, confusions and "
@@ -180,6 +180,11 @@ def _notes(source: ImageSource, data: AuditData) -> list[str]:
         notes.append("no label of the dataset names a class of the model: label checks were skipped")
     if data.skipped:
         notes.append(f"{len(data.skipped)} unreadable samples were skipped")
-    notes.append("the fit's pooled index was reused: no backbone pass over the data" if data.reused_index
-                 else "the audit ran its own pass over the data")
+    if data.reused_index:
+        notes.append("the fit's pooled index was reused: no backbone pass over the data")
+    elif classifier.adapter.has_extra_logits:
+        notes.append("the audit ran its own pass over the data: the model's logits have a CLS term, which a fit's "
+                     "pooled index does not keep")
+    else:
+        notes.append("the audit ran its own pass over the data")
     return notes
