@@ -63,6 +63,7 @@ class AuditReport:
     notes: list[str] = field(default_factory=list)
     confusion: list[list[int]] | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    sample_names: dict[int, str] = field(default_factory=dict)  # sample key -> file name (and label), as the bank's
     thumbnails: dict[int, bytes] = field(default_factory=dict, repr=False)
 
     def of_kind(self, kind: str) -> list[Finding]:
@@ -86,6 +87,7 @@ class AuditReport:
         values["findings"] = [Finding(**finding) for finding in values.get("findings", [])]
         values["input_size"] = tuple(values["input_size"])
         values["grid_size"] = tuple(values["grid_size"])
+        values["sample_names"] = {int(key): str(name) for key, name in values.get("sample_names", {}).items()}
         return cls(**values)
 
     def to_markdown(self) -> str:

@@ -86,7 +86,11 @@ def run_audit(explainer: Auditable, dataset: DatasetLike, config: AuditConfig | 
              + shared_confusion(scene, predictions, settings)
              + suspect_labels(scene, predictions, settings))
     found.sort(key=lambda finding: (KINDS.index(finding.kind), -finding.score))
-    thumbnails, input_size = _pictures(classifier, source, found)
+    thumbnails, names, input_size = _pictures(classifier, source, found)
+    for finding in found:  # a suspect sample is named as a person finds it: by its file, where it has one
+        key = finding.samples[0] if finding.kind == "suspect_label" else None
+        if key is not None and key in names and not names[key].endswith(f"#{key}"):
+            finding.message = finding.message.replace(f"sample {key} ", f"sample {key}, {names[key]}, ", 1)
     _add_boxes(found, scene, input_size)
     report = AuditReport(
         findings=found, labels=scene.names, num_samples=len(data.keys), input_size=input_size,
@@ -96,7 +100,7 @@ def run_audit(explainer: Auditable, dataset: DatasetLike, config: AuditConfig | 
         seconds=time.perf_counter() - started, notes=_notes(source, data, classifier),
         confusion=confusion_matrix(data.labels, predictions, len(scene.names)).tolist(),
         model={"base_model": classifier.reference.name_or_path, "model_type": classifier.model_type,
-               "num_channels": classifier.num_channels}, thumbnails=thumbnails)
+               "num_channels": classifier.num_channels}, sample_names=names, thumbnails=thumbnails)
     logger.info("audit: %d findings on %d samples in %.1f s (backbone on %d images)", len(found), report.num_samples,
                 report.seconds, report.backbone_images)
     if output_dir is not None:
@@ -147,18 +151,22 @@ def _peak_cells(data: AuditData, scene: Scene, U: torch.Tensor, orthogonal: bool
 
 
 def _pictures(classifier: FrozenClassifier, source: ImageSource,
-              found: list[Finding]) -> tuple[dict[int, bytes], tuple[int, int]]:
-    """JPEG pictures of the model's input for every sample a finding shows, and the input size boxes refer to."""
+              found: list[Finding]) -> tuple[dict[int, bytes], dict[int, str], tuple[int, int]]:
+    """JPEG pictures of the model's input for every sample a finding shows, their display names (file name,
+    label), and the input size boxes refer to."""
     wanted = sorted({key for finding in found for key in finding.samples})
     pictures: dict[int, bytes] = {}
+    names: dict[int, str] = {}
     size: tuple[int, int] | None = None
-    for key, image in source.iter_images(wanted):
+    for key, image, name in source.iter_named_images(wanted):
+        if name is not None:
+            names[key] = name
         pixel_values = classifier.preprocess([image])[0]
         size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
         pictures[key] = encode_jpeg(classifier.to_image(pixel_values), THUMBNAIL_SIZE, THUMBNAIL_QUALITY)
     if size is None:
         size = tuple(int(v) for v in classifier.probe_pixel_values().shape[-2:])  # type: ignore[assignment]
-    return pictures, size  # type: ignore[return-value]
+    return pictures, names, size  # type: ignore[return-value]
 
 
 def _add_boxes(found: list[Finding], scene: Scene, input_size: tuple[int, int]) -> None:

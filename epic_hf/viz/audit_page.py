@@ -92,12 +92,13 @@ def _page(report: JSONDict, pictures: set[int], has_atlas: bool) -> str:
     for note in report.get("notes", []):
         parts.append(f'<p class="note muted">{html.escape(str(note))}</p>')
     size = report.get("input_size") or [1, 1]
+    names = {int(key): str(name) for key, name in (report.get("sample_names") or {}).items()}
     for kind, (heading, about) in _HEADINGS.items():
         parts.append(f'<h2 id="{kind}">{html.escape(heading)}</h2><p class="muted">{html.escape(about)}</p>')
         chosen = [f for f in findings if f["kind"] == kind]
         if not chosen:
             parts.append('<p class="muted">None found.</p>')
-        cards = [_finding(finding, labels, pictures, size) for finding in chosen]
+        cards = [_finding(finding, labels, pictures, size, names) for finding in chosen]
         # one picture each: suspect labels sit side by side, as the atlas's cards do
         parts.append(f'<div class="suspects">{"".join(cards)}</div>' if kind == "suspect_label" else "".join(cards))
     parts.append(_confusion(report.get("confusion"), labels))
@@ -105,7 +106,7 @@ def _page(report: JSONDict, pictures: set[int], has_atlas: bool) -> str:
     return "\n".join(parts)
 
 
-def _finding(finding: JSONDict, labels: list[str], pictures: set[int], size: list[int]) -> str:
+def _finding(finding: JSONDict, labels: list[str], pictures: set[int], size: list[int], names: dict[int, str]) -> str:
     classes = ", ".join(labels[k] if 0 <= k < len(labels) else f"class {k}" for k in finding["classes"])
     channel = (f"channel {finding['channel']}" if finding["channel"] >= 0
                else "channels " + ", ".join(map(str, finding.get("channels", []))))
@@ -113,7 +114,7 @@ def _finding(finding: JSONDict, labels: list[str], pictures: set[int], size: lis
     figures = []
     for position, key in enumerate(finding["samples"]):
         box = boxes[position] if position < len(boxes) else None
-        figures.append(_figure(int(key), box, size, int(key) in pictures))
+        figures.append(_figure(int(key), box, size, int(key) in pictures, names.get(int(key))))
     numbers = "; ".join(f"{name} = {_number(value)}" for name, value in (finding.get("numbers") or {}).items())
     return (f'<section class="finding"><div class="finding-head"><span class="kind">{html.escape(channel)}</span>'
             f'<span class="label">{html.escape(classes)}</span><span class="muted">score '
@@ -121,7 +122,7 @@ def _finding(finding: JSONDict, labels: list[str], pictures: set[int], size: lis
             f'<div class="strip">{"".join(figures)}</div><div class="numbers">{html.escape(numbers)}</div></section>')
 
 
-def _figure(key: int, box: list[int] | None, size: list[int], present: bool) -> str:
+def _figure(key: int, box: list[int] | None, size: list[int], present: bool, name: str | None) -> str:
     image = (f'<img src="{IMAGES_DIR}/{key}.jpg" alt="sample {key}">' if present
              else '<span class="missing">no picture</span>')
     drawn = ""
@@ -130,7 +131,8 @@ def _figure(key: int, box: list[int] | None, size: list[int], present: bool) -> 
         x0, y0, x1, y1 = box
         drawn = (f'<span class="box" style="left:{100 * x0 / width:.2f}%;top:{100 * y0 / height:.2f}%;'
                  f'width:{100 * (x1 - x0) / width:.2f}%;height:{100 * (y1 - y0) / height:.2f}%"></span>')
-    return f'<figure><div class="full">{image}{drawn}</div><figcaption>#{key}</figcaption></figure>'
+    title = f' title="{html.escape(name)}"' if name else ""  # the file name (and label) on hover
+    return f'<figure{title}><div class="full">{image}{drawn}</div><figcaption>#{key}</figcaption></figure>'
 
 
 def _number(value: object) -> str:
