@@ -6,6 +6,7 @@
 
 from ._version import __version__
 from .adapters import ADAPTERS, ModelAdapter, register_adapter, supported_model_types
+from .audit import AuditConfig, AuditReport, CompareReport, Finding, compare_banks
 from .bank import PrototypeBank
 from .config import DataConfig, EpicConfig, FitConfig
 from .errors import (
@@ -29,11 +30,14 @@ from .viz import write_html_report
 
 __all__ = [
     "ADAPTERS",
+    "AuditConfig",
+    "AuditReport",
     "BankFormatError",
     "BankMismatchError",
     "BaseModelNotFoundError",
     "ChannelExplanation",
     "CheckpointMismatchError",
+    "CompareReport",
     "DecompositionError",
     "DataConfig",
     "EmptyDatasetError",
@@ -43,6 +47,7 @@ __all__ = [
     "EvaluationConfig",
     "EvaluationReport",
     "Explanation",
+    "Finding",
     "FitConfig",
     "FitReport",
     "HubUnreachableError",
@@ -53,6 +58,7 @@ __all__ = [
     "PrototypeMatch",
     "UnsupportedModelError",
     "__version__",
+    "compare_banks",
     "register_adapter",
     "supported_model_types",
     "write_html_report",

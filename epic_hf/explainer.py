@@ -21,6 +21,7 @@ from torch import nn
 from .adapters import ModelAdapter
 from .aliases import ImageProcessor
 from .atomic import atomic_path
+from .audit import AuditConfig, AuditReport, run_audit
 from .backbone import FrozenClassifier, ModelReference
 from .bank import PrototypeBank
 from .bank_format import CONFIG_NAME
@@ -100,6 +101,7 @@ class EpicExplainer(HubMixin):
         self._matrix: MatrixKind = matrix
         self._unfitted = Disentangler(self.num_channels, matrix)  # U = I until a bank brings its own
         self.bank: PrototypeBank | None = None
+        self.fit_dir: Path | None = None  # the output_dir of this explainer's last fit, if it had one
         self._decomposer: tuple[Disentangler, Decomposer] | None = None
         if bank is not None:
             self.set_bank(bank)
@@ -297,6 +299,7 @@ class EpicExplainer(HubMixin):
                                output_dir=str(output_dir) if output_dir is not None else None, accelerator=accelerator,
                                write_extras=_write_purity_curve)
         self.set_bank(bank, check_base_model=False)
+        self.fit_dir = Path(output_dir) if output_dir is not None else None  # its pooled index serves audit()
         return report
 
     def purity(self, dataset: DatasetLike, config: FitConfig | None = None, **overrides: Any) -> float:
@@ -318,6 +321,17 @@ class EpicExplainer(HubMixin):
             self.bank.config.evaluation = report.headline()
         return report
 
+    def audit(self, dataset: DatasetLike, config: AuditConfig | None = None, *, fit_dir: str | Path | None = None,
+              output_dir: str | Path | None = None, **overrides: Any) -> AuditReport:
+        """Find what the model relies on: fixed-position shortcuts, off-class channels, confusions, suspect labels.
+
+        On the data of this explainer's fit, the fit's pooled index (``fit_dir``, by default the
+        last ``fit``'s ``output_dir``) stands in for a pass over the data. ``output_dir`` gets
+        ``audit.json`` and ``audit.html``. Definitions: docs/audit.md.
+        """
+        return run_audit(self, dataset, config, fit_dir=fit_dir if fit_dir is not None else self.fit_dir,
+                         output_dir=output_dir, **overrides)
+
     # -- the app and its Space (epic_hf.app; gradio is imported only there) ------------------
     def launch(self, *, host: str | None = None, port: int | None = None, share: bool = False,
                title: str | None = None, block: bool = True,
@@ -325,8 +339,8 @@ class EpicExplainer(HubMixin):
         """Serve a local Gradio page that explains any uploaded image with this bank (docs/app.md).
 
         Offline: no analytics, system fonts, no share link unless ``share=True``. ``block=False``
-        returns the running ``gradio.Blocks`` at once (``.local_url``, ``.close()``). Needs the
-        ``app`` extra (``pip install "epic_hf[app]"``).
+        returns the running ``gradio.Blocks`` at once (``.local_url``, ``.close()``). ``audit=DIR`` (an audit's
+        output_dir) adds an Audit tab. Needs the ``app`` extra (``pip install "epic_hf[app]"``).
         """
         from .app import launch_app
 

@@ -58,15 +58,18 @@ def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed:
     return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
 
 
-def tiny_resnet(num_classes: int = 3, hidden_sizes: tuple[int, ...] = (16, 32), seed: int = 0):
-    """A small ResNet classifier and a processor that feeds it 64 x 64 images."""
+def tiny_resnet(num_classes: int = 3, hidden_sizes: tuple[int, ...] = (16, 32), seed: int = 0,
+                image_size: int = 64, labels: list[str] | None = None):
+    """A small ResNet classifier and a processor that feeds it ``image_size`` square images (64 x 64 by default).
+
+    ``labels``: the class names (by default the first ``num_classes`` planted concepts)."""
     from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
 
-    names = list(CONCEPTS[:num_classes])
+    names = list(labels) if labels is not None else list(CONCEPTS[:num_classes])
     torch.manual_seed(seed)
     config = ResNetConfig(embedding_size=16, hidden_sizes=list(hidden_sizes), depths=[1] * len(hidden_sizes),
                           id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    processor = ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=1.0)
+    processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
     return ResNetForImageClassification(config), processor
 
 
@@ -141,3 +144,55 @@ def _accuracy(model, pixel_values: torch.Tensor, labels: torch.Tensor, batch_siz
         predicted = torch.cat([model(pixel_values=pixel_values[start: start + batch_size]).logits.argmax(-1)
                                for start in range(0, len(labels), batch_size)])
     return float((predicted == labels).float().mean())
+
+
+#: The tag that :func:`shortcut_dataset` stamps on one class: a small two-tone square in the bottom-right corner.
+TAG_COLORS = ((250, 250, 250), (20, 20, 20))
+
+
+def stamp_tag(image: Image.Image, fraction: float = 0.16) -> Image.Image:
+    """A copy of ``image`` with the shortcut tag in its bottom-right corner (a white square with a dark centre)."""
+    stamped = image.copy()
+    width, height = stamped.size
+    side = max(4, int(round(min(width, height) * fraction)))
+    x0, y0 = width - side - 1, height - side - 1
+    draw = ImageDraw.Draw(stamped)
+    draw.rectangle([x0, y0, x0 + side, y0 + side], fill=TAG_COLORS[0])
+    inner = side // 3
+    draw.rectangle([x0 + inner, y0 + inner, x0 + side - inner, y0 + side - inner], fill=TAG_COLORS[1])
+    return stamped
+
+
+def shortcut_dataset(num_images: int, size: int = 64, seed: int = 0, flipped: int = 0):
+    """Planted data with a known shortcut and known label errors: what an audit must find.
+
+    Three classes: ``red circle``, ``tagged circle`` and ``green square``. A tagged circle is
+    drawn exactly like a red circle and carries the tag of :func:`stamp_tag` in its bottom-right
+    corner, so the tag is the only way to tell the first two classes apart: a classifier that
+    learns them relies on a fixed-position shortcut. ``flipped`` labels of green squares are then
+    set to ``red circle`` (label errors a confident model disagrees with); their row indices are
+    in ``dataset.info.description`` as ``flipped=1,2,...`` and returned by :func:`flipped_rows`.
+    """
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    names = ["red circle", "tagged circle", "green square"]
+    labels = [i % 3 for i in range(num_images)]
+    images = []
+    for label in labels:
+        image = planted_image("green square" if label == 2 else "red circle", rng, size)
+        images.append(stamp_tag(image) if label == 1 else image)
+    squares = [row for row, label in enumerate(labels) if label == 2]
+    flips = sorted(int(row) for row in rng.choice(squares, size=min(flipped, len(squares)), replace=False))
+    for row in flips:
+        labels[row] = 0
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    info = datasets.DatasetInfo(description="flipped=" + ",".join(map(str, flips)), features=features)
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features, info=info)
+
+
+def flipped_rows(dataset) -> list[int]:
+    """The rows whose labels :func:`shortcut_dataset` flipped (its planted label errors)."""
+    description = dataset.info.description or ""
+    found = description.split("flipped=", 1)[1] if "flipped=" in description else ""
+    return [int(part) for part in found.split(",") if part]

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from epic_hf import EvaluationConfig, FitConfig
+from epic_hf import AuditConfig, EvaluationConfig, FitConfig
 from epic_hf.cli import build_parser, main
 from epic_hf.cli.flags import config_from_args
 from epic_hf.config import setting_fields
@@ -22,7 +22,8 @@ def help_text(*command: str) -> str:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("command", [[], ["fit"], ["explain"], ["info"], ["atlas"], ["evaluate"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["fit"], ["explain"], ["info"], ["atlas"], ["evaluate"], ["audit"],
+                                     ["compare"], ["demo"]])
 def test_help_shows_one_default_per_option_and_none_for_required_ones(command):
     raw = help_text(*command)
     assert raw.startswith("usage: epic-hf")
@@ -39,7 +40,8 @@ def test_required_output_dir_shows_no_default():
     assert "default" not in entry.split("--")[1]
 
 
-@pytest.mark.parametrize("command, settings", [("fit", FitConfig), ("evaluate", EvaluationConfig)])
+@pytest.mark.parametrize("command, settings", [("fit", FitConfig), ("evaluate", EvaluationConfig),
+                                               ("audit", AuditConfig)])
 def test_flags_come_from_the_config_with_its_defaults_and_choices(command, settings):
     text = " ".join(help_text(command).split())
     parsed = build_parser().parse_args([command, "BANK", "DATA"] + (["--output-dir", "o"] if command == "fit" else []))

@@ -70,6 +70,7 @@ from epic_hf.adapters import ADAPTERS
 from epic_hf.cli import build_parser, main
 from epic_hf.cli.flags import config_from_args
 from epic_hf.config import setting_fields
+from epic_hf.audit import AuditConfig
 from epic_hf.evaluation import EvaluationConfig
 from epic_hf.evaluation import EvaluationReport
 
@@ -215,9 +216,10 @@ def parse_epic_hf(args: list[str]) -> argparse.Namespace:
         if exited.code in (0, None):  # --help / --version
             return argparse.Namespace(command=None)
         raise AssertionError(f"`epic-hf {shlex.join(args)}` does not parse: {errors.getvalue().strip()}") from None
-    if parsed.command in ("fit", "evaluate"):
+    settings = {"fit": FitConfig, "evaluate": EvaluationConfig, "audit": AuditConfig, "compare": AuditConfig}
+    if parsed.command in settings:
         try:
-            config_from_args(FitConfig if parsed.command == "fit" else EvaluationConfig, parsed)
+            config_from_args(settings[parsed.command], parsed)
         except (TypeError, ValueError) as error:
             raise AssertionError(f"`epic-hf {shlex.join(args)}`: {error}") from None
     return parsed
@@ -452,7 +454,8 @@ def test_readme_counts_supported_models_as_the_generated_table_does():
     assert "DINOv2 (with and without registers)" in readme
 
 
-@pytest.mark.parametrize("command, settings", [("fit", FitConfig), ("evaluate", EvaluationConfig)])
+@pytest.mark.parametrize("command, settings", [("fit", FitConfig), ("evaluate", EvaluationConfig),
+                                               ("audit", AuditConfig)])
 def test_cli_doc_lists_every_setting_with_its_default(command, settings):
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split(f"## `epic-hf {command}`")[1].split("\n## ")[0]
     rows = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", text, re.M))

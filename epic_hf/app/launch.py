@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from .offline import import_gradio, offline_theme
@@ -21,16 +22,17 @@ logger = logging.getLogger(__name__)
 
 
 def launch_app(explainer: AppExplainer, *, host: str | None = None, port: int | None = None, share: bool = False,
-               title: str | None = None, block: bool = True,
+               title: str | None = None, block: bool = True, audit: str | Path | None = None,
                **launch_kwargs: Any) -> Any:  # Any: a gradio.Blocks (gradio, an optional extra, is imported at run time)
     """Build and serve the app of ``explainer``; returns the running ``gradio.Blocks``.
 
     ``block=False`` returns as soon as the server answers (tests, notebooks); ``blocks.local_url``
-    is its address and ``blocks.close()`` stops it. Other keyword arguments go to gradio's ``launch``.
+    is its address and ``blocks.close()`` stops it. ``audit``: an audit's folder, shown in an Audit tab.
+    Other keyword arguments go to gradio's ``launch``.
     """
     gr = import_gradio()
     started = time.perf_counter()
-    blocks = build_app(explainer, title=title)
+    blocks = build_app(explainer, title=title, audit=audit)
     allowed = [blocks.epic_examples_dir] if blocks.epic_examples_dir else []
     # Any: keyword arguments for gradio's launch
     options: dict[str, Any] = dict(server_name=host, server_port=port, share=share, theme=offline_theme(gr),

@@ -1,10 +1,11 @@
 """The page: gradio components wired to :mod:`epic_hf.app.views`.
 
-Three tabs. **Explain**: drop, paste or upload an image (or pick one of the bank's own prototype
+Three tabs (four with an audit). **Explain**: drop, paste or upload an image (or pick one of the bank's own prototype
 images), choose the class to explain and how many channels; see the prediction, the exact
 decomposition, the explanation sheet, and pick any shown channel to see all its prototypes.
 **Channel**: any channel's prototypes and the classes it drives most. **Class**: what the model
-looks for in a class (``class_channels``).
+looks for in a class (``class_channels``). **Audit** (when an audit's folder is given): its
+findings, each with its samples and peak boxes (:mod:`epic_hf.app.audit_view`).
 
 Every handler turns an error a user can cause (a bad upload, an unknown class) into ``gr.Error``:
 the message appears in the page and the app keeps serving. The upload reaches the handler as the
@@ -27,6 +28,7 @@ from PIL import Image
 from ..errors import EpicError
 from ..naming import display_name
 from ..viz import MAX_CHANNELS_SHOWN
+from .audit_view import audit_findings
 from .offline import import_gradio
 from .views import (
     PREDICTED,
@@ -63,8 +65,11 @@ def _user_error(gr: ModuleType, error: Exception) -> Exception:
 USER_ERRORS = (EpicError, ValueError, KeyError, IndexError)
 
 
-def build_app(explainer: AppExplainer, title: str | None = None) -> Any:  # Any: a gradio.Blocks (see launch_app)
-    """The ``gradio.Blocks`` of ``explainer`` (an :class:`~epic_hf.EpicExplainer` with a bank); not launched."""
+def build_app(explainer: AppExplainer, title: str | None = None,
+              audit: str | Path | None = None) -> Any:  # Any: a gradio.Blocks (see launch_app)
+    """The ``gradio.Blocks`` of ``explainer`` (an :class:`~epic_hf.EpicExplainer` with a bank); not launched.
+
+    ``audit``: the folder of an audit of this bank (its ``audit.json``), shown in an Audit tab."""
     gr = import_gradio()
     bank = explainer.bank
     if bank is None:
@@ -73,6 +78,7 @@ def build_app(explainer: AppExplainer, title: str | None = None) -> Any:  # Any:
     title = title or f"EPIC explanations of {model}"
     work = Path(tempfile.mkdtemp(prefix="epic_hf_app_"))  # the examples, and the pictures the page serves
     examples = example_files(bank, work / "examples")
+    findings = audit_findings(audit) if audit is not None else None  # a bad folder fails before the page is built
     # gradio copies what the page shows into its own cache: files older than an hour go, hourly
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(f"# {md_text(title)}\n\n{INTRO}")
@@ -93,11 +99,24 @@ def build_app(explainer: AppExplainer, title: str | None = None) -> Any:  # Any:
             text = gr.Markdown(elem_id="class-channels")
             gallery = gr.Gallery(label="its channels' prototypes", columns=1, elem_id="class-gallery")
             look.click(_class_handler(gr, bank), [picked], [text, gallery], api_name=CLASS_API.strip("/"))
+        if findings is not None:
+            with gr.Tab("Audit"):
+                _audit_tab(gr, findings)
     blocks.epic_examples_dir = str(work)
     # the folder goes when the app object does, at the latest when the process exits (Ctrl-C too);
     # ``blocks.epic_remove_files()`` removes it now
     blocks.epic_remove_files = weakref.finalize(blocks, shutil.rmtree, work, ignore_errors=True)
     return blocks
+
+
+def _audit_tab(gr: ModuleType, findings: list[tuple[str, list[tuple[Image.Image, str]]]]) -> None:
+    """The audit's findings, each its message above its samples (static: the audit is already done)."""
+    if not findings:
+        gr.Markdown("The audit found nothing to report.")
+    for text, pictures in findings:
+        gr.Markdown(text, elem_classes=["audit-finding"])
+        if pictures:
+            gr.Gallery(pictures, columns=10, height="auto", show_label=False, allow_preview=True)
 
 
 def _explain_tab(gr: ModuleType, explainer: AppExplainer, bank: PrototypeBank, examples: list[str],

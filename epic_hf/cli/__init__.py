@@ -33,7 +33,7 @@ from .._version import __version__
 from ..demo import run_demo
 from ..errors import EpicError
 from ..progress import disable_progress_bars
-from . import app, atlas, evaluate, explain, fit, info
+from . import app, atlas, audit, evaluate, explain, fit, info
 from .common import PROG, CliError, configure_logging, emit, json_default
 
 __all__ = ["build_parser", "main"]
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_parser(commands, common, formatter)
     info.add_parser(commands, common, formatter)
     evaluate.add_parser(commands, common, formatter)
+    audit.add_parser(commands, common, formatter)
     atlas.add_parser(commands, common, formatter)
     app.add_parser(commands, common, formatter)
     demo = commands.add_parser(

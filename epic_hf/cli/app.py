@@ -30,6 +30,8 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
     app.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
     app.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs the internet)")
     app.add_argument("--title", default=None, help="page title (by default, from the base model)")
+    app.add_argument("--audit", default=None, metavar="DIR",
+                     help="an audit's output dir (epic-hf audit --output-dir): its findings in an Audit tab")
     app.set_defaults(handler=run_app)
 
     space = commands.add_parser(
@@ -54,7 +56,8 @@ def run_app(args: argparse.Namespace) -> int:
                                               base_model=args.base_model, trust_remote_code=args.trust_remote_code)
     # gradio's own start-up lines would tell a command-line user to "set `share=True` in `launch()`": launch it
     # quietly without blocking, say where it serves in this command's words, then block as gradio would
-    blocks = explainer.launch(host=args.host, port=args.port, share=args.share, title=args.title, block=False)
+    blocks = explainer.launch(host=args.host, port=args.port, share=args.share, title=args.title, block=False,
+                              audit=args.audit)
     emit(f"the app serves {blocks.local_url} (Ctrl-C stops it)")
     if blocks.share_url:
         emit(f"public link: {blocks.share_url}")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from ..config import is_section, setting_fields
 
 GROUP_TITLES = {"data": "data", "method": "EPIC method (paper defaults marked)", "compute": "compute",
-                "bank": "bank", "metrics": "metrics"}
+                "bank": "bank", "metrics": "metrics", "audit": "audit (definitions: docs/audit.md)"}
 
 Settings = TypeVar("Settings")
 

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Rows of the label column read at a time from a stream or a keyed table.
+_LABEL_BLOCK = 4096
+
 
 @dataclass
 class SkippedSamples:
@@ -239,6 +242,32 @@ class ImageSource:
                 if not remaining:
                     return
         raise KeyError(f"{len(remaining)} sample keys were not found in the dataset, e.g. {sorted(remaining)[:5]}")
+
+    def labels(self, keys: Iterable[int]) -> dict[int, object]:
+        """The label column's value for each sample key: random access for a table, one pass over the column(s)
+        for a stream (reading only those columns). Keys not in the data are left out."""
+        column = self.label_column
+        if column is None:
+            raise ValueError("reading labels needs a label column (pass label_column=...)")
+        wanted = sorted({int(k) for k in keys})
+        if not wanted:
+            return {}
+        if not self.streaming and self.key_column is None:
+            present = [k for k in wanted if 0 <= k < len(self.dataset)]
+            return dict(zip(present, self.dataset.select_columns([column]).select(present)[column]))
+        columns = [column] + ([self.key_column] if self.key_column else [])
+        remaining, found, position = set(wanted), {}, 0
+        for block in self.dataset.select_columns(columns).iter(batch_size=_LABEL_BLOCK):
+            values = block[column]
+            names = block[self.key_column] if self.key_column else range(position, position + len(values))
+            position += len(values)
+            for key, label in zip(names, values):
+                if key in remaining:
+                    found[int(key)] = label
+                    remaining.discard(key)
+            if not remaining:
+                break
+        return found
 
     def fetch(self, keys: Iterable[int]) -> dict[int, Image.Image]:
         """Decoded images of the given keys, all at once (for a few images)."""

@@ -5,7 +5,7 @@ them that carry the channel's most common label, ``max_y |{i : y(x_i) = y}| / N`
 channels. It is the label-level counterpart of purity, in the spirit of the class-consistency
 checks of prototype networks (ProtoPNet and its evaluations): a channel whose prototypes span
 classes is a concept shared between classes, or no concept. Labels are read by sample key from
-the dataset's label column (its ``label`` ClassLabel by default), reading only that column.
+the dataset's label column (its ``label`` ClassLabel by default) by the data layer.
 """
 
 from __future__ import annotations
@@ -18,34 +18,12 @@ import torch
 
 from ..data import ImageSource
 
-_BLOCK = 4096
-
 
 def lookup_labels(source: ImageSource, keys: Iterable[int]) -> dict[int, Any]:
-    """The label of each sample key: random access for a table, one pass over the column(s) for a stream."""
-    column = source.label_column
-    if column is None:
+    """The label of each sample key (:meth:`ImageSource.labels`, the data layer's one reader of labels)."""
+    if source.label_column is None:
         raise ValueError("class consistency needs a label column")
-    wanted = sorted({int(k) for k in keys})
-    if not wanted:
-        return {}
-    dataset = source.dataset
-    if not source.streaming and source.key_column is None:
-        present = [k for k in wanted if 0 <= k < len(dataset)]
-        return dict(zip(present, dataset.select_columns([column]).select(present)[column]))
-    columns = [column] + ([source.key_column] if source.key_column else [])
-    remaining, labels, position = set(wanted), {}, 0
-    for block in dataset.select_columns(columns).iter(batch_size=_BLOCK):
-        values = block[column]
-        names = block[source.key_column] if source.key_column else range(position, position + len(values))
-        position += len(values)
-        for key, label in zip(names, values):
-            if key in remaining:
-                labels[int(key)] = label
-                remaining.discard(key)
-        if not remaining:
-            break
-    return labels
+    return source.labels(keys)
 
 
 def class_consistency(keys: torch.Tensor, labels: dict[int, Any]) -> dict[str, Any]:

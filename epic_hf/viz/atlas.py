@@ -42,6 +42,10 @@ CHANNELS_PER_CHUNK = 64
 CLASSES_PER_CHUNK = 128
 GRID_CROPS = 3
 _ASSETS = ("atlas.js", "atlas.css")
+#: The audit's page (:mod:`epic_hf.viz.audit_page`), linked from the atlas's bar when it sits beside it.
+AUDIT_PAGE = "audit.html"
+#: The link as the atlas writes it while there is no audit beside it.
+HIDDEN_AUDIT_LINK = 'id="audit-link" hidden'
 
 
 def write_atlas(
@@ -86,7 +90,10 @@ def write_atlas(
         write_atomic(root / name, assets.joinpath(name).read_bytes())
     template = assets.joinpath("index.html").read_text(encoding="utf-8")
     index_path = root / "index.html"
-    write_atomic(index_path, template.replace("{{TITLE}}", html.escape(title)))
+    page = template.replace("{{TITLE}}", html.escape(title))
+    # an audit written into the same folder (epic-hf audit --output-dir) is linked; writing one later shows the link
+    page = page.replace("{{AUDIT_HIDDEN}}", "" if (root / AUDIT_PAGE).is_file() else " hidden")
+    write_atomic(index_path, page)
     logger.info("wrote the atlas of %d channels to %s in %.1f s", bank.num_channels, root,
                 time.perf_counter() - started)
     return index_path
