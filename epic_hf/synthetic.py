@@ -23,6 +23,14 @@ _COLORS = {"red circle": (220, 30, 30), "green square": (30, 190, 40), "blue tri
 
 def planted_image(concept: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
     """One image: textured grey-brown noise with ``concept`` drawn at a random place and scale."""
+    return planted_shape(concept, rng, size)[0]
+
+
+def planted_shape(concept: str, rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, tuple[int, int, int]]:
+    """:func:`planted_image` and where its shape is: (image, (centre x, centre y, radius)) in its pixels.
+
+    Why: part-grounded metrics need keypoints whose truth is known; the shape's centre and extent are.
+    """
     base = rng.integers(60, 140, size=3)
     noise = rng.normal(0, 28, size=(size // 4, size // 4, 3))
     texture = np.kron(noise, np.ones((4, 4, 1)))[:size, :size] + rng.normal(0, 10, size=(size, size, 3))
@@ -41,7 +49,7 @@ def planted_image(concept: str, rng: np.random.Generator, size: int = 64) -> Ima
         width = max(2, radius // 3)
         draw.rectangle([cx - radius, cy - width, cx + radius, cy + width], fill=color)
         draw.rectangle([cx - width, cy - radius, cx + width, cy + radius], fill=color)
-    return image
+    return image, (cx, cy, radius)
 
 
 def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed: int = 0):

@@ -23,29 +23,36 @@ _BLOCK = 4096
 
 def lookup_labels(source: ImageSource, keys: Iterable[int]) -> dict[int, Any]:
     """The label of each sample key: random access for a table, one pass over the column(s) for a stream."""
-    column = source.label_column
-    if column is None:
+    if source.label_column is None:
         raise ValueError("class consistency needs a label column")
-    wanted = sorted({int(k) for k in keys})
-    if not wanted:
-        return {}
+    return lookup_column(source, source.label_column, keys)
+
+
+def lookup_column(source: ImageSource, column: str, keys: Iterable[int] | None) -> dict[int, Any]:
+    """The value of ``column`` for each sample key (for every key when ``keys`` is None), reading only that column.
+
+    Random access for a table; one pass over the column(s) for a stream or a key column.
+    """
     dataset = source.dataset
+    wanted = None if keys is None else sorted({int(k) for k in keys})
+    if wanted is not None and not wanted:
+        return {}
     if not source.streaming and source.key_column is None:
-        present = [k for k in wanted if 0 <= k < len(dataset)]
+        present = list(range(len(dataset))) if wanted is None else [k for k in wanted if 0 <= k < len(dataset)]
         return dict(zip(present, dataset.select_columns([column]).select(present)[column]))
     columns = [column] + ([source.key_column] if source.key_column else [])
-    remaining, labels, position = set(wanted), {}, 0
+    remaining, values, position = set(wanted or ()), {}, 0
     for block in dataset.select_columns(columns).iter(batch_size=_BLOCK):
-        values = block[column]
-        names = block[source.key_column] if source.key_column else range(position, position + len(values))
-        position += len(values)
-        for key, label in zip(names, values):
-            if key in remaining:
-                labels[int(key)] = label
+        found = block[column]
+        names = block[source.key_column] if source.key_column else range(position, position + len(found))
+        position += len(found)
+        for key, value in zip(names, found):
+            if wanted is None or key in remaining:
+                values[int(key)] = value
                 remaining.discard(key)
-        if not remaining:
+        if wanted is not None and not remaining:
             break
-    return labels
+    return values
 
 
 def class_consistency(keys: torch.Tensor, labels: dict[int, Any]) -> dict[str, Any]:

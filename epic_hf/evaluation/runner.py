@@ -35,6 +35,7 @@ from .deletion import Deletion
 from .draws import draw
 from .faithfulness import Faithfulness, Scorer, curves
 from .maps import INTEGRATED_GRADIENTS, OWN_METHODS, MapMaker
+from .parts import ClassSums, check_parts_column, part_report
 from .purity import PairSet, bank_matches, describe, prototype_pass
 from .report import EvaluationReport
 from .sanity import Sanity, cascade, maker_for, other_classes
@@ -129,6 +130,9 @@ class Evaluation:
         self.skipped = SkippedSamples()
         self.faithfulness = Faithfulness(settings.faithfulness_steps) if settings.faithfulness else None
         self.sanity = Sanity() if settings.faithfulness else None
+        self.class_sums = ClassSums() if settings.parts else None
+        if settings.parts:
+            check_parts_column(source, settings.parts_column)
         self.maps = MapMaker(classifier, self.views[EPIC], self.views[IDENTITY], settings.top_k, settings.seed)
         self._methods: list[str] | None = None
         self._cascade: list[tuple[str, MapMaker]] | None = None
@@ -148,6 +152,8 @@ class Evaluation:
         found = self.settings.result_settings()
         if not self.settings.faithfulness:
             found = {k: v for k, v in found.items() if k not in ("faithfulness", "faithfulness_steps")}
+        if not self.settings.parts:
+            found = {k: v for k, v in found.items() if not k.startswith("parts")}
         return found
 
     # -- state ------------------------------------------------------------------------------
@@ -157,7 +163,8 @@ class Evaluation:
                 "deletion": {v: d.state_dict() for v, d in self.deletion.items()},
                 "mined": {v: m.state_dict() for v, m in self.mined.items()},
                 **({"faithfulness": self.faithfulness.state_dict()} if self.faithfulness is not None else {}),
-                **({"sanity": self.sanity.state_dict()} if self.sanity is not None else {})}
+                **({"sanity": self.sanity.state_dict()} if self.sanity is not None else {}),
+                **({"parts": self.class_sums.state_dict()} if self.class_sums is not None else {})}
 
     def load(self, state: EvaluationState) -> None:
         stored = state.accumulators
@@ -173,6 +180,8 @@ class Evaluation:
             self.faithfulness = Faithfulness.from_state(stored["faithfulness"])
         if self.sanity is not None and "sanity" in stored:
             self.sanity = Sanity.from_state(stored["sanity"])
+        if self.class_sums is not None and "parts" in stored:
+            self.class_sums = ClassSums.from_state(stored["parts"])
 
     # -- the stream -------------------------------------------------------------------------
     def stream(self, state: EvaluationState, output_dir: str | Path | None) -> None:
@@ -213,6 +222,8 @@ class Evaluation:
         logits = {name: fmaps[name].double().mean(dim=(2, 3)) @ identity.weight.T + self.bias + extras[name]
                   for name in inputs}
         targets = logits["clean"].argmax(dim=1)
+        if self.class_sums is not None:
+            self.class_sums.update(targets, fmaps["clean"].double().mean(dim=(2, 3)))
         for name in PERTURBATIONS:
             self.decision[name].update(targets, logits[name])
         grid = (int(fmaps["clean"].shape[-2]), int(fmaps["clean"].shape[-1]))
@@ -315,7 +326,14 @@ class Evaluation:
             deletion={v: d.result() for v, d in self.deletion.items()}, notes=notes,
             skipped_keys=list(self.skipped.keys), seconds=state.seconds,
             faithfulness=self.faithfulness.result() if self.faithfulness is not None else None,
-            sanity=self.sanity.result([label for label, _ in self.cascade()]) if self.sanity is not None else None)
+            sanity=self.sanity.result([label for label, _ in self.cascade()]) if self.sanity is not None else None,
+            parts=self._parts(state, notes))
+
+    def _parts(self, state: EvaluationState, notes: list[str]) -> dict[str, Any] | None:
+        if self.class_sums is None:
+            return None
+        return part_report(self.classifier, self.source, self.views, {v: self.mined[v].keys for v in VIEWS},
+                           self.class_sums, self.settings, state.consumed, notes)
 
     def _consistency(self, bank_ok: bool, notes: list[str]) -> dict[str, Any]:
         column = self.source.label_column
