@@ -52,8 +52,13 @@ def planted_shape(concept: str, rng: np.random.Generator, size: int = 64) -> tup
     return image, (cx, cy, radius)
 
 
-def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed: int = 0):
-    """A ``datasets.Dataset`` with an ``image`` (Image) and a ``label`` (ClassLabel) column."""
+def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed: int = 0, parts: bool = False):
+    """A ``datasets.Dataset`` with an ``image`` (Image) and a ``label`` (ClassLabel) column.
+
+    With ``parts``, also a ``parts`` column of keypoints ``{name: [x, y, visible]}`` where the shape is: its
+    ``centre`` and its ``left tip`` and ``right tip`` (the ends of its horizontal diameter), for the
+    part-grounded metrics (``evaluate(..., parts=True)``). The images are the same either way.
+    """
     import datasets
 
     if not 1 <= num_classes <= len(CONCEPTS):
@@ -61,9 +66,15 @@ def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed:
     rng = np.random.default_rng(seed)
     names = list(CONCEPTS[:num_classes])
     labels = [i % num_classes for i in range(num_images)]
-    images = [planted_image(names[label], rng, size) for label in labels]
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
-    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    shapes = [planted_shape(names[label], rng, size) for label in labels]
+    columns = {"image": [image for image, _ in shapes], "label": labels}
+    features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+    if parts:
+        columns["parts"] = [{"centre": [cx, cy, 1.0], "left tip": [cx - r, cy, 1.0], "right tip": [cx + r, cy, 1.0]}
+                            for _, (cx, cy, r) in shapes]
+        features["parts"] = {name: datasets.Sequence(datasets.Value("float32"), length=3)
+                             for name in ("centre", "left tip", "right tip")}
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 def tiny_resnet(num_classes: int = 3, hidden_sizes: tuple[int, ...] = (16, 32), seed: int = 0):

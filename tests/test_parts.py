@@ -14,14 +14,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from transformers import BitImageProcessor, ConvNextImageProcessor, ViTImageProcessor
 
 from epic_hf import EpicExplainer
 from epic_hf.cli import main
 from epic_hf.config import EpicConfig
 from epic_hf.data import resolve_dataset
-from epic_hf.synthetic import CONCEPTS, planted_shape, tiny_resnet, train_classifier
+from epic_hf.evaluation.draws import sample_seed
+from epic_hf.images import box_in_original
+from epic_hf.synthetic import CONCEPTS, planted_dataset, planted_shape, tiny_resnet, train_classifier
 
 NUM_IMAGES, NUM_CLASSES, SIZE, PAD, SCALE, TOP_N = 96, 4, 64, 8, 2, 5
+THRESHOLD = 0.4  # the evaluation's consistency threshold here (0.8 by default): low enough that some pairs pass
 PARTS = ("centre", "left tip", "right tip", "decoy")
 
 
@@ -39,8 +44,6 @@ def write_cub(folder, num_images=NUM_IMAGES, seed=0, test_every=4):
         big = np.kron(canvas, np.ones((SCALE, SCALE, 1), dtype=np.uint8))
         relative = f"{label + 1:03d}.{CONCEPTS[label].replace(' ', '_')}/img_{image_id:04d}.png"
         (folder / "images" / relative).parent.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
         Image.fromarray(big).save(folder / "images" / relative)
         x, y = (cx + PAD) * SCALE, cy * SCALE
         decoy_x = ((cx + SIZE // 2) % SIZE + PAD) * SCALE  # half an image away from the shape
@@ -78,7 +81,8 @@ def fitted(cub):
     explainer = EpicExplainer(model, processor, matrix="invertible")
     explainer.fit(folder, split="train", prototypes_per_channel=TOP_N, schedule_start=15, schedule_end=TOP_N,
                   schedule_steps=3, batch_size=64, train_batch_size=32, lr=1e-2)
-    report = explainer.evaluate(folder, split="train", parts=True, noise_std=0.0, shift_pixels=0, random_draws=1)
+    report = explainer.evaluate(folder, split="train", parts=True, parts_threshold=THRESHOLD, noise_std=0.0,
+                                shift_pixels=0, random_draws=1)
     return explainer, report
 
 
@@ -101,45 +105,68 @@ def test_a_missing_file_is_named(tmp_path):
         resolve_dataset(folder)
 
 
-def recomputed_purity(explainer, folder, truth, transformed):
-    """Part purity from first principles: top-N images by mean G_c, peak cell, its box in original pixels, hits."""
+def recomputed(explainer, folder, truth, transformed, threshold):
+    """Part purity, consistency and stability from first principles: feature maps, U, the head, peak cells, the
+    cell footprints mapped back to original pixels by hand (crop PAD px each side, then 2x), and the keypoints."""
     source = resolve_dataset(folder, split="train")
     keys = list(range(len(source)))
     ids = source.dataset.select_columns(["image_id"])["image_id"]
     images = [image for _, image in source.iter_images(keys)]
-    F = torch.cat([explainer.feature_map(images[i: i + 32], transformed=False) for i in range(0, len(images), 32)])
+    pixels = explainer.classifier.preprocess(images)
+    noise = torch.stack([torch.randn(tuple(pixels.shape[1:]), generator=torch.Generator().manual_seed(
+        sample_seed(0, key))) for key in keys])  # the evaluation's per-sample draw (seed 0), in input units
+    F = explainer.feature_map(pixels, transformed=False)
+    F_noisy = explainer.feature_map(pixels + 0.2 * noise, transformed=False)
+    A = explainer.classifier.head().weight.double()
     U = explainer.U.float() if transformed else torch.eye(F.shape[1])
+    A_view = A @ torch.linalg.inv(U.double()) if transformed else A  # A' = A U^-1
     pooled = F.double().mean(dim=(2, 3)) @ U.double().T  # (B, D): the mean of G_c
+    bias = explainer.classifier.head().bias.double()
+    predicted = (F.double().mean(dim=(2, 3)) @ A.T + bias).argmax(dim=1).tolist()
     grid_h, grid_w = F.shape[-2:]
+
+    def hits(fmap, key, channel):
+        G = torch.einsum("d,dhw->hw", U[channel], fmap[key])
+        row, col = divmod(int(G.flatten().argmax()), grid_w)
+        x0, x1 = col * SIZE // grid_w, -(-(col + 1) * SIZE // grid_w)
+        y0, y1 = row * SIZE // grid_h, -(-(row + 1) * SIZE // grid_h)
+        box = ((x0 + PAD) * SCALE, y0 * SCALE, (x1 + PAD) * SCALE, y1 * SCALE)
+        inside = {name for name, (x, y) in truth[ids[key]].items() if box[0] <= x <= box[2] and box[1] <= y <= box[3]}
+        return {part for part in ("centre", "tip", "decoy") if any(name.endswith(part) for name in inside)}
+
     purities = {}
     for channel in range(F.shape[1]):
         order = sorted(keys, key=lambda k: (-float(pooled[k, channel]), k))[:TOP_N]
-        hits = {"centre": 0, "tip": 0, "decoy": 0}
-        for key in order:
-            G = torch.einsum("d,dhw->hw", U[channel], F[key])
-            row, col = divmod(int(G.flatten().argmax()), grid_w)
-            # cell footprint at the 64 x 64 input, then undo the crop (PAD px each side) and the 2x scale
-            x0, x1 = col * SIZE // grid_w, -(-(col + 1) * SIZE // grid_w)
-            y0, y1 = row * SIZE // grid_h, -(-(row + 1) * SIZE // grid_h)
-            box = ((x0 + PAD) * SCALE, y0 * SCALE, (x1 + PAD) * SCALE, y1 * SCALE)
-            points = truth[ids[key]]
-            inside = {name for name, (x, y) in points.items() if box[0] <= x <= box[2] and box[1] <= y <= box[3]}
-            for part in hits:
-                hits[part] += any(name.endswith(part) for name in inside)
-        purities[channel] = max(hits.values()) / TOP_N
-    return purities
+        found = [hits(F, key, channel) for key in order]
+        purities[channel] = max(sum(part in hit for hit in found) for part in ("centre", "tip", "decoy")) / TOP_N
+    consistent, shares, stable, pairs = [], [], 0, 0
+    for k in sorted(set(predicted)):
+        members = [key for key in keys if predicted[key] == k]
+        evidence = A_view[k] * pooled[members].mean(dim=0)
+        for channel in evidence.argsort(descending=True, stable=True)[:4].tolist():
+            found = [hits(F, key, channel) for key in members]
+            ratio = max(sum(part in hit for hit in found) / len(members) for part in ("centre", "tip", "decoy"))
+            consistent.append(ratio >= threshold)
+            shares.append(ratio)
+            stable += sum(hit == hits(F_noisy, key, channel) for key, hit in zip(members, found))
+            pairs += len(members)
+    return {"purity": purities, "consistency": sum(consistent) / len(consistent),
+            "best_part_share": sum(shares) / len(shares), "stability": stable / pairs}
 
 
 @pytest.mark.parametrize("view", ["epic", "identity"])
-def test_purity_recomputes_independently(cub, fitted, view):
+def test_metrics_recompute_independently(cub, fitted, view):
+    """Every part is visible in every image here, so "of the images where it is visible" is "of the class's images"."""
     folder, truth = cub
     explainer, report = fitted
-    purities = recomputed_purity(explainer, folder, truth, transformed=view == "epic")
-    mean = sum(purities.values()) / len(purities)
-    assert report.parts["purity"][view] == pytest.approx(mean, abs=1e-9)
-    assert report.parts["channels_over_half"][view] == sum(p > 0.5 for p in purities.values())
-    per_channel = {row["channel"]: row["purity"] for row in report.parts["per_channel"][view]}
-    assert per_channel == pytest.approx(purities, abs=1e-9)
+    expected = recomputed(explainer, folder, truth, view == "epic", THRESHOLD)
+    purities = expected["purity"]
+    parts = report.parts
+    assert parts["purity"][view] == pytest.approx(sum(purities.values()) / len(purities), abs=1e-9)
+    assert parts["channels_over_half"][view] == sum(p > 0.5 for p in purities.values())
+    assert {row["channel"]: row["purity"] for row in parts["per_channel"][view]} == pytest.approx(purities, abs=1e-9)
+    for name in ("consistency", "best_part_share", "stability"):
+        assert parts[name][view] == pytest.approx(expected[name], abs=1e-9), name
 
 
 def test_shape_parts_not_the_decoy_name_pure_channels(fitted):
@@ -175,3 +202,64 @@ def test_cli_parts_flag(cub, fitted, tmp_path):
     assert "part purity" in (tmp_path / "ev" / "evaluation.md").read_text()
     stored = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["parts"]
     assert stored["images_with_parts"] == 12 and set(stored["purity"]) == {"epic", "identity"}
+
+
+def test_sheet_atlas_and_app_name_channels_by_parts(cub, fitted, tmp_path):
+    """"channel 17 · centre, 0.60": beside the number in the explanation, the prototype sheet, the app and the atlas."""
+    from epic_hf.app.views import channel_markdown
+    from epic_hf.viz.atlas import write_atlas
+    from epic_hf.viz.captions import channel_title, legend_fields
+
+    folder, _ = cub
+    explainer, report = fitted
+    bank = explainer.bank
+    channel, (part, purity) = next(iter(report.channel_parts().items()))
+    expected = f"channel {channel} · {part}, {purity:.2f}"
+    assert channel_title(int(channel), bank.channel_part(int(channel))) == expected
+    assert channel_markdown(bank, int(channel)).startswith(f"### {expected}")
+    source = resolve_dataset(folder, split="test")
+    explanation = explainer.explain(next(source.iter_images([0]))[1], top_k=bank.num_channels)
+    named = {c.channel: c for c in explanation.channels if c.part is not None}
+    assert named and all(c.part == bank.channel_part(c.channel) for c in named.values())
+    shown = next(iter(named.values()))
+    assert legend_fields(explanation, shown)[0] == channel_title(shown.channel, shown.part)
+    assert explanation.to_dict()["channels"][explanation.channels.index(shown)]["part"] == list(shown.part)
+    explanation.to_image()  # the sheet draws the named title
+    write_atlas(bank, tmp_path / "atlas")
+    meta = (tmp_path / "atlas" / "data" / "meta.js").read_text(encoding="ascii")
+    assert json.loads(meta[meta.index("{"): meta.rindex("}") + 1])["channelParts"][channel] == [part, round(purity, 2)]
+
+
+def test_any_dataset_with_a_parts_column_streamed_sides_apart(fitted):
+    """A plain datasets stream with a parts column (planted_dataset(parts=True)), left and right counted apart."""
+    explainer, _ = fitted
+    data = planted_dataset(24, num_classes=NUM_CLASSES, seed=3, parts=True).to_iterable_dataset()
+    report = explainer.evaluate(data, parts=True, parts_keep_sides=True, max_samples=16, batch_size=8)
+    assert report.parts["part_names"] == ["centre", "left tip", "right tip"]
+    assert report.parts["images_with_parts"] == 16 and report.parts["merge_sides"] is False
+
+
+def test_a_missing_parts_column_is_refused_before_the_stream(fitted):
+    explainer, _ = fitted
+    with pytest.raises(ValueError, match="no 'parts' column"):
+        explainer.evaluate(planted_dataset(4, num_classes=NUM_CLASSES), parts=True)
+
+
+@pytest.mark.parametrize("processor", [
+    ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875),
+    ConvNextImageProcessor(size={"shortest_edge": 384}),
+    ViTImageProcessor(size={"height": 48, "width": 40}),
+    BitImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56}),
+], ids=["convnext-crop", "convnext-warp", "vit-warp", "bit-crop"])
+@pytest.mark.parametrize("original", [(90, 150), (150, 90)])
+def test_a_box_at_the_input_maps_back_to_the_original(processor, original):
+    """A white block in the original, found at the model input, maps back to where it was (within an input pixel)."""
+    height, width = original
+    array = np.zeros((height, width, 3), dtype=np.uint8)
+    array[40:50, 60:70] = 255
+    values = processor(images=[Image.fromarray(array)], return_tensors="pt", do_normalize=False)["pixel_values"][0, 0]
+    rows, cols = np.nonzero(values.numpy() > 0.5)
+    box = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    mapped = box_in_original(box, original, tuple(values.shape), processor)
+    pixel = max(height / values.shape[0], width / values.shape[1])  # one input pixel, in original pixels
+    assert mapped == pytest.approx((60, 40, 70, 50), abs=pixel + 0.2)

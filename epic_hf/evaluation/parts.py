@@ -18,7 +18,8 @@ lies in the box (edges included). With ``merge_sides`` the parts whose names dif
 * **consistency**: for each class k, its top channels (``class_channels``: largest mean
   contribution ``A'_{k,j} avg G_j`` over the evaluated images the model predicts as k); a pair
   (k, c) is consistent when one part is hit in at least ``threshold`` of the class's images where
-  that part is visible; reported: the share of consistent pairs.
+  that part is visible; reported: the share of consistent pairs, and (``best_part_share``) the mean
+  over pairs of that best hit share, a graded version that does not hide everything below the threshold.
 * **stability**: over the same (image, class channel) pairs, the share whose set of hit parts is
   unchanged when Gaussian noise of ``parts_noise_std`` (in model-input units) is added.
 
@@ -126,14 +127,17 @@ class PartCounts:
             share = hits[best] / self.prototypes[channel] if best is not None else 0.0
             per_channel.append({"channel": channel, "part": best if share > 0 else None, "purity": share})
             purities.append(share)
-        consistent = 0
+        consistent, best_shares = 0, []
         for (target, _), hits in self.pair_hits.items():
             visible = self.class_visible.get(target, Counter())
-            consistent += any(hits[name] >= threshold * count for name, count in visible.items() if count)
+            shares = [hits[name] / count for name, count in visible.items() if count]
+            consistent += any(share >= threshold for share in shares)
+            best_shares.extend([max(shares)] if shares else [])
         scored = [pair for pair in self.pair_hits if sum(self.class_visible.get(pair[0], Counter()).values())]
         return {"purity": sum(purities) / len(purities) if purities else None,
                 "channels_over_half": sum(p > 0.5 for p in purities), "per_channel": per_channel,
                 "consistency": consistent / len(scored) if scored else None, "class_channel_pairs": len(scored),
+                "best_part_share": sum(best_shares) / len(best_shares) if best_shares else None,
                 "stability": self.stable / self.pairs if self.pairs else None, "stability_pairs": self.pairs}
 
 
@@ -144,6 +148,7 @@ class PartMetrics:
                  class_sums: ClassSums, top: int, merge_sides: bool, noise_std: float, seed: int) -> None:
         self.classifier, self.views, self.merge_sides = classifier, views, merge_sides
         self.noise_std, self.seed = noise_std, seed
+        self.bias = classifier.head().bias.double()  # the predictions must be the stream's, bias included
         self.prototypes: dict[str, dict[int, list[int]]] = {}
         for view, keys in prototype_keys.items():
             found: dict[int, list[int]] = {}
@@ -171,7 +176,7 @@ class PartMetrics:
         input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
         features = classifier.features(pixel_values)
         fmap = features.fmap.float()
-        logits = fmap.double().mean(dim=(2, 3)) @ self.views["identity"].weight.T
+        logits = fmap.double().mean(dim=(2, 3)) @ self.views["identity"].weight.T + self.bias
         if features.extra_logits is not None:
             logits = logits + features.extra_logits.double()
         targets = logits.argmax(dim=1).tolist()
@@ -221,7 +226,7 @@ class PartMetrics:
     def result(self, threshold: float) -> dict[str, Any]:
         """``report.parts``: each metric per view, and what they were measured on."""
         per_view = {view: self.counts[view].result(self.names, threshold) for view in VIEWS}
-        metrics = ("purity", "channels_over_half", "per_channel", "consistency", "stability",
+        metrics = ("purity", "channels_over_half", "per_channel", "consistency", "best_part_share", "stability",
                    "class_channel_pairs", "stability_pairs")
         return {**{name: {view: per_view[view][name] for view in VIEWS} for name in metrics},
                 "part_names": list(self.names), "images_with_parts": self.images_with_parts}

@@ -130,7 +130,8 @@ class EvaluationReport:
             return []
         rows = [("part purity (mean over channels)", "purity"), ("channels with part purity > 0.5", "channels_over_half"),
                 (f"part consistency (class top-{parts.get('class_channels')}, threshold {parts.get('threshold')})",
-                 "consistency"), (f"part stability (noise std {parts.get('noise_std')})", "stability")]
+                 "consistency"), ("part consistency: mean best-part hit share", "best_part_share"),
+                (f"part stability (noise std {parts.get('noise_std')})", "stability")]
         return [f"| {label} | {_number(parts.get(key, {}).get(EPIC))} | {_number(parts.get(key, {}).get(IDENTITY))} |"
                 for label, key in rows]
 
