@@ -65,7 +65,7 @@ def load_cub(folder: Path) -> datasets.DatasetDict:
     class_index = {class_id: position for position, (class_id, _) in enumerate(classes)}
     parts = sorted((int(i), name.strip()) for i, name in _rows(folder, "parts/parts.txt", 2))
     part_names = [name for _, name in parts]
-    labels = {int(i): class_index[int(c)] for i, c in _rows(folder, "image_class_labels.txt", 2)}
+    labels = {int(i): class_index[int(c)] for i, c in _rows(folder, "image_class_labels.txt", 2) if int(c) in class_index}
     is_train = {int(i): flag.strip() == "1" for i, flag in _rows(folder, "train_test_split.txt", 2)}
     boxes = {int(row[0]): [float(v) for v in row[1:]] for row in _rows(folder, "bounding_boxes.txt", 5)}
     points: dict[int, dict[str, list[float]]] = {}
@@ -77,7 +77,12 @@ def load_cub(folder: Path) -> datasets.DatasetDict:
         "image_id": datasets.Value("int64"), "bbox": datasets.Sequence(datasets.Value("float32"), length=4),
         "parts": {name: datasets.Sequence(datasets.Value("float32"), length=3) for name in part_names}})
     splits: dict[str, dict[str, list]] = {"train": {}, "test": {}}
-    for image_id, path in sorted((int(i), p.strip()) for i, p in _rows(folder, "images.txt", 2)):
+    images = sorted((int(i), p.strip()) for i, p in _rows(folder, "images.txt", 2))
+    unlabelled = [image_id for image_id, _ in images if image_id not in labels]
+    if unlabelled:
+        raise ValueError(f"{folder / 'image_class_labels.txt'} gives no class to {len(unlabelled)} images of images.txt "
+                         f"(e.g. image id {unlabelled[0]}): the files do not belong together")
+    for image_id, path in images:
         columns = splits["train" if is_train.get(image_id, False) else "test"]
         unknown = [0.0, 0.0, 0.0]
         for column, value in (("image", {"path": str(folder / "images" / path), "bytes": None}),
