@@ -263,3 +263,14 @@ def test_a_box_at_the_input_maps_back_to_the_original(processor, original):
     mapped = box_in_original(box, original, tuple(values.shape), processor)
     pixel = max(height / values.shape[0], width / values.shape[1])  # one input pixel, in original pixels
     assert mapped == pytest.approx((60, 40, 70, 50), abs=pixel + 0.2)
+
+
+def test_a_capped_run_extended_gives_the_same_parts(cub, fitted, tmp_path):
+    """The per-class sums that rank class_channels are resumable state: 12 images, then the rest, equals one run."""
+    folder, _ = cub
+    explainer, _ = fitted
+    settings = dict(split="test", parts=True, parts_threshold=THRESHOLD, noise_std=0.0, shift_pixels=0,
+                    random_draws=1)
+    whole = explainer.evaluate(folder, **settings).parts
+    assert explainer.evaluate(folder, max_samples=12, output_dir=tmp_path, **settings).parts["images_with_parts"] == 12
+    assert explainer.evaluate(folder, output_dir=tmp_path, **settings).parts == whole

@@ -41,7 +41,7 @@ from ..backbone import FrozenClassifier
 from ..data import ImageSource, SkippedSamples
 from ..disentangle import cell_box, peak_cells
 from ..images import box_in_original
-from .channels import VIEWS, ChannelView
+from .channels import IDENTITY, VIEWS, ChannelView
 from .consistency import lookup_column
 from .draws import sample_seed
 
@@ -94,7 +94,7 @@ class ClassSums:
         """Class -> its ``top`` channels by mean contribution ``A'_{k,j} avg G_j`` (largest first)."""
         found = {}
         for target, total in self.sums.items():
-            mean = torch.tensor(total, dtype=torch.float64)[None] / self.counts[target]
+            mean = torch.tensor(total, dtype=torch.float64, device=view.weight.device)[None] / self.counts[target]
             evidence = view.weight[target].cpu() * view.pooled(mean)[0].cpu()
             found[target] = evidence.argsort(descending=True, stable=True)[:top].tolist()
         return found
@@ -171,12 +171,13 @@ class PartMetrics:
 
     @torch.no_grad()
     def batch(self, keys: list[int], images: list[Any], parts: list[Any]) -> None:
+        """One batch: clean and noisy feature maps, the predictions, then each image under both views."""
         classifier = self.classifier
         pixel_values = classifier.preprocess(images)
         input_size = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
         features = classifier.features(pixel_values)
         fmap = features.fmap.float()
-        logits = fmap.double().mean(dim=(2, 3)) @ self.views["identity"].weight.T + self.bias
+        logits = fmap.double().mean(dim=(2, 3)) @ self.views[IDENTITY].weight.T + self.bias
         if features.extra_logits is not None:
             logits = logits + features.extra_logits.double()
         targets = logits.argmax(dim=1).tolist()
