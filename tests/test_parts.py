@@ -18,9 +18,11 @@ from PIL import Image
 from transformers import BitImageProcessor, ConvNextImageProcessor, ViTImageProcessor
 
 from epic_hf import EpicExplainer
+from epic_hf.bank_format import read_config
 from epic_hf.cli import main
 from epic_hf.config import EpicConfig
 from epic_hf.data import resolve_dataset
+from epic_hf.errors import BankFormatError
 from epic_hf.evaluation.draws import sample_seed
 from epic_hf.images import box_in_original
 from epic_hf.synthetic import CONCEPTS, planted_dataset, planted_shape, tiny_resnet, train_classifier
@@ -139,7 +141,7 @@ def recomputed(explainer, folder, truth, transformed, threshold):
         order = sorted(keys, key=lambda k: (-float(pooled[k, channel]), k))[:TOP_N]
         found = [hits(F, key, channel) for key in order]
         purities[channel] = max(sum(part in hit for hit in found) for part in ("centre", "tip", "decoy")) / TOP_N
-    consistent, shares, stable, pairs = [], [], 0, 0
+    consistent, shares, stable = [], [], []
     for k in sorted(set(predicted)):
         members = [key for key in keys if predicted[key] == k]
         evidence = A_view[k] * pooled[members].mean(dim=0)
@@ -148,10 +150,9 @@ def recomputed(explainer, folder, truth, transformed, threshold):
             ratio = max(sum(part in hit for hit in found) / len(members) for part in ("centre", "tip", "decoy"))
             consistent.append(ratio >= threshold)
             shares.append(ratio)
-            stable += sum(hit == hits(F_noisy, key, channel) for key, hit in zip(members, found))
-            pairs += len(members)
+            stable.append(sum(hit == hits(F_noisy, key, channel) for key, hit in zip(members, found)) / len(members))
     return {"purity": purities, "consistency": sum(consistent) / len(consistent),
-            "best_part_share": sum(shares) / len(shares), "stability": stable / pairs}
+            "best_part_share": sum(shares) / len(shares), "stability": sum(stable) / len(stable)}
 
 
 @pytest.mark.parametrize("view", ["epic", "identity"])
@@ -274,3 +275,15 @@ def test_a_capped_run_extended_gives_the_same_parts(cub, fitted, tmp_path):
     whole = explainer.evaluate(folder, **settings).parts
     assert explainer.evaluate(folder, max_samples=12, output_dir=tmp_path, **settings).parts["images_with_parts"] == 12
     assert explainer.evaluate(folder, output_dir=tmp_path, **settings).parts == whole
+
+
+@pytest.mark.parametrize("named", [{"999": ["beak", 0.5]}, {"1": ["x" * 101, 0.5]}, {"1": ["beak", 1.5]},
+                                   {"1": ["beak"]}, {"one": ["beak", 0.5]}])
+def test_a_bank_with_bad_channel_parts_is_refused(fitted, tmp_path, named):
+    explainer, _ = fitted
+    explainer.save_pretrained(tmp_path / "bank")
+    path = tmp_path / "bank" / "epic_config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "channel_parts": named}))
+    with pytest.raises(BankFormatError, match="channel_parts"):
+        read_config(path)

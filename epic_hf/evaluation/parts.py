@@ -20,8 +20,9 @@ lies in the box (edges included). With ``merge_sides`` the parts whose names dif
   (k, c) is consistent when one part is hit in at least ``threshold`` of the class's images where
   that part is visible; reported: the share of consistent pairs, and (``best_part_share``) the mean
   over pairs of that best hit share, a graded version that does not hide everything below the threshold.
-* **stability**: over the same (image, class channel) pairs, the share whose set of hit parts is
-  unchanged when Gaussian noise of ``parts_noise_std`` (in model-input units) is added.
+* **stability**: for each (class, channel) pair, the share of the class's images whose set of hit
+  parts is unchanged when Gaussian noise of ``parts_noise_std`` (in model-input units) is added,
+  averaged over the pairs (per prototype, then over prototypes, as Huang et al. average).
 
 Classes are the model's predictions, as ``class_channels`` defines them, so a dataset's label ids
 need not match the model's. Everything is measured under U and under U = I, in one pass over the
@@ -115,8 +116,8 @@ class PartCounts:
     prototypes: Counter[int] = field(default_factory=Counter)
     pair_hits: dict[tuple[int, int], Counter[str]] = field(default_factory=dict)
     class_visible: dict[int, Counter[str]] = field(default_factory=dict)
-    stable: int = 0
-    pairs: int = 0
+    stable: Counter[tuple[int, int]] = field(default_factory=Counter)
+    images: Counter[tuple[int, int]] = field(default_factory=Counter)
 
     def result(self, names: list[str], threshold: float) -> dict[str, Any]:
         per_channel: list[dict[str, Any]] = []
@@ -138,7 +139,8 @@ class PartCounts:
                 "channels_over_half": sum(p > 0.5 for p in purities), "per_channel": per_channel,
                 "consistency": consistent / len(scored) if scored else None, "class_channel_pairs": len(scored),
                 "best_part_share": sum(best_shares) / len(best_shares) if best_shares else None,
-                "stability": self.stable / self.pairs if self.pairs else None, "stability_pairs": self.pairs}
+                "stability": (sum(self.stable[pair] / count for pair, count in self.images.items()) / len(self.images)
+                              if self.images else None), "stability_images": sum(self.images.values())}
 
 
 class PartMetrics:
@@ -221,14 +223,14 @@ class PartMetrics:
         for channel, before, after in zip(chosen, clean, moved):
             hit = hit_parts(before, points)
             counts.pair_hits.setdefault((target, channel), Counter()).update(hit)
-            counts.stable += hit == hit_parts(after, points)
-            counts.pairs += 1
+            counts.stable[target, channel] += hit == hit_parts(after, points)
+            counts.images[target, channel] += 1
 
     def result(self, threshold: float) -> dict[str, Any]:
         """``report.parts``: each metric per view, and what they were measured on."""
         per_view = {view: self.counts[view].result(self.names, threshold) for view in VIEWS}
         metrics = ("purity", "channels_over_half", "per_channel", "consistency", "best_part_share", "stability",
-                   "class_channel_pairs", "stability_pairs")
+                   "class_channel_pairs", "stability_images")
         return {**{name: {view: per_view[view][name] for view in VIEWS} for name in metrics},
                 "part_names": list(self.names), "images_with_parts": self.images_with_parts}
 
