@@ -189,6 +189,7 @@ def test_channels_named_by_parts_survive_saving(fitted, tmp_path):
     explainer.save_pretrained(tmp_path / "bank")
     assert EpicConfig.from_json((tmp_path / "bank" / "epic_config.json").read_text()).channel_parts == named
     assert "part purity" in report.to_markdown()
+    assert "part purity (annotated parts)" in (tmp_path / "bank" / "README.md").read_text()
 
 
 def test_cli_parts_flag(cub, fitted, tmp_path):
