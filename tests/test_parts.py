@@ -235,10 +235,10 @@ def test_sheet_atlas_and_app_name_channels_by_parts(cub, fitted, tmp_path):
 def test_any_dataset_with_a_parts_column_streamed_sides_apart(fitted):
     """A plain datasets stream with a parts column (planted_dataset(parts=True)), left and right counted apart."""
     explainer, _ = fitted
-    data = planted_dataset(24, num_classes=NUM_CLASSES, seed=3, parts=True).to_iterable_dataset()
-    report = explainer.evaluate(data, parts=True, parts_keep_sides=True, max_samples=16, batch_size=8)
+    data = planted_dataset(12, num_classes=NUM_CLASSES, seed=3, parts=True).to_iterable_dataset()
+    report = explainer.evaluate(data, parts=True, parts_keep_sides=True, max_samples=8, batch_size=8)
     assert report.parts["part_names"] == ["centre", "left tip", "right tip"]
-    assert report.parts["images_with_parts"] == 16 and report.parts["merge_sides"] is False
+    assert report.parts["images_with_parts"] == 8 and report.parts["merge_sides"] is False
 
 
 def test_a_missing_parts_column_is_refused_before_the_stream(fitted):
