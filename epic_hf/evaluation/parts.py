@@ -165,7 +165,9 @@ class PartMetrics:
 
     def run(self, source: ImageSource, column: str, batch_size: int, stop: int) -> None:
         """One pass over the first ``stop`` records (those the stream evaluated), ``column`` holding the parts."""
-        table = None if not source.streaming and source.key_column is None else lookup_column(source, column, None)
+        table = None  # a table is read by key per batch; a stream's column once, up to ``stop`` when keys are positions
+        if source.streaming or source.key_column is not None:
+            table = lookup_column(source, column, range(stop) if source.key_column is None else None)
         for keys, images, _ in source.batches(batch_size, SkippedSamples(), stop=stop):
             if keys:
                 found = table if table is not None else lookup_column(source, column, keys)
