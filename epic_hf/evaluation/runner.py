@@ -330,6 +330,7 @@ class Evaluation:
             parts=self._parts(state, notes))
 
     def _parts(self, state: EvaluationState, notes: list[str]) -> dict[str, Any] | None:
+        """``report.parts`` (parts.py): one more pass over the records the stream read, when ``parts`` is set."""
         if self.class_sums is None:
             return None
         return part_report(self.classifier, self.source, self.views, {v: self.mined[v].keys for v in VIEWS},
