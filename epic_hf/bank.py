@@ -205,6 +205,15 @@ class PrototypeBank(HubMixin):
         values, channels = self.class_evidence[index].topk(min(top_k, self.num_channels))
         return [(int(c), float(v)) for c, v in zip(channels, values)]
 
+    def channel_part(self, channel: int) -> tuple[str, float] | None:
+        """(best part, its part purity) of ``channel``, where an evaluation on part-annotated data named it.
+
+        Recorded by ``explainer.evaluate(..., parts=True)`` in ``config.channel_parts`` (saved with the
+        bank), so that pictures and pages can say what a channel's prototypes land on.
+        """
+        named = self.config.channel_parts.get(str(int(channel)))
+        return (str(named[0]), float(named[1])) if named else None
+
     def class_index(self, label: int | str) -> int:
         if isinstance(label, str):
             by_name = {name: index for index, name in self.id2label.items()}

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, write_atomic
 from .config import FORMAT_VERSION, EpicConfig
-from .errors import BankFormatError
+from .errors import BankFormatError, shown
 
 CONFIG_NAME = "epic_config.json"
 WEIGHTS_NAME = "epic_bank.safetensors"
@@ -82,6 +82,8 @@ def write_bank_files(directory: Path, files: BankFiles) -> None:
 #: Tensors that hold real numbers, each of which must be finite.
 FLOAT_TENSORS = ("S", "U", "U_base", "scores", "class_evidence")
 #: Tensors of whole numbers, with their dtype.
+#: The longest part name a bank may carry beside a channel number.
+MAX_PART_NAME = 100
 INTEGER_TENSORS = ("sample_keys", "boxes", "thumbnail_keys", "thumbnail_offsets", "class_counts")
 
 
@@ -138,7 +140,25 @@ def read_config(path: Path) -> EpicConfig:
     except UnicodeDecodeError as error:
         raise BankFormatError(f"{path.name} is not UTF-8 text ({error.reason} at byte {error.start}); the bank is "
                               "corrupt") from None
-    return EpicConfig.from_json(text)
+    config = EpicConfig.from_json(text)
+    check_channel_parts(config, path.name)
+    return config
+
+
+def check_channel_parts(config: EpicConfig, file_name: str) -> None:
+    """``channel_parts`` maps a channel of the bank to [its best part's name, that part's purity in [0, 1]].
+
+    Checked here because the sheet, the atlas and the app print the names beside channel numbers:
+    a hostile or hand-edited file must not put long text or a channel that does not exist there.
+    """
+    for channel, named in config.channel_parts.items():
+        ok = (str(channel).isdigit() and int(channel) < config.num_channels and isinstance(named, list)
+              and len(named) == 2 and isinstance(named[0], str) and 0 < len(named[0]) <= MAX_PART_NAME
+              and isinstance(named[1], (int, float)) and not isinstance(named[1], bool) and 0 <= named[1] <= 1)
+        if not ok:
+            raise BankFormatError(f"{file_name}: channel_parts[{shown(channel)}] must be [part name, purity in [0, 1]] "
+                                  f"of one of the {config.num_channels} channels, got {shown(named)}; the bank is "
+                                  "corrupt")
 
 
 def read_bank_files(config_path: Path, weights_path: Path) -> BankFiles:

@@ -350,6 +350,7 @@ class EpicConfig:
     split_cls: bool = _fact("flag", False)
     steps: list[JSONDict] = _fact("steps", factory=list)
     evaluation: JSONDict = _fact("object", factory=dict)
+    channel_parts: JSONDict = _fact("object", factory=dict)  # channel -> [best part, part purity]; bank_format checks
     library_version: str | None = _fact("text", None)
     format_version: int = _fact(None, FORMAT_VERSION, minimum=FORMAT_VERSION, maximum=FORMAT_VERSION)
 
@@ -370,8 +371,7 @@ class EpicConfig:
         if version != FORMAT_VERSION:
             raise BankFormatError(
                 f"the bank uses format version {shown(version)}; this epic_hf reads version {FORMAT_VERSION}. "
-                "Upgrade epic_hf (pip install -U epic_hf) to read banks written by a newer release."
-            )
+                "Upgrade epic_hf (pip install -U epic_hf) to read banks written by a newer release.")
         values = known_values(cls, values, "epic_config.json", ignored=("format",))
         try:
             fit = values.get("fit", {})

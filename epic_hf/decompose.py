@@ -102,7 +102,8 @@ class Decomposer:
             ChannelExplanation(
                 channel=channel, contribution=float(contributions[channel]), evidence=float(evidence[channel]),
                 box=cell_box(int(rows[slot]), int(cols[slot]), grid, input_size), heatmap=heatmaps[slot].cpu(),
-                prototypes=bank.prototypes(channel, query_key=query_key) if bank is not None else [])
+                prototypes=bank.prototypes(channel, query_key=query_key) if bank is not None else [],
+                part=bank.channel_part(channel) if bank is not None else None)
             for slot, channel in enumerate(shown.tolist())
         ]
         id2label = self.classifier.id2label

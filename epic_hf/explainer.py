@@ -319,6 +319,7 @@ class EpicExplainer(HubMixin):
         report = evaluate_explainer(self, dataset, config, output_dir=output_dir, **overrides)
         if self.bank is not None:
             self.bank.config.evaluation = report.headline()
+            self.bank.config.channel_parts = report.channel_parts() or self.bank.config.channel_parts
         return report
 
     def audit(self, dataset: DatasetLike, config: AuditConfig | None = None, *, fit_dir: str | Path | None = None,

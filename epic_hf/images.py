@@ -166,3 +166,56 @@ def per_image(value: str | int | Sequence[str | int | None] | None, count: int, 
         raise ValueError(f"true_label has {len(values)} entries for {count} images")
     return values
 
+
+
+def resized_size(original: tuple[int, int], input_size: tuple[int, int],
+                 image_processor: ImageProcessor) -> tuple[int, int]:
+    """(height, width) the processor resizes an ``original`` (height, width) image to, before any centre crop.
+
+    Why: a box at the model input names a region of the original image only through the processor's
+    resize and crop. transformers' processors say it in ``size``: ``{"height", "width"}`` warps;
+    ``{"shortest_edge"}`` keeps the aspect (ConvNeXt's first scales by ``1/crop_pct`` below 384 and warps
+    to a square at 384 and above). Anything else (timm's transforms, unknown settings) is taken as a warp
+    to the input size, which is what a processor without a crop does.
+    """
+    height, width = original
+    size = _settings(getattr(image_processor, "size", None))
+    if not getattr(image_processor, "do_resize", True):
+        return height, width
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if "shortest_edge" not in size:
+        return input_size
+    edge = int(size["shortest_edge"])
+    crop_pct = getattr(image_processor, "crop_pct", None)
+    if crop_pct is not None and type(image_processor).__name__.startswith("ConvNext"):
+        if edge >= 384:
+            return edge, edge
+        edge = int(edge / crop_pct)
+    short, long = (height, width) if height <= width else (width, height)
+    long_new = int(edge * long / short)
+    if "longest_edge" in size and long_new > int(size["longest_edge"]):
+        edge, long_new = int(int(size["longest_edge"]) * short / long), int(size["longest_edge"])
+    return (edge, long_new) if height <= width else (long_new, edge)
+
+
+def _settings(size: object) -> dict[str, int]:
+    """A processor's ``size`` (a dict, or transformers' ``SizeDict`` with unset fields None) as the fields set."""
+    names = ("height", "width", "shortest_edge", "longest_edge")
+    found = size if isinstance(size, dict) else {name: getattr(size, name, None) for name in names}
+    return {name: int(value) for name in names if (value := found.get(name)) is not None}
+
+
+def box_in_original(box: tuple[int, int, int, int], original: tuple[int, int], input_size: tuple[int, int],
+                    image_processor: ImageProcessor) -> tuple[float, float, float, float]:
+    """A model-input box (x0, y0, x1, y1) in the ``original`` (height, width) image's pixels.
+
+    Undoes the centre crop (the resized image's centre at the input's centre, as transformers'
+    ``center_crop`` places it) and then the resize (:func:`resized_size`). Part keypoints are given
+    in original pixels, so a prototype's box is compared with them here, not at the input.
+    """
+    resized_h, resized_w = resized_size(original, input_size, image_processor)
+    top, left = (resized_h - input_size[0]) // 2, (resized_w - input_size[1]) // 2
+    scale_y, scale_x = original[0] / resized_h, original[1] / resized_w
+    x0, y0, x1, y1 = box
+    return ((x0 + left) * scale_x, (y0 + top) * scale_y, (x1 + left) * scale_x, (y1 + top) * scale_y)

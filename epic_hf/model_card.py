@@ -60,6 +60,12 @@ _EVALUATION_ROWS = (
     ("prototype class consistency", "class_consistency", "class_consistency_identity"),
     ("top-k channel set kept under a small shift", "shift_stability", "shift_stability_identity"),
 )
+#: Shown when the evaluation scored annotated parts (``parts=True``, e.g. on CUB-200-2011).
+_PART_ROWS = (
+    ("part purity (annotated parts)", "part_purity", "part_purity_identity"),
+    ("part consistency", "part_consistency", "part_consistency_identity"),
+    ("part stability under noise", "part_stability", "part_stability_identity"),
+)
 
 
 def _evaluation(config: EpicConfig) -> str:
@@ -68,7 +74,7 @@ def _evaluation(config: EpicConfig) -> str:
     if not values:
         return ""
     rows = "\n".join(f"| {name} | {_metric(values.get(ours))} | {_metric(values.get(raw))} |"
-                     for name, ours, raw in _EVALUATION_ROWS)
+                     for name, ours, raw in _EVALUATION_ROWS + tuple(r for r in _PART_ROWS if r[1] in values))
     deletion = (f"Deleting the top-k channels' exact contributions drops the target logit by "
                 f"{_metric(values.get('deletion_drop_top_k'))}, as many random channels by "
                 f"{_metric(values.get('deletion_drop_random'))}.")

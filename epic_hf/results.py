@@ -66,9 +66,12 @@ class ChannelExplanation:
     heatmap: torch.Tensor  # (H_in, W_in) relu(G_channel) upsampled to the input
     prototypes: list[PrototypeMatch]
     evidence: float = 0.0
+    #: (best annotated part, its part purity) where the bank was evaluated on part-annotated data
+    part: tuple[str, float] | None = None
 
     def to_dict(self) -> JSONDict:
         return {
+            **({"part": list(self.part)} if self.part is not None else {}),
             "channel": int(self.channel),
             "contribution": float(self.contribution),
             "evidence": float(self.evidence),

@@ -23,6 +23,14 @@ _COLORS = {"red circle": (220, 30, 30), "green square": (30, 190, 40), "blue tri
 
 def planted_image(concept: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
     """One image: textured grey-brown noise with ``concept`` drawn at a random place and scale."""
+    return planted_shape(concept, rng, size)[0]
+
+
+def planted_shape(concept: str, rng: np.random.Generator, size: int = 64) -> tuple[Image.Image, tuple[int, int, int]]:
+    """:func:`planted_image` and where its shape is: (image, (centre x, centre y, radius)) in its pixels.
+
+    Why: part-grounded metrics need keypoints whose truth is known; the shape's centre and extent are.
+    """
     base = rng.integers(60, 140, size=3)
     noise = rng.normal(0, 28, size=(size // 4, size // 4, 3))
     texture = np.kron(noise, np.ones((4, 4, 1)))[:size, :size] + rng.normal(0, 10, size=(size, size, 3))
@@ -41,11 +49,16 @@ def planted_image(concept: str, rng: np.random.Generator, size: int = 64) -> Ima
         width = max(2, radius // 3)
         draw.rectangle([cx - radius, cy - width, cx + radius, cy + width], fill=color)
         draw.rectangle([cx - width, cy - radius, cx + width, cy + radius], fill=color)
-    return image
+    return image, (cx, cy, radius)
 
 
-def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed: int = 0):
-    """A ``datasets.Dataset`` with an ``image`` (Image) and a ``label`` (ClassLabel) column."""
+def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed: int = 0, parts: bool = False):
+    """A ``datasets.Dataset`` with an ``image`` (Image) and a ``label`` (ClassLabel) column.
+
+    With ``parts``, also a ``parts`` column of keypoints ``{name: [x, y, visible]}`` where the shape is: its
+    ``centre`` and its ``left tip`` and ``right tip`` (the ends of its horizontal diameter), for the
+    part-grounded metrics (``evaluate(..., parts=True)``). The images are the same either way.
+    """
     import datasets
 
     if not 1 <= num_classes <= len(CONCEPTS):
@@ -53,9 +66,15 @@ def planted_dataset(num_images: int, num_classes: int = 3, size: int = 64, seed:
     rng = np.random.default_rng(seed)
     names = list(CONCEPTS[:num_classes])
     labels = [i % num_classes for i in range(num_images)]
-    images = [planted_image(names[label], rng, size) for label in labels]
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
-    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    shapes = [planted_shape(names[label], rng, size) for label in labels]
+    columns = {"image": [image for image, _ in shapes], "label": labels}
+    features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+    if parts:
+        columns["parts"] = [{"centre": [cx, cy, 1.0], "left tip": [cx - r, cy, 1.0], "right tip": [cx + r, cy, 1.0]}
+                            for _, (cx, cy, r) in shapes]
+        features["parts"] = {name: datasets.Sequence(datasets.Value("float32"), length=3)
+                             for name in ("centre", "left tip", "right tip")}
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 def tiny_resnet(num_classes: int = 3, hidden_sizes: tuple[int, ...] = (16, 32), seed: int = 0,

@@ -24,6 +24,7 @@ from ..images import to_rgb
 from ..results import ExplanationData
 from ..viz import render_prototype_sheet
 from ..viz.captions import (
+    channel_title,
     cls_meaning,
     coverage_line,
     decomposition_terms,
@@ -176,7 +177,8 @@ def decomposition_markdown(explanation: ExplanationData) -> str:
 
 def channel_markdown(bank: PrototypeBank, channel: int, top: int = 5) -> str:
     """The classes ``channel`` drives most, from the bank's class evidence (mean contribution to their logits)."""
-    head = f"### channel {channel}\n\n{plural(bank.prototypes_per_channel, 'prototype')}, best first."
+    head = f"### {md_text(channel_title(channel, bank.channel_part(channel)))}\n\n"
+    head += f"{plural(bank.prototypes_per_channel, 'prototype')}, best first."
     evidence = bank.class_evidence
     if evidence is None:
         return head + "\n\nThis bank has no class evidence (it was fit by an older epic_hf)."
@@ -210,9 +212,10 @@ def class_view(bank: PrototypeBank, label: int | str, top: int = 4) -> tuple[str
     if count == 0 or not any(v > 0 for _, v in channels):
         return head + "\n\nNo evidence: no fit sample was predicted as this class, so the bank cannot say " \
                       "which channels it relies on.", []
-    rows = [f"| channel {c} | {signed(v)} |" for c, v in channels if v > 0]
+    rows = [f"| {md_text(channel_title(c, bank.channel_part(c)))} | {signed(v)} |" for c, v in channels if v > 0]
     text = "\n".join([head, "", "| channels it relies on most | mean contribution |", "| --- | ---: |", *rows])
-    return text, [(render_prototype_sheet(bank, c), f"channel {c}") for c, v in channels if v > 0]
+    return text, [(render_prototype_sheet(bank, c), channel_title(c, bank.channel_part(c))) for c, v in channels
+                  if v > 0]
 
 
 #: How many of its own pictures the app keeps on disk: gradio copies each one into its cache as it

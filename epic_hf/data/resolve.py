@@ -4,7 +4,8 @@ Accepted: a ``datasets.Dataset``, ``IterableDataset`` or ``DatasetDict``; a fold
 (class subfolders give labels, as ``imagefolder`` reads them); a folder written by
 ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``; a Parquet, CSV or JSON-lines file
 whose image column holds images or paths (relative paths are read from the file's folder);
-and a Hub dataset id.
+a CUB-200-2011 folder as it ships (``cub.py``: labels, split, boxes and part keypoints from its text
+files); and a Hub dataset id.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from ..config import DataConfig
 from ..errors import EmptyDatasetError, HubUnreachableError
 from ..hub import hub_endpoint, hub_is_reachable
+from .cub import cub_root, load_cub
 from .source import ImageSource
 
 if TYPE_CHECKING:
@@ -97,6 +99,12 @@ def _load_path(path: Path, streaming: bool) -> tuple[Loaded, str, Path | None]:
                 loaded = (loaded.to_iterable_dataset() if isinstance(loaded, datasets.Dataset) else
                           datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()}))
             return loaded, str(resolved), None
+        cub = cub_root(resolved)
+        if cub is not None:
+            loaded = load_cub(cub)
+            if streaming:
+                loaded = datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()})
+            return loaded, str(cub), None
         check_image_folder(resolved)
         return datasets.load_dataset("imagefolder", data_dir=str(resolved), streaming=streaming), str(resolved), None
     builder = FILE_BUILDERS.get(path.suffix.lower())

@@ -244,28 +244,33 @@ class ImageSource:
         raise KeyError(f"{len(remaining)} sample keys were not found in the dataset, e.g. {sorted(remaining)[:5]}")
 
     def labels(self, keys: Iterable[int]) -> dict[int, object]:
-        """The label column's value for each sample key: random access for a table, one pass over the column(s)
-        for a stream (reading only those columns). Keys not in the data are left out."""
-        column = self.label_column
-        if column is None:
+        """The label column's value for each sample key (:meth:`column`); keys not in the data are left out."""
+        if self.label_column is None:
             raise ValueError("reading labels needs a label column (pass label_column=...)")
-        wanted = sorted({int(k) for k in keys})
-        if not wanted:
+        return self.column(self.label_column, keys)
+
+    def column(self, column: str, keys: Iterable[int] | None = None) -> dict[int, object]:
+        """``column``'s value for each sample key (for every sample when ``keys`` is None), reading only that column:
+        random access for a table, one pass over the column(s) for a stream or a key column. Keys not in the
+        data are left out."""
+        wanted = None if keys is None else sorted({int(k) for k in keys})
+        if wanted is not None and not wanted:
             return {}
         if not self.streaming and self.key_column is None:
-            present = [k for k in wanted if 0 <= k < len(self.dataset)]
+            rows = len(self.dataset)
+            present = list(range(rows)) if wanted is None else [k for k in wanted if 0 <= k < rows]
             return dict(zip(present, self.dataset.select_columns([column]).select(present)[column]))
         columns = [column] + ([self.key_column] if self.key_column else [])
-        remaining, found, position = set(wanted), {}, 0
+        remaining, found, position = set(wanted or ()), {}, 0
         for block in self.dataset.select_columns(columns).iter(batch_size=_LABEL_BLOCK):
             values = block[column]
             names = block[self.key_column] if self.key_column else range(position, position + len(values))
             position += len(values)
-            for key, label in zip(names, values):
-                if key in remaining:
-                    found[int(key)] = label
+            for key, value in zip(names, values):
+                if wanted is None or key in remaining:
+                    found[int(key)] = value
                     remaining.discard(key)
-            if not remaining:
+            if wanted is not None and not remaining:
                 break
         return found
 

@@ -44,6 +44,16 @@ class EvaluationConfig:
     road: bool = _setting(False, "with faithfulness, also ROAD (pytorch-grad-cam's MoRF and LeRF, its noisy linear "
                           "imputer, at the 10th to 90th percentile in steps of 20): 10 imputations per image "
                           "and method", group="metrics")
+    parts: bool = _setting(False, "also score prototypes against annotated part keypoints (part purity, consistency "
+                           "and stability; needs a parts column, as CUB-200-2011's)", group="metrics")
+    parts_column: str = _setting("parts", "column of part keypoints {name: [x, y, visible]} in original pixels",
+                                 group="metrics")
+    parts_noise_std: float = _setting(0.2, "std of the noise of part stability, in model-input units",
+                                      group="metrics", minimum=0)
+    parts_threshold: float = _setting(0.8, "share of a class's images on which a channel must hit one part to be "
+                                      "consistent", group="metrics", minimum=0, maximum=1)
+    parts_keep_sides: bool = _setting(False, "count left and right parts apart (by default they are one part, as "
+                                      "PIP-Net counts them)", group="metrics")
     max_samples: int | None = _setting(None, "evaluate at most this many images", group="data", result=False,
                                        minimum=1)
     batch_size: int = _setting(32, "images per backbone batch", group="compute", result=False, minimum=1)

@@ -28,7 +28,9 @@ class EvaluationReport:
     the class change rate for the top-k channels and for random ones. With ``faithfulness``:
     ``faithfulness`` (RISE deletion/insertion AUC per pixel-map method, and the mean curves, see
     :mod:`.faithfulness`) and ``sanity`` (Spearman correlations under model randomisation and for a
-    random other class, see :mod:`.sanity`); None otherwise.
+    random other class, see :mod:`.sanity`); None otherwise. With ``parts``: ``parts`` (part purity,
+    ``channels_over_half``, ``per_channel``, part consistency and stability, each per view; see
+    :mod:`.parts`); None otherwise.
     """
 
     model: dict[str, Any]
@@ -45,6 +47,7 @@ class EvaluationReport:
     seconds: float = 0.0
     faithfulness: dict[str, Any] | None = None
     sanity: dict[str, Any] | None = None
+    parts: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +66,9 @@ class EvaluationReport:
         consistency = self.consistency.get("mined", {})
         shift = {view: self.stability.get(view, {}).get("shift", {}) for view in (EPIC, IDENTITY)}
         deletion = self.deletion.get(EPIC, {})
+        parts = {f"part_{name}{suffix}": self.parts.get(name, {}).get(view)
+                 for name in ("purity", "consistency", "stability")
+                 for view, suffix in ((EPIC, ""), (IDENTITY, "_identity"))} if self.parts else {}
         return {
             "purity": mined.get(EPIC), "purity_identity": mined.get(IDENTITY),
             "bank_purity": self.purity.get("bank"),
@@ -70,8 +76,17 @@ class EvaluationReport:
             "shift_stability": shift[EPIC].get("channel_jaccard"),
             "shift_stability_identity": shift[IDENTITY].get("channel_jaccard"),
             "deletion_drop_top_k": deletion.get("top_k_logit_drop"),
-            "deletion_drop_random": deletion.get("random_logit_drop"),
+            "deletion_drop_random": deletion.get("random_logit_drop"), **parts,
         }
+
+    def channel_parts(self) -> dict[str, list[Any]]:
+        """Each EPIC channel's best annotated part and its part purity, ``{"17": ["beak", 0.82]}``: what names channels.
+
+        Empty without ``parts``; channels whose prototypes hit no part are left out. Stored in the
+        bank's config by ``explainer.evaluate``, so the sheet, the atlas and the app can say it.
+        """
+        rows = (self.parts or {}).get("per_channel", {}).get(EPIC) or []
+        return {str(row["channel"]): [row["part"], round(float(row["purity"]), 4)] for row in rows if row["part"]}
 
     def to_markdown(self) -> str:
         """The table: one row per metric, one column per view."""
@@ -102,10 +117,23 @@ class EvaluationReport:
                  f"({self.num_skipped} unreadable, skipped)")
         lines = [title, "", _COLUMNS]
         lines += [f"| {name} | {_number(epic)} | {_number(identity)} |" for name, epic, identity in rows]
+        lines += self._part_lines()
         lines += self._faithfulness_lines()
         if self.notes:
             lines += [""] + [f"* {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
+
+    def _part_lines(self) -> list[str]:
+        """The part-grounded rows (PIP-Net's purity, Huang et al.'s consistency and stability), when measured."""
+        parts = self.parts
+        if not parts:
+            return []
+        rows = [("part purity (mean over channels)", "purity"), ("channels with part purity > 0.5", "channels_over_half"),
+                (f"part consistency (class top-{parts.get('class_channels')}, threshold {parts.get('threshold')})",
+                 "consistency"), ("part consistency: mean best-part hit share", "best_part_share"),
+                (f"part stability (noise std {parts.get('noise_std')})", "stability")]
+        return [f"| {label} | {_number(parts.get(key, {}).get(EPIC))} | {_number(parts.get(key, {}).get(IDENTITY))} |"
+                for label, key in rows]
 
     def _faithfulness_lines(self) -> list[str]:
         """The pixel-map table: RISE deletion/insertion AUC and the sanity checks' rank correlations, per method."""

@@ -36,6 +36,7 @@ from .deletion import Deletion
 from .draws import draw
 from .faithfulness import Faithfulness, Scorer, curves
 from .maps import INTEGRATED_GRADIENTS, OWN_METHODS, MapMaker
+from .parts import ClassSums, check_parts_column, part_report
 from .purity import PairSet, bank_matches, describe, prototype_pass
 from .report import EvaluationReport
 from .sanity import Sanity, cascade, maker_for, other_classes
@@ -130,6 +131,9 @@ class Evaluation:
         self.skipped = SkippedSamples()
         self.faithfulness = Faithfulness(settings.faithfulness_steps) if settings.faithfulness else None
         self.sanity = Sanity() if settings.faithfulness else None
+        self.class_sums = ClassSums() if settings.parts else None
+        if settings.parts:
+            check_parts_column(source, settings.parts_column)
         self.maps = MapMaker(classifier, self.views[EPIC], self.views[IDENTITY], settings.top_k, settings.seed)
         self._methods: list[str] | None = None
         self._cascade: list[tuple[str, MapMaker]] | None = None
@@ -151,6 +155,8 @@ class Evaluation:
             found = {k: v for k, v in found.items() if k not in ("faithfulness", "faithfulness_steps")}
         if not (self.settings.faithfulness and self.settings.road):
             found.pop("road", None)
+        if not self.settings.parts:
+            found = {k: v for k, v in found.items() if not k.startswith("parts")}
         return found
 
     # -- state ------------------------------------------------------------------------------
@@ -160,7 +166,8 @@ class Evaluation:
                 "deletion": {v: d.state_dict() for v, d in self.deletion.items()},
                 "mined": {v: m.state_dict() for v, m in self.mined.items()},
                 **({"faithfulness": self.faithfulness.state_dict()} if self.faithfulness is not None else {}),
-                **({"sanity": self.sanity.state_dict()} if self.sanity is not None else {})}
+                **({"sanity": self.sanity.state_dict()} if self.sanity is not None else {}),
+                **({"parts": self.class_sums.state_dict()} if self.class_sums is not None else {})}
 
     def load(self, state: EvaluationState) -> None:
         stored = state.accumulators
@@ -176,6 +183,8 @@ class Evaluation:
             self.faithfulness = Faithfulness.from_state(stored["faithfulness"])
         if self.sanity is not None and "sanity" in stored:
             self.sanity = Sanity.from_state(stored["sanity"])
+        if self.class_sums is not None and "parts" in stored:
+            self.class_sums = ClassSums.from_state(stored["parts"])
 
     # -- the stream -------------------------------------------------------------------------
     def stream(self, state: EvaluationState, output_dir: str | Path | None) -> None:
@@ -216,6 +225,8 @@ class Evaluation:
         logits = {name: fmaps[name].double().mean(dim=(2, 3)) @ identity.weight.T + self.bias + extras[name]
                   for name in inputs}
         targets = logits["clean"].argmax(dim=1)
+        if self.class_sums is not None:
+            self.class_sums.update(targets, fmaps["clean"].double().mean(dim=(2, 3)))
         for name in PERTURBATIONS:
             self.decision[name].update(targets, logits[name])
         grid = (int(fmaps["clean"].shape[-2]), int(fmaps["clean"].shape[-1]))
@@ -321,7 +332,15 @@ class Evaluation:
             deletion={v: d.result() for v, d in self.deletion.items()}, notes=notes,
             skipped_keys=list(self.skipped.keys), seconds=state.seconds,
             faithfulness=self.faithfulness.result() if self.faithfulness is not None else None,
-            sanity=self.sanity.result([label for label, _ in self.cascade()]) if self.sanity is not None else None)
+            sanity=self.sanity.result([label for label, _ in self.cascade()]) if self.sanity is not None else None,
+            parts=self._parts(state, notes))
+
+    def _parts(self, state: EvaluationState, notes: list[str]) -> dict[str, Any] | None:
+        """``report.parts`` (parts.py): one more pass over the records the stream read, when ``parts`` is set."""
+        if self.class_sums is None:
+            return None
+        return part_report(self.classifier, self.source, self.views, {v: self.mined[v].keys for v in VIEWS},
+                           self.class_sums, self.settings, state.consumed, notes)
 
     def _consistency(self, bank_ok: bool, notes: list[str]) -> dict[str, Any]:
         column = self.source.label_column

@@ -171,6 +171,8 @@ def _meta(bank: PrototypeBank, title: str, evidence: torch.Tensor | None, missin
         "numClasses": num_classes, "labels": _labels(bank, num_classes), "counts": counts,
         "hasEvidence": evidence is not None, "channelsPerChunk": CHANNELS_PER_CHUNK,
         "classesPerChunk": CLASSES_PER_CHUNK, "missing": missing, "summary": _summary(bank),
+        "channelParts": {channel: [str(named[0]), round(float(named[1]), 2)]
+                         for channel, named in bank.config.channel_parts.items()},
     }
 
 

@@ -237,4 +237,10 @@ def prototype_caption(prototype: PrototypeMatch) -> tuple[str, str]:
 def legend_fields(explanation: Explanation, channel: ChannelExplanation) -> tuple[str, str, str]:
     """(``channel 12``, ``+1.234``, ``12.3%``): a legend entry's columns."""
     share = explanation.share(channel.contribution)
-    return f"channel {channel.channel}", signed(channel.contribution, 3), percent(share)
+    return channel_title(channel.channel, channel.part), signed(channel.contribution, 3), percent(share)
+
+
+def channel_title(channel: int, part: tuple[str, float] | None = None) -> str:
+    """``channel 17``, or ``channel 17 · beak, 0.82`` where an evaluation named the channel by its best annotated part
+    (and that part's purity): a number alone says nothing about what the channel finds."""
+    return f"channel {channel}" if part is None else f"channel {channel} · {part[0]}, {part[1]:.2f}"

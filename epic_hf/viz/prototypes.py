@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw
 
 from ..results import PrototypeMatch
-from .captions import THIS_IMAGE, plural, prototype_caption, short_prototype_name
+from .captions import THIS_IMAGE, channel_title, plural, prototype_caption, short_prototype_name
 from .colors import INK, MUTED, PANEL, RGB, channel_color
 from .draw import crop_box, draw_box, draw_tag, frame, new_canvas, paste_fitted
 from .layout import Metrics, Rect, prototype_sheet_layout, scale_box, zoom_cell
@@ -82,7 +82,8 @@ def render_prototype_sheet(bank: PrototypeBank, channel: int, cell_size: int = 1
     m = Metrics(cell_size)
     canvas, draw = new_canvas(layout.size)
     color = channel_color(channel)
-    _draw_sheet_title(draw, channel, len(prototypes), layout.size[0], color, m)
+    _draw_sheet_title(draw, channel_title(channel, bank.channel_part(channel)), len(prototypes), layout.size[0], color,
+                      m)
     if not prototypes:
         top = m.margin + m.title_height
         draw_notice(draw, (m.margin, top, layout.size[0] - m.margin, top + m.cell), "no prototypes for this channel", m)
@@ -92,13 +93,13 @@ def render_prototype_sheet(bank: PrototypeBank, channel: int, cell_size: int = 1
     return canvas
 
 
-def _draw_sheet_title(draw: ImageDraw.ImageDraw, channel: int, count: int, width: int, color: RGB, m: Metrics) -> None:
-    """A colour bar, ``channel 12 — 5 prototypes``, and what the boxes and scores are."""
+def _draw_sheet_title(draw: ImageDraw.ImageDraw, channel: str, count: int, width: int, color: RGB, m: Metrics) -> None:
+    """A colour bar, ``channel 12 — 5 prototypes`` (with its best part where known), what the boxes and scores are."""
     title = m.font("title")
     bar_w = max(4, m.cell // 32)
     top = m.margin
     draw.rectangle((m.margin, top, m.margin + bar_w - 1, top + m.line_height("title") - 1), fill=color)
     x = m.margin + bar_w + 2 * m.gap
-    title.draw(draw, (x, top), f"channel {channel} — {plural(count, 'prototype')}", INK, width - x - m.margin)
+    title.draw(draw, (x, top), f"{channel} — {plural(count, 'prototype')}", INK, width - x - m.margin)
     note = "best first; box = where the channel fires most; score = its activation summed over the image"
     m.font("small").draw(draw, (x, top + m.line_height("title")), note, MUTED, width - x - m.margin)

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 from ..results import ChannelExplanation
 from ..results import ExplanationData as Explanation  # the numbers; this module draws them
 from .captions import (
+    channel_title,
     cls_meaning,
     coverage_line,
     decomposition_terms,
@@ -273,7 +274,7 @@ def _draw_row_label(
     x = cell[0] + bar_w + m.gap * 2
     max_w = cell[2] - x - m.gap
     y = cell[1] + m.gap
-    m.font("body").draw(draw, (x, y), f"channel {channel.channel}", INK, max_w)
+    m.font("body").draw(draw, (x, y), channel_title(channel.channel, channel.part), INK, max_w)
     y += m.line_height("body")
     sign_color = POSITIVE if channel.contribution >= 0 else NEGATIVE
     m.font("title").draw(draw, (x, y), signed(channel.contribution, 3), sign_color, max_w)

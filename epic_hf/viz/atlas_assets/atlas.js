@@ -120,14 +120,19 @@
     return h("span", { class: "track" }, fill);
   }
 
-  const channelLink = (c) => h("a", { href: "#/channel/" + c }, "channel " + c);
+  // "channel 17 \u00b7 beak, 0.82" where an evaluation on part-annotated data named the channel by its best part
+  const channelName = (c) => {
+    const named = (meta.channelParts || {})[String(c)];
+    return "channel " + c + (named ? " \u00b7 " + named[0] + ", " + Number(named[1]).toFixed(2) : "");
+  };
+  const channelLink = (c) => h("a", { href: "#/channel/" + c }, channelName(c));
   const classLink = (k) => h("a", { href: "#/class/" + k, class: "label" }, label(k));
 
   // -- views: each returns {title, body} --------------------------------------------------------
   function card(c, row) {
     const [reliance, topClass, score, crops] = row;
     return h("a", { class: "card", href: "#/channel/" + c, "data-channel": c },
-      h("div", { class: "card-head" }, h("span", { class: "cid" }, "channel " + c),
+      h("div", { class: "card-head" }, h("span", { class: "cid" }, channelName(c)),
         h("span", { class: "muted" }, meta.hasEvidence ? "reliance " + fmt(reliance) : "score " + fmt(score))),
       h("div", { class: "crops" }, crops.map((p) => crop(p[0], p.slice(1), 66))),
       topClass >= 0
@@ -197,7 +202,7 @@
         item.c.map(([k, v]) => h("tr", {},
           h("td", {}, classLink(k)), h("td", { class: "num" }, fmt(v)), h("td", {}, bar(v, scale)))))
       : h("p", { class: "muted" }, "This bank has no class evidence (it was fitted before it was recorded).");
-    return { title: "Channel " + c, body: [
+    return { title: channelName(c).replace(/^c/, "C"), body: [
       h("p", { class: "pager" }, c > 0 ? h("a", { href: "#/channel/" + (c - 1) }, "\u2190 channel " + (c - 1)) : null,
         c + 1 < meta.numChannels ? h("a", { href: "#/channel/" + (c + 1) }, "channel " + (c + 1) + " \u2192") : null),
       h("h1", {}, "Channel " + c),
