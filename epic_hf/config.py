@@ -27,7 +27,6 @@ from .errors import BankFormatError, shown
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 T = TypeVar("T")
-Settings = TypeVar("Settings", bound="DataclassInstance")  # a settings dataclass
 logger = logging.getLogger(__name__)
 
 #: The version of ``epic_config.json`` this release writes and reads.
@@ -111,34 +110,6 @@ def validate_settings(config: DataclassInstance) -> None:
             raise ValueError(f"{spec.name} must be at most {meta['maximum']}, got {shown(value)}")
 
 
-def replace_settings(config: Settings, changes: dict[str, object], what: str) -> Settings:
-    """A validated copy of a settings dataclass with ``changes``; a section's fields may be given flat.
-
-    ``replace_settings(fit_config, {"split": "test", "lr": 0.01})`` sets ``data.split`` and ``lr``.
-    An unknown name raises ``TypeError`` listing the known ones.
-    """
-    sections = {spec.name: spec for spec in fields(config) if is_section(spec)}
-    own = {spec.name for spec in fields(config)}
-    routed: dict[str, dict[str, object]] = {name: {} for name in sections}
-    direct: dict[str, object] = {}
-    for name, value in changes.items():
-        home = next((section for section, spec in sections.items()
-                     if name in {f.name for f in fields(spec.metadata["section"])}), None)
-        if name in own:
-            direct[name] = value
-        elif home is not None:
-            routed[home][name] = value
-        else:
-            known = sorted(own - set(sections)) + sorted(f.name for s in sections.values()
-                                                          for f in fields(s.metadata["section"]))
-            raise TypeError(f"unknown {what} setting {shown(name)}; known settings: {known}")
-    for section, values in routed.items():
-        if values:
-            base = cast("DataclassInstance", direct.get(section, getattr(config, section)))
-            direct[section] = dataclasses.replace(base, **values)
-    return dataclasses.replace(config, **direct)
-
-
 def flat_settings(config: DataclassInstance, *, result_only: bool = False) -> JSONDict:
     """Every setting as one flat mapping (a section's fields beside the others), optionally only those that
     change the result: what a checkpoint's fingerprint records."""
@@ -178,14 +149,64 @@ class DataConfig:
                 raise ValueError(f"{spec.name} must be a column or split name, got {shown(value)}")
 
 
+class DataSettings:
+    """What every settings dataclass that reads a dataset shares (FitConfig, EvaluationConfig, AuditConfig):
+    a ``data`` section, validation on construction, ``replace``, ``to_dict`` and ``from_dict``."""
+
+    data: DataConfig
+    what: typing.ClassVar[str] = "settings"  # names the settings in errors: "fit", "evaluation", "audit"
+    legacy_keys: typing.ClassVar[frozenset[str]] = frozenset()  # keys older releases wrote, dropped unsaid
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, DataConfig):
+            raise ValueError(f"data must be a DataConfig, got {type(self.data).__name__}")
+        validate_settings(cast("DataclassInstance", self))
+
+    def replace(self, **changes: Any) -> typing.Self:
+        """A validated copy with ``changes``; data settings may be given flat (``replace(split="test", lr=0.01)``
+        sets ``data.split`` and ``lr``), and an unknown name raises ``TypeError`` listing the known ones."""
+        own = {spec.name for spec in fields(cast("DataclassInstance", self))}
+        data_names = {spec.name for spec in fields(DataConfig)}
+        unknown = sorted(set(changes) - own - data_names)
+        if unknown:
+            raise TypeError(f"unknown {self.what} setting {shown(unknown[0])}; known settings: "
+                            f"{sorted(own - {'data'}) + sorted(data_names)}")
+        direct = {k: v for k, v in changes.items() if k in own}
+        routed = {k: v for k, v in changes.items() if k not in own}
+        if routed:
+            direct["data"] = dataclasses.replace(cast(DataConfig, direct.get("data", self.data)), **routed)
+        return cast(typing.Self, dataclasses.replace(cast("DataclassInstance", self), **direct))
+
+    def to_dict(self) -> JSONDict:
+        return dataclasses.asdict(cast("DataclassInstance", self))
+
+    @classmethod
+    def from_dict(cls, values: JSONDict, where: str | None = None) -> typing.Self:
+        """Read settings written by :meth:`to_dict`, or with the data settings flat (as earlier fits wrote
+        them). Unknown keys are named in a warning; invalid values raise ``ValueError`` naming the setting."""
+        where = where or f"{cls.what} settings"
+        values = dict(values)
+        data = values.pop("data", {})
+        if not isinstance(data, dict):
+            raise TypeError(f"'data' must be an object of data settings, got {type(data).__name__}")
+        data_names = {spec.name for spec in fields(DataConfig)}
+        data = {**{k: values.pop(k) for k in list(values) if k in data_names}, **data}
+        known = known_values(cls, values, where, ignored=cls.legacy_keys)
+        return cls(data=DataConfig(**known_values(DataConfig, data, where)),  # type: ignore[call-arg]
+                   **{k: v for k, v in known.items() if k != "data"})
+
+
 @dataclass(frozen=True)
-class FitConfig:
+class FitConfig(DataSettings):
     """Every setting of :meth:`EpicExplainer.fit`. Defaults marked ``paper`` follow the EPIC paper.
 
     Construct with keywords, or pass keywords straight to ``fit``; ``replace(**changes)`` returns
     a validated copy. How the dataset is read is its :class:`DataConfig`, ``data``; its fields may
     be given flat to ``replace`` and ``fit`` (``fit(ds, split="train")``).
     """
+
+    what = "fit"
+    legacy_keys = LEGACY_FIT_KEYS
 
     data: DataConfig = _section(DataConfig, "how to read the dataset")
     # the method
@@ -227,35 +248,6 @@ class FitConfig:
     thumbnail_size: int = _setting(112, "long side of the bank's prototype thumbnails, in pixels", group="bank",
                                    minimum=8, maximum=MAX_THUMBNAIL_SIZE)
     thumbnail_quality: int = _setting(80, "JPEG quality of the thumbnails", group="bank", minimum=1, maximum=100)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.data, DataConfig):
-            raise ValueError(f"data must be a DataConfig, got {type(self.data).__name__}")
-        validate_settings(self)
-
-    def replace(self, **changes: Any) -> FitConfig:
-        """A validated copy with ``changes``; an unknown name raises ``TypeError`` listing the known ones."""
-        return replace_settings(self, changes, "fit")
-
-    def to_dict(self) -> JSONDict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: JSONDict, where: str = "fit settings") -> FitConfig:
-        """Read settings written by :meth:`to_dict`; earlier releases wrote the data settings flat (and
-        recorded model facts here), and both are still read.
-
-        Unknown keys are named in a warning; invalid values raise ``ValueError`` naming the setting.
-        """
-        values = dict(values)
-        data = values.pop("data", {})
-        if not isinstance(data, dict):
-            raise TypeError(f"'data' must be an object of data settings, got {type(data).__name__}")
-        data_names = {spec.name for spec in fields(DataConfig)}
-        data = {**{k: values.pop(k) for k in list(values) if k in data_names}, **data}
-        known = known_values(cls, values, where, ignored=LEGACY_FIT_KEYS)
-        return cls(data=DataConfig(**known_values(DataConfig, data, where)),
-                   **{k: v for k, v in known.items() if k != "data"})
 
     def result_settings(self) -> JSONDict:
         """The settings that change the fitted bank: what a checkpoint must agree on to resume."""

@@ -8,16 +8,16 @@ findings (docs/audit.md): changing one changes what counts as a finding, not how
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-from ..config import DataConfig, _section, _setting, known_values, replace_settings, validate_settings
+from ..config import DataConfig, DataSettings, _section, _setting
 
 
 @dataclass(frozen=True)
-class AuditConfig:
+class AuditConfig(DataSettings):
     """Every setting of :meth:`EpicExplainer.audit` (definitions: docs/audit.md)."""
+
+    what = "audit"
 
     data: DataConfig = _section(DataConfig, "how to read the dataset")
     top_n: int = _setting(20, "top activations per channel whose peak places the audit compares", group="audit",
@@ -46,22 +46,3 @@ class AuditConfig:
     seed: int = _setting(0, "seed of the fixed-position null's draws", group="audit", minimum=0)
     batch_size: int = _setting(32, "images per backbone batch", group="compute", result=False, minimum=1)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.data, DataConfig):
-            raise ValueError(f"data must be a DataConfig, got {type(self.data).__name__}")
-        validate_settings(self)
-
-    def replace(self, **changes: Any) -> AuditConfig:
-        """A validated copy with ``changes`` (data settings may be given flat); unknown names raise ``TypeError``."""
-        return replace_settings(self, changes, "audit")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "audit settings") -> AuditConfig:
-        values = dict(values)
-        data = values.pop("data", {})
-        known = known_values(cls, values, where)
-        return cls(data=DataConfig(**known_values(DataConfig, data, where)),
-                   **{k: v for k, v in known.items() if k != "data"})

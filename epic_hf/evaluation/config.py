@@ -19,12 +19,14 @@ from typing import Any
 
 import torch
 
-from ..config import DataConfig, _section, _setting, flat_settings, known_values, replace_settings, validate_settings
+from ..config import DataConfig, DataSettings, _section, _setting, flat_settings
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(DataSettings):
     """Every setting of :meth:`EpicExplainer.evaluate` (definitions: docs/evaluation.md)."""
+
+    what = "evaluation"
 
     data: DataConfig = _section(DataConfig, "how to read the dataset")
     top_k: int = _setting(4, "channels per explanation: the ones stability compares and deletion removes",
@@ -59,26 +61,9 @@ class EvaluationConfig:
     batch_size: int = _setting(32, "images per backbone batch", group="compute", result=False, minimum=1)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.data, DataConfig):
-            raise ValueError(f"data must be a DataConfig, got {type(self.data).__name__}")
-        validate_settings(self)
+        super().__post_init__()
         if self.road and not self.faithfulness:
             raise ValueError("road=True scores the pixel maps of faithfulness=True: set both (--faithfulness --road)")
-
-    def replace(self, **changes: Any) -> EvaluationConfig:
-        """A validated copy with ``changes`` (data settings may be given flat); unknown names raise ``TypeError``."""
-        return replace_settings(self, changes, "evaluation")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "evaluation settings") -> EvaluationConfig:
-        values = dict(values)
-        data = values.pop("data", {})
-        known = known_values(cls, values, where)
-        return cls(data=DataConfig(**known_values(DataConfig, data, where)),
-                   **{k: v for k, v in known.items() if k != "data"})
 
     def result_settings(self) -> dict[str, Any]:
         """The metric settings that change the numbers (the data's identity is fingerprinted on its own)."""
