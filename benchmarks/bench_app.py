@@ -112,7 +112,7 @@ class PageRequests:
         with path.open("rb") as file:
             uploaded = self.http.post(f"{self.base}/upload", files={"files": (path.name, file, "image/png")})
         upload = {"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}
-        call = self.http.post(f"{self.base}/call/explain", json={"data": [upload, "the predicted class", top_k]})
+        call = self.http.post(f"{self.base}/call/explain", json={"data": [upload, "the predicted class", top_k, False]})
         outputs = self.read_events(f"{self.base}/call/explain/{call.json()['event_id']}")
         self.http.get(outputs[2]["url"]).raise_for_status()  # the page loads the sheet it is handed
         return outputs
