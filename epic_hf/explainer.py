@@ -33,6 +33,7 @@ from .errors import BankMismatchError
 from .evaluation import EvaluationConfig, EvaluationReport, evaluate_explainer
 from .explanation import Explanation
 from .fit import FitReport, bank_purity, run_fit
+from .fit.index import KeptIndex
 from .hub import HubMixin, has_file, hub_access
 from .images import ImageInput, is_single_image, per_image
 from .loading import load_classifier, resolve_base_model
@@ -102,6 +103,7 @@ class EpicExplainer(HubMixin):
         self._unfitted = Disentangler(self.num_channels, matrix)  # U = I until a bank brings its own
         self.bank: PrototypeBank | None = None
         self.fit_dir: Path | None = None  # the output_dir of this explainer's last fit, if it had one
+        self.fit_index: KeptIndex | None = None  # the last fit's pooled index, when small enough to keep (audit)
         self._decomposer: tuple[Disentangler, Decomposer] | None = None
         if bank is not None:
             self.set_bank(bank)
@@ -300,6 +302,7 @@ class EpicExplainer(HubMixin):
                                write_extras=_write_purity_curve)
         self.set_bank(bank, check_base_model=False)
         self.fit_dir = Path(output_dir) if output_dir is not None else None  # its pooled index serves audit()
+        self.fit_index, report.kept_index = report.kept_index, None  # kept here, not in the returned report
         return report
 
     def purity(self, dataset: DatasetLike, config: FitConfig | None = None, **overrides: Any) -> float:
@@ -326,12 +329,12 @@ class EpicExplainer(HubMixin):
               output_dir: str | Path | None = None, **overrides: Any) -> AuditReport:
         """Find what the model relies on: fixed-position shortcuts, off-class channels, confusions, suspect labels.
 
-        On the data of this explainer's fit, the fit's pooled index (``fit_dir``, by default the
-        last ``fit``'s ``output_dir``) stands in for a pass over the data. ``output_dir`` gets
+        On the data of this explainer's fit, the fit's pooled index (kept in memory when small, else
+        ``fit_dir``, by default the last ``fit``'s ``output_dir``) stands in for a pass over the data. ``output_dir`` gets
         ``audit.json`` and ``audit.html``. Definitions: docs/audit.md.
         """
         return run_audit(self, dataset, config, fit_dir=fit_dir if fit_dir is not None else self.fit_dir,
-                         output_dir=output_dir, **overrides)
+                         output_dir=output_dir, kept_index=self.fit_index, **overrides)
 
     # -- the app and its Space (epic_hf.app; gradio is imported only there) ------------------
     def launch(self, *, host: str | None = None, port: int | None = None, share: bool = False,

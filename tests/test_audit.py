@@ -99,6 +99,7 @@ def test_planted_label_errors_lead_the_suspect_list(shortcut):
 def test_a_clean_model_gets_no_fixed_position_finding(clean):
     report = clean["report"]
     assert report.of_kind("fixed_position") == [], report.to_markdown()
+    assert report.reused_index and report.backbone_images < report.num_samples  # a fit with no output_dir: in memory
     assert report.of_kind("suspect_label")[:1] == [] or report.of_kind("suspect_label")[0].score < 0.9
 
 
@@ -108,6 +109,17 @@ def test_the_audit_reuses_the_fits_index_and_runs_the_backbone_on_prototypes_onl
     assert 0 < report.backbone_images < report.num_samples
     ratio = shortcut["audit_seconds"] / shortcut["fit_seconds"]
     print(f"audit/fit time: {shortcut['audit_seconds']:.2f} s / {shortcut['fit_seconds']:.2f} s = {ratio:.2f}")
+    # the fit kept its index in memory; the one in its output_dir gives the same findings
+    explainer = shortcut["explainer"]
+    assert explainer.fit_index is not None and explainer.fit_dir is not None
+    kept, explainer.fit_index = explainer.fit_index, None
+    try:
+        from_disk = explainer.audit(shortcut["data"])
+    finally:
+        explainer.fit_index = kept
+    assert from_disk.reused_index
+    assert [(f.kind, f.channel, f.samples, round(f.score, 9)) for f in from_disk.findings] == \
+        [(f.kind, f.channel, f.samples, round(f.score, 9)) for f in report.findings]
     # on other data (here: the same images saved and read back, so another fingerprint) it runs its own pass,
     # and finds the same shortcut
     folder = shortcut["root"] / "saved"

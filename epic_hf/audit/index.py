@@ -1,8 +1,9 @@
 """What the audit reads about every sample: pooled vectors, logits and labels, from the fit's index or one pass.
 
 Reuse, honestly defined. A fit that was given an ``output_dir`` keeps its pooled index there
-(``avg_hw F`` and the key of every sample, :mod:`epic_hf.fit.checkpoint`). When the audit gets the
-same data (the same dataset fingerprint and data settings) and that directory, it reads the index
+(``avg_hw F`` and the key of every sample, :mod:`epic_hf.fit.checkpoint`); any fit keeps a small one
+(up to :data:`~epic_hf.fit.index.KEEP_INDEX_BYTES`) in memory, on its explainer. When the audit gets the
+same data (the same dataset fingerprint and data settings) and that index, it reads the index
 instead of running the backbone over the data again, and computes the logits from the pooled
 vectors: ``A . avg_hw(F) + b`` is exactly the model's logit for a purely spatial model (checked
 when the model loaded and on every batch the fit indexed). A model with a CLS term (DINOv2, ViT,
@@ -27,6 +28,7 @@ from ..config import DataConfig
 from ..data import ImageSource, SkippedSamples
 from ..fit.checkpoint import ARGS_NAME, FitCheckpoint
 from ..fit.features import FeatureStore
+from ..fit.index import KeptIndex, index_identity
 from ..naming import match_label
 from ..progress import progress_bar
 
@@ -59,22 +61,35 @@ class AuditData:
 
 
 def read_samples(classifier: FrozenClassifier, source: ImageSource, data: DataConfig, batch_size: int,
-                 fit_dir: str | Path | None) -> AuditData:
-    """The fit's index where it is this data's (see the module), else one pass over the data."""
+                 fit_dir: str | Path | None, kept: KeptIndex | None = None) -> AuditData:
+    """The fit's index where it is this data's (see the module): ``kept`` in memory, else the one in ``fit_dir``;
+    else one pass over the data."""
     store = FeatureStore(classifier, source, MAP_CACHE_BYTES, batch_size, contextlib.nullcontext)
-    reused = _fit_index(classifier, source, data, fit_dir)
+    reused = _kept_index(classifier, source, kept) or _fit_index(classifier, source, data, fit_dir)
     if reused is not None:
         keys, vectors, grid, skipped = reused
         head = classifier.head()
         weight, bias = head.weight.detach().cpu().double(), head.bias.detach().cpu().double()
         probabilities = torch.cat([_softmax(torch.as_tensor(vectors[start: start + CHUNK_ROWS]).double() @ weight.T + bias)
                                    for start in range(0, len(keys), CHUNK_ROWS)])
-        logger.info("audit: reusing the fit's pooled index in %s (%d samples, no backbone pass over the data)",
-                    fit_dir, len(keys))
+        logger.info("audit: reusing the fit's pooled index (%d samples, no backbone pass over the data)", len(keys))
     else:
         keys, vectors, probabilities, grid, skipped = _pass(classifier, source, batch_size, store)
     labels = _labels(source, keys, classifier.id2label)
     return AuditData(keys, vectors, probabilities, labels, grid, store, reused is not None, skipped)
+
+
+def _kept_index(classifier: FrozenClassifier, source: ImageSource, kept: KeptIndex | None
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], list[int]] | None:
+    """(keys, vectors, grid, skipped keys) of the index a fit kept in memory, if it indexed this very data."""
+    if kept is None or classifier.adapter.has_extra_logits:
+        return None
+    wanted = index_identity(classifier.model_type, classifier.num_channels, source.fingerprint(), source.split,
+                            source.image_column, source.key_column)
+    if kept.identity != wanted:
+        logger.info("audit: the last fit indexed other data or another model: running a pass")
+        return None
+    return kept.index.keys, kept.index.vectors, kept.index.grid_size, list(kept.skipped_keys)
 
 
 def _fit_index(classifier: FrozenClassifier, source: ImageSource, data: DataConfig,

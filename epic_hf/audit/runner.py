@@ -22,7 +22,7 @@ from ..data import DatasetLike, ImageSource, open_source
 from ..decompose import Decomposer
 from ..disentangle import cell_box, purity_of_pairs
 from ..fit.bank_builder import class_evidence
-from ..fit.index import PooledIndex, top_rows
+from ..fit.index import KeptIndex, PooledIndex, top_rows
 from ..images import encode_jpeg
 from ..viz.audit_page import write_audit_page
 from .config import AuditConfig
@@ -62,19 +62,20 @@ class Auditable(Protocol):
 
 def run_audit(explainer: Auditable, dataset: DatasetLike, config: AuditConfig | None = None, *,
               fit_dir: str | Path | None = None, output_dir: str | Path | None = None,
-              **overrides: Any) -> AuditReport:
+              kept_index: KeptIndex | None = None, **overrides: Any) -> AuditReport:
     """Find what the model relies on: fixed-position shortcuts, off-class channels, shared confusions, suspect labels.
 
     ``dataset``: anything ``fit`` reads; labels come from its label column. ``fit_dir``: the
-    output_dir of the fit that made the bank; when ``dataset`` is the data it was fit on, the
-    fit's pooled index is reused (no backbone pass over the data). ``output_dir``: where
+    output_dir of the fit that made the bank, or ``kept_index``: the index that fit kept in memory
+    (``FitReport.kept_index``); when ``dataset`` is the data it was fit on, the fit's pooled index is
+    reused (no backbone pass over the data). ``output_dir``: where
     ``audit.json`` and ``audit.html`` are written. Definitions: docs/audit.md.
     """
     settings = (config or AuditConfig()).replace(**overrides)
     started = time.perf_counter()
     source = open_source(dataset, settings.data)
     classifier = explainer.classifier
-    data = read_samples(classifier, source, settings.data, settings.batch_size, fit_dir)
+    data = read_samples(classifier, source, settings.data, settings.batch_size, fit_dir, kept_index)
     decomposer = explainer.decomposer
     U = decomposer.U.detach().cpu().float()
     weight = decomposer.weight.detach().cpu().double()

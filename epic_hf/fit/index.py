@@ -57,6 +57,29 @@ class PooledIndex:
         return top_rows(self.vectors, U, count, chunk_size, scale=float(self.cells))
 
 
+
+#: The largest pooled index a fit keeps in memory for the audit after it returns (a fit with an output_dir keeps
+#: any size on disk): 256 MiB, 32768 samples at D = 2048.
+KEEP_INDEX_BYTES = 256 * 2**20
+
+
+@dataclass
+class KeptIndex:
+    """A finished fit's pooled index, kept for :meth:`EpicExplainer.audit` on the same data: the index, the keys
+    it skipped, and ``identity`` (:func:`index_identity`), which the audit's data must match for the index to stand
+    in for a pass over it."""
+
+    identity: dict[str, object]
+    index: PooledIndex
+    skipped_keys: list[int]
+
+
+def index_identity(model_type: str, num_channels: int, dataset: str, split: str | None, image_column: str | None,
+                   key_column: str | None) -> dict[str, object]:
+    """What a pooled index was built from: the model and the data as it was read (its fingerprint and columns)."""
+    return {"model_type": model_type, "num_channels": num_channels, "dataset": dataset, "split": split,
+            "image_column": image_column, "key_column": key_column}
+
 def top_rows(vectors: torch.Tensor, U: torch.Tensor, count: int, chunk_size: int | None = None,
              scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``count`` rows of ``vectors @ U.T`` per column: (scores (D, count) float64, rows (D, count)).

@@ -30,7 +30,7 @@ from .bank_builder import build_bank
 from .checkpoint import FitCheckpoint
 from .distributed import gather_keys, make_accelerator
 from .features import FeatureStore, mean_purity
-from .index import PooledIndex
+from .index import KEEP_INDEX_BYTES, KeptIndex, PooledIndex, index_identity
 from .index_pass import build_index
 from .report import FitReport
 from .trainer import Trainer
@@ -84,7 +84,8 @@ def _fit(classifier: FrozenClassifier, source: ImageSource, config: FitConfig, m
         index, skipped_keys, index_seconds = _index(classifier, source, accelerator, config, checkpoint, store)
         report = FitReport(purity_before=float("nan"), purity_after=float("nan"), index_seconds=index_seconds,
                            num_samples=len(index), num_skipped=len(skipped_keys), skipped_keys=skipped_keys,
-                           num_processes=accelerator.num_processes)
+                           num_processes=accelerator.num_processes, kept_index=_kept(classifier, source, index,
+                                                                                     skipped_keys))
         chunk = max(config.batch_size, config.train_batch_size)
         identity = torch.eye(disentangler.dim, device=accelerator.device)
         _, rows_before = index.top_prototypes(identity, config.prototypes_per_channel)
@@ -115,6 +116,17 @@ def _fit(classifier: FrozenClassifier, source: ImageSource, config: FitConfig, m
         checkpoint.save_report(report.to_dict())
     accelerator.wait_for_everyone()
     return bank, report
+
+
+def _kept(classifier: FrozenClassifier, source: ImageSource, index: PooledIndex,
+          skipped_keys: list[int]) -> KeptIndex | None:
+    """A copy of a small index (at most KEEP_INDEX_BYTES) for the audit; a fit with an output_dir also has it on disk."""
+    if index.vectors.numel() * index.vectors.element_size() > KEEP_INDEX_BYTES:
+        return None
+    identity = index_identity(classifier.model_type, classifier.num_channels, source.fingerprint(), source.split,
+                              source.image_column, source.key_column)
+    copy = PooledIndex(index.vectors.clone(), index.keys.clone(), index.grid_size)
+    return KeptIndex(identity, copy, list(skipped_keys))
 
 
 def _fingerprint(classifier: FrozenClassifier, disentangler: Disentangler, source: ImageSource,

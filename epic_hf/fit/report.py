@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..aliases import JSONDict
+from .index import KeptIndex
 
 
 @dataclass
@@ -41,6 +42,8 @@ class FitReport:
     backbone_images: int = 0
     condition_number: float | None = None
     patch_share: float | None = None  # CLS-token models: the patches' mean share of |evidence| over the data
+    #: the pooled index, kept for the audit when it is small (KEEP_INDEX_BYTES); not part of the written report
+    kept_index: KeptIndex | None = field(default=None, repr=False, compare=False)
 
     @property
     def step_prototypes(self) -> list[int]:
@@ -56,7 +59,9 @@ class FitReport:
         return [step.seconds for step in self.steps]
 
     def to_dict(self) -> JSONDict:
-        return asdict(self)
+        found = asdict(replace(self, kept_index=None))
+        del found["kept_index"]
+        return found
 
     @classmethod
     def from_dict(cls, values: JSONDict) -> FitReport:
