@@ -28,6 +28,7 @@ from PIL import Image
 from ..errors import EpicError
 from ..naming import display_name
 from ..viz import MAX_CHANNELS_SHOWN
+from ..viz.captions import channel_title
 from .audit_view import audit_findings
 from .offline import import_gradio
 from .views import (
@@ -165,7 +166,7 @@ def _explain_handler(gr: ModuleType, explainer: AppExplainer, pictures: Path):
         except USER_ERRORS as error:
             logger.info("explain refused: %s", error)
             raise _user_error(gr, error) from None
-        choices = [(f"channel {c.channel}", c.channel) for c in explanation.channels]
+        choices = [(channel_title(c.channel, c.part), c.channel) for c in explanation.channels]
         return (prediction(explanation), decomposition_markdown(explanation), sheet,
                 gr.update(choices=choices, value=None))
 
