@@ -222,6 +222,7 @@ def test_the_compare_page_shows_the_pairs_and_the_lone_concepts_with_their_image
         assert all(f'src="compare-images/{key}.jpg"' in page for key in keys)
     for side, rows in (("A", stored["only_a"]), ("B", stored["only_b"])):
         section = page.split(f"Concepts only in {side}</h2>", 1)[1].split("<h2", 1)[0]
+        assert "by 0.7 or more" in section
         for row in rows:
             assert f"channel {row['channel']}</span>" in section and row["label"] in section
             assert row["samples"] and all(f'src="compare-images/{key}.jpg"' in section for key in row["samples"])

@@ -57,8 +57,8 @@ def compare_banks(a: Auditable, b: Auditable, dataset: DatasetLike, config: Audi
     return CompareReport(matches=matches, only_a=only_a, only_b=only_b, moved=_moved(first, second),
                          labels=first.names, num_samples=len(first.keys),
                          settings={k: v for k, v in settings.to_dict().items() if k != "data"}, shared=shared,
-                         models=[str(e.classifier.reference.name_or_path) for e in (a, b)], sample_names=names,
-                         thumbnails=thumbnails)
+                         models=[str(e.classifier.reference.name_or_path or "") for e in (a, b)], sample_names=names,
+                         match_overlap=MATCH_OVERLAP, thumbnails=thumbnails)
 
 
 def write_compare(report: CompareReport, directory: str | Path) -> Path:

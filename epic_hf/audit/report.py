@@ -126,6 +126,7 @@ class CompareReport:
     settings: dict[str, Any]
     shared: list[list[int]] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
+    match_overlap: float = 0.2  # the least overlap for two channels to be one concept (compare.MATCH_OVERLAP)
     sample_names: dict[int, str] = field(default_factory=dict)
     thumbnails: dict[int, bytes] = field(default_factory=dict, repr=False)
 

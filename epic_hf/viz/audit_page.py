@@ -33,7 +33,8 @@ _HEADINGS = {
                       "channels that carry the prediction."),
 }
 _STYLE = """
-.carriers { display: flex; flex-direction: column; gap: 4px; margin-top: 6px; }
+.with-carriers { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
+.carriers { display: flex; flex-direction: column; gap: 4px; }
 .carrier { display: flex; gap: 8px; align-items: center; font-size: 12px; }
 .carrier > span { width: 78px; color: var(--muted); }
 """
@@ -112,7 +113,7 @@ def _finding(finding: JSONDict, labels: list[str], shown: _Shown) -> str:
     return (f'<section class="finding"><div class="finding-head"><span class="kind">{html.escape(channel)}</span>'
             f'<span class="label">{html.escape(classes)}</span><span class="muted">score '
             f'{float(finding["score"]):.3f}</span></div><p>{html.escape(finding["message"])}</p>'
-            f'<div class="strip">{"".join(figures)}</div>{_carriers(finding, shown)}'
+            f'<div class="with-carriers"><div class="strip">{"".join(figures)}</div>{_carriers(finding, shown)}</div>'
             f'<div class="numbers">{html.escape(numbers)}</div></section>')
 
 

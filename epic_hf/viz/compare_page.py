@@ -37,8 +37,9 @@ def write_compare_page(report: JSONDict, pictures: dict[int, bytes], path: str |
 
 
 def _page(report: JSONDict, pictures: set[int]) -> str:
-    models = [display_name(model) or "?" for model in report.get("models") or []] or ["A", "B"]
-    title = f"{models[0]} vs {models[-1]}: EPIC comparison"
+    named = list(report.get("models") or []) + ["", ""]
+    models = [display_name(named[0]) or "model A", display_name(named[1]) or "model B"]
+    title = f"{models[0]} vs {models[1]}: EPIC comparison"
     matches = report.get("matches", [])
     only_a, only_b = report.get("only_a", []), report.get("only_b", [])
     summary = [f"{report.get('num_samples', 0)} samples", f"{len(matches)} matched channel pairs",
@@ -52,7 +53,7 @@ def _page(report: JSONDict, pictures: set[int]) -> str:
                               name=names.get(int(key))) for key in keys)
 
     parts = page_start(title, _STYLE, nav, summary)
-    parts.append(f'<p class="muted">A: {html.escape(models[0])}; B: {html.escape(models[-1])}. Channels are '
+    parts.append(f'<p class="muted">A: {html.escape(models[0])}; B: {html.escape(models[1])}. Channels are '
                  "matched one to one by the overlap (Jaccard index) of their top activations on this data.</p>")
     parts.append('<h2 id="matched">Matched channels</h2><p class="muted">Best overlap first, with images both '
                  "channels fire on most.</p>")
@@ -64,9 +65,10 @@ def _page(report: JSONDict, pictures: set[int]) -> str:
     parts.append(f'<div class="cards">{"".join(cards)}</div>' if cards else '<p class="muted">None.</p>')
     if len(matches) > PAIRS_SHOWN:
         parts.append(f'<p class="muted">{len(matches) - PAIRS_SHOWN} more pairs in compare.json.</p>')
+    least = number(float(report.get("match_overlap", 0.2)))
     for anchor, side, rows in (("only-a", "A", only_a), ("only-b", "B", only_b)):
         parts.append(f'<h2 id="{anchor}">Concepts only in {side}</h2><p class="muted">Channels that drive a class in '
-                     f"{side} and overlap no channel of the other model enough, with their top images.</p>")
+                     f"{side} and overlap no channel of the other model by {least} or more, with their top images.</p>")
         cards = [_card(f"channel {row['channel']}", str(row["label"]),
                        f"evidence share {number(float(row['evidence_share']))}, best overlap "
                        f"{number(float(row['best_overlap']))}", strip(row.get("samples") or [])) for row in rows]
