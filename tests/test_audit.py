@@ -191,6 +191,10 @@ def test_cli_audit(shortcut, tmp_path, capsys):
     assert "fixed_position" in printed and "bottom-right corner" in printed
     assert json.loads((out / "audit.json").read_text())["settings"]["top_n"] == 10
     assert (out / "audit.html").is_file()
+    fit = str(shortcut["root"] / "fit")
+    assert main(["compare", fit, fit, str(data_dir), "--output-dir", str(tmp_path / "compare"), "--top-n", "5"]) == 0
+    assert "compare.html" in capsys.readouterr().out
+    assert _referenced_files_exist((tmp_path / "compare" / "compare.html").read_text(), tmp_path / "compare")
 
 
 def test_a_bank_compared_with_itself_matches_every_channel(shortcut):
