@@ -7,6 +7,7 @@ fit once per module.
 """
 
 import json
+import re
 import runpy
 import sys
 import time
@@ -142,7 +143,32 @@ def test_audit_files_round_trip_and_the_page_shows_every_finding(shortcut):
         assert finding.message.replace("'", "&#x27;") in page
         for key in finding.samples:
             assert (folder / "audit-images" / f"{key}.jpg").is_file()
-    assert page.count('class="box"') == sum(len(f.boxes) for f in report.findings)
+    carried = sum(len(entry["boxes"]) for f in report.findings for entry in f.prototypes)
+    assert page.count('class="box"') == sum(len(f.boxes) for f in report.findings) + carried
+    assert _referenced_files_exist(page, folder)
+
+
+def _referenced_files_exist(page, folder):
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert sources and all((folder / src).is_file() for src in sources), [s for s in sources if not (folder / s).is_file()]
+    return True
+
+
+def test_suspect_cards_show_the_banks_prototypes_of_the_channels_that_carry_the_prediction(shortcut):
+    report, bank = shortcut["report"], shortcut["explainer"].bank
+    folder = shortcut["root"] / "audit"
+    page = (folder / "audit.html").read_text()
+    cards = page.split('<div class="cards">', 1)[1].split('<h2 id="confusion">', 1)[0].split('<section class="finding">')[1:]
+    suspects = report.of_kind("suspect_label")
+    assert suspects and len(cards) == len(suspects)
+    for finding, card in zip(suspects, cards):
+        assert [entry["channel"] for entry in finding.prototypes] == finding.channels[:3]
+        for entry in finding.prototypes:  # the bank's top prototypes of that channel, best first, at most 3
+            assert entry["samples"] == bank.sample_keys[entry["channel"], :3].tolist()
+            assert f"channel {entry['channel']}<br>prototypes" in card
+            for key in entry["samples"]:
+                assert f'src="audit-prototypes/{key}.jpg"' in card
+                assert (folder / "audit-prototypes" / f"{key}.jpg").read_bytes() == bank.thumbnails[key]
 
 
 def test_the_null_and_the_words_for_a_place():
@@ -165,6 +191,10 @@ def test_cli_audit(shortcut, tmp_path, capsys):
     assert "fixed_position" in printed and "bottom-right corner" in printed
     assert json.loads((out / "audit.json").read_text())["settings"]["top_n"] == 10
     assert (out / "audit.html").is_file()
+    fit = str(shortcut["root"] / "fit")
+    assert main(["compare", fit, fit, str(data_dir), "--output-dir", str(tmp_path / "compare"), "--top-n", "5"]) == 0
+    assert "compare.html" in capsys.readouterr().out
+    assert _referenced_files_exist((tmp_path / "compare" / "compare.html").read_text(), tmp_path / "compare")
 
 
 def test_a_bank_compared_with_itself_matches_every_channel(shortcut):
@@ -174,6 +204,34 @@ def test_a_bank_compared_with_itself_matches_every_channel(shortcut):
     assert same.only_a == same.only_b == [] and all(row["moved"] == 0 for row in same.moved)
     assert len(same.matches) == explainer.num_channels
     assert all(a == b and overlap == 1 for a, b, overlap in same.matches)
+    assert all(len(keys) == 4 for keys in same.shared)  # a channel's top images are all shared with itself
+
+
+def test_the_compare_page_shows_the_pairs_and_the_lone_concepts_with_their_images(shortcut, clean, tmp_path,
+                                                                                  monkeypatch):
+    from epic_hf.audit import compare, write_compare
+    from epic_hf.viz.compare_page import PAIRS_SHOWN
+
+    # these two tiny models share every driving concept at the 0.2 overlap (their best overlaps reach 0.74):
+    # a stricter match makes some concepts each model's alone, so the page has them to show
+    monkeypatch.setattr(compare, "MATCH_OVERLAP", 0.7)
+    report = compare_banks(shortcut["explainer"], clean["explainer"], shortcut["data"],
+                           fit_dirs=(shortcut["explainer"].fit_dir, None))
+    page = write_compare(report, tmp_path).read_text()
+    stored = json.loads((tmp_path / "compare.json").read_text())
+    assert stored["matches"] == [list(pair) for pair in report.matches] and "thumbnails" not in stored
+    assert report.only_a and report.only_b
+    for (a, b, overlap), keys in list(zip(report.matches, report.shared))[:PAIRS_SHOWN]:
+        assert f"A {a} = B {b}" in page and f"overlap {overlap:.2f}" in page
+        assert all(f'src="compare-images/{key}.jpg"' in page for key in keys)
+    for side, rows in (("A", stored["only_a"]), ("B", stored["only_b"])):
+        section = page.split(f"Concepts only in {side}</h2>", 1)[1].split("<h2", 1)[0]
+        assert "by 0.7 or more" in section
+        for row in rows:
+            assert f"channel {row['channel']}</span>" in section and row["label"] in section
+            assert row["samples"] and all(f'src="compare-images/{key}.jpg"' in section for key in row["samples"])
+    assert _referenced_files_exist(page, tmp_path) and (tmp_path / "atlas.css").is_file()
+    assert page.count("<tr>") == len(report.moved) + (1 if report.moved else 0)
 
 
 def test_channels_are_matched_by_the_overlap_of_their_top_activations():

@@ -15,12 +15,17 @@ from typing import Any
 
 import torch
 
+from ..atomic import write_atomic
 from ..data import DatasetLike, open_source
+from ..viz.compare_page import PAIRS_SHOWN, PICTURES_SHOWN, write_compare_page
 from .config import AuditConfig
 from .findings import Scene
 from .index import read_samples
 from .report import CompareReport
-from .runner import Auditable, scene_of
+from .runner import Auditable, pictures_of, scene_of
+
+JSON_NAME = "compare.json"
+HTML_NAME = "compare.html"
 
 #: Least top-N overlap (Jaccard) for two channels to count as one concept.
 MATCH_OVERLAP = 0.2
@@ -42,10 +47,32 @@ def compare_banks(a: Auditable, b: Auditable, dataset: DatasetLike, config: Audi
     if first.keys.shape != second.keys.shape or not bool((first.keys == second.keys).all()):
         raise ValueError("the two models read different samples of the data (unreadable images differ?)")
     overlap = overlaps(first.top_keys, second.top_keys)
-    return CompareReport(matches=match(overlap), only_a=_alone(first, overlap.amax(dim=1)),
-                         only_b=_alone(second, overlap.amax(dim=0)), moved=_moved(first, second),
+    matches = match(overlap)
+    shared = [_shared(first.top_keys[a], second.top_keys[b]) for a, b, _ in matches]
+    only_a, only_b = _alone(first, overlap.amax(dim=1)), _alone(second, overlap.amax(dim=0))
+    # pictures of what the page shows: the first pairs' shared images and the lone concepts' top images
+    wanted = {key for keys in shared[:PAIRS_SHOWN] for key in keys}
+    wanted |= {key for row in only_a + only_b for key in row["samples"]}
+    thumbnails, names, _ = pictures_of(a.classifier, source, wanted)
+    return CompareReport(matches=matches, only_a=only_a, only_b=only_b, moved=_moved(first, second),
                          labels=first.names, num_samples=len(first.keys),
-                         settings={k: v for k, v in settings.to_dict().items() if k != "data"})
+                         settings={k: v for k, v in settings.to_dict().items() if k != "data"}, shared=shared,
+                         models=[str(e.classifier.reference.name_or_path or "") for e in (a, b)], sample_names=names,
+                         match_overlap=MATCH_OVERLAP, thumbnails=thumbnails)
+
+
+def write_compare(report: CompareReport, directory: str | Path) -> Path:
+    """``compare.json`` and ``compare.html`` (with its pictures) into ``directory``; returns the HTML's path."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(root / JSON_NAME, report.to_json())
+    return write_compare_page(report.to_dict(), report.thumbnails, root / HTML_NAME)
+
+
+def _shared(top_a: torch.Tensor, top_b: torch.Tensor) -> list[int]:
+    """The first :data:`PICTURES_SHOWN` keys in both top-N lists, in A's order (its strongest first)."""
+    in_b = set(top_b.tolist())
+    return [key for key in top_a.tolist() if key in in_b][:PICTURES_SHOWN]
 
 
 def overlaps(top_a: torch.Tensor, top_b: torch.Tensor) -> torch.Tensor:
@@ -85,7 +112,8 @@ def _alone(scene: Scene, best: torch.Tensor) -> list[dict[str, Any]]:
         for channel in channels:
             if float(best[channel]) < MATCH_OVERLAP:
                 found.append({"channel": channel, "class": k, "label": scene.names[k],
-                              "evidence_share": float(scene.share[k, channel]), "best_overlap": float(best[channel])})
+                              "evidence_share": float(scene.share[k, channel]), "best_overlap": float(best[channel]),
+                              "samples": scene.top_keys[channel, :PICTURES_SHOWN].tolist()})
     return found
 
 

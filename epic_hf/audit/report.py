@@ -25,7 +25,8 @@ class Finding:
     as the bank's prototypes use), best first. ``score``: the ranking score of the kind,
     documented in docs/audit.md; comparable within a kind. ``boxes``: (x0, y0, x1, y1) in model-input
     pixels, one per sample (empty where no place is meant). ``numbers``: the measured values the
-    message reports.
+    message reports. ``prototypes``: for a suspect label, each carrying channel's top prototypes in the
+    bank, ``{"channel", "samples" (the bank's sample keys), "boxes" (in model-input pixels)}``.
     """
 
     kind: str
@@ -37,6 +38,7 @@ class Finding:
     boxes: list[list[int]] = field(default_factory=list)
     channels: list[int] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
+    prototypes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +67,7 @@ class AuditReport:
     model: dict[str, Any] = field(default_factory=dict)
     sample_names: dict[int, str] = field(default_factory=dict)  # sample key -> file name (and label), as the bank's
     thumbnails: dict[int, bytes] = field(default_factory=dict, repr=False)
+    prototype_thumbnails: dict[int, bytes] = field(default_factory=dict, repr=False)  # the bank's, by its keys
 
     def of_kind(self, kind: str) -> list[Finding]:
         """The findings of one kind, best first."""
@@ -74,7 +77,7 @@ class AuditReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the pictures (JSON-serialisable)."""
-        values = {k: v for k, v in asdict(self).items() if k != "thumbnails"}
+        values = {k: v for k, v in asdict(self).items() if k not in ("thumbnails", "prototype_thumbnails")}
         values["findings"] = [finding.to_dict() for finding in self.findings]
         return values
 
@@ -108,7 +111,10 @@ class CompareReport:
     ``matches``: (channel of A, channel of B, overlap) with overlap the Jaccard index of their
     top-N sample sets on the data. ``only_a`` / ``only_b``: channels that drive a class in one
     model and match no channel of the other. ``moved``: per class, 1 - the Jaccard index of the
-    samples its strongest channels fire on in A and in B, largest first.
+    samples its strongest channels fire on in A and in B, largest first. ``shared``: per match, the
+    first few sample keys in both channels' top-N (in A's order), for the page's pictures; each entry
+    of ``only_a`` / ``only_b`` has its channel's first few top ``samples``. ``models``: the two base
+    models' names; ``sample_names``: key -> file name (and label) of the pictured samples.
     """
 
     matches: list[tuple[int, int, float]]
@@ -118,9 +124,15 @@ class CompareReport:
     labels: list[str]
     num_samples: int
     settings: dict[str, Any]
+    shared: list[list[int]] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    match_overlap: float = 0.2  # the least overlap for two channels to be one concept (compare.MATCH_OVERLAP)
+    sample_names: dict[int, str] = field(default_factory=dict)
+    thumbnails: dict[int, bytes] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Everything but the pictures (JSON-serialisable)."""
+        return {k: v for k, v in asdict(self).items() if k != "thumbnails"}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)

@@ -45,6 +45,8 @@ JSON_NAME = "audit.json"
 HTML_NAME = "audit.html"
 #: Long side and JPEG quality of the pictures the report carries (a bank's thumbnail defaults).
 THUMBNAIL_SIZE, THUMBNAIL_QUALITY = 112, 80
+#: A suspect label's carrying channels shown with their prototypes, and prototypes shown per channel.
+CARRIERS_SHOWN = 3
 
 
 class Auditable(Protocol):
@@ -87,12 +89,13 @@ def run_audit(explainer: Auditable, dataset: DatasetLike, config: AuditConfig | 
              + shared_confusion(scene, predictions, settings)
              + suspect_labels(scene, predictions, settings))
     found.sort(key=lambda finding: (KINDS.index(finding.kind), -finding.score))
-    thumbnails, names, input_size = _pictures(classifier, source, found)
+    thumbnails, names, input_size = pictures_of(classifier, source, {key for f in found for key in f.samples})
     for finding in found:  # a suspect sample is named as a person finds it: by its file, where it has one
         key = finding.samples[0] if finding.kind == "suspect_label" else None
         if key is not None and key in names and not names[key].endswith(f"#{key}"):
             finding.message = finding.message.replace(f"sample {key} ", f"sample {key}, {names[key]}, ", 1)
     _add_boxes(found, scene, input_size)
+    carried = _carrier_prototypes(found, explainer.bank, input_size)
     report = AuditReport(
         findings=found, labels=scene.names, num_samples=len(data.keys), input_size=input_size,
         grid_size=data.grid, settings={k: v for k, v in settings.to_dict().items() if k != "data"},
@@ -101,7 +104,8 @@ def run_audit(explainer: Auditable, dataset: DatasetLike, config: AuditConfig | 
         seconds=time.perf_counter() - started, notes=_notes(source, data, classifier),
         confusion=confusion_matrix(data.labels, predictions, len(scene.names)).tolist(),
         model={"base_model": classifier.reference.name_or_path, "model_type": classifier.model_type,
-               "num_channels": classifier.num_channels}, sample_names=names, thumbnails=thumbnails)
+               "num_channels": classifier.num_channels}, sample_names=names, thumbnails=thumbnails,
+        prototype_thumbnails=carried)
     logger.info("audit: %d findings on %d samples in %.1f s (backbone on %d images)", len(found), report.num_samples,
                 report.seconds, report.backbone_images)
     if output_dir is not None:
@@ -114,7 +118,7 @@ def write_audit(report: AuditReport, directory: str | Path) -> Path:
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     write_atomic(root / JSON_NAME, report.to_json())
-    return write_audit_page(report.to_dict(), report.thumbnails, root / HTML_NAME)
+    return write_audit_page(report.to_dict(), report.thumbnails, root / HTML_NAME, report.prototype_thumbnails)
 
 
 def scene_of(data: AuditData, U: torch.Tensor, weight: torch.Tensor, classifier: FrozenClassifier,
@@ -151,15 +155,14 @@ def _peak_cells(data: AuditData, scene: Scene, U: torch.Tensor, orthogonal: bool
     return {channel: cells[row] for row, channel in enumerate(examined)}
 
 
-def _pictures(classifier: FrozenClassifier, source: ImageSource,
-              found: list[Finding]) -> tuple[dict[int, bytes], dict[int, str], tuple[int, int]]:
-    """JPEG pictures of the model's input for every sample a finding shows, their display names (file name,
-    label), and the input size boxes refer to."""
-    wanted = sorted({key for finding in found for key in finding.samples})
+def pictures_of(classifier: FrozenClassifier, source: ImageSource,
+                keys: set[int]) -> tuple[dict[int, bytes], dict[int, str], tuple[int, int]]:
+    """JPEG pictures of the model's input for the samples ``keys``, their display names (file name, label), and
+    the input size boxes refer to."""
     pictures: dict[int, bytes] = {}
     names: dict[int, str] = {}
     size: tuple[int, int] | None = None
-    for key, image, name in source.iter_named_images(wanted):
+    for key, image, name in source.iter_named_images(sorted(keys)):
         if name is not None:
             names[key] = name
         pixel_values = classifier.preprocess([image])[0]
@@ -168,6 +171,26 @@ def _pictures(classifier: FrozenClassifier, source: ImageSource,
     if size is None:
         size = tuple(int(v) for v in classifier.probe_pixel_values().shape[-2:])  # type: ignore[assignment]
     return pictures, names, size  # type: ignore[return-value]
+
+
+def _carrier_prototypes(found: list[Finding], bank: PrototypeBank | None,
+                        input_size: tuple[int, int]) -> dict[int, bytes]:
+    """Each suspect label gets the bank's top prototypes of the channels that carry its prediction (at most
+    :data:`CARRIERS_SHOWN` of each); returns their thumbnails, by the bank's sample keys."""
+    if bank is None:
+        return {}
+    scale_y, scale_x = input_size[0] / bank.input_size[0], input_size[1] / bank.input_size[1]
+    thumbnails: dict[int, bytes] = {}
+    for finding in found:
+        if finding.kind != "suspect_label":
+            continue
+        for channel in finding.channels[:CARRIERS_SHOWN]:
+            keys = bank.sample_keys[channel, :CARRIERS_SHOWN].tolist()
+            boxes = [[round(x0 * scale_x), round(y0 * scale_y), round(x1 * scale_x), round(y1 * scale_y)]
+                     for x0, y0, x1, y1 in bank.boxes[channel, :CARRIERS_SHOWN].tolist()]
+            finding.prototypes.append({"channel": channel, "samples": keys, "boxes": boxes})
+            thumbnails.update({key: bank.thumbnails[key] for key in keys if key in bank.thumbnails})
+    return thumbnails
 
 
 def _add_boxes(found: list[Finding], scene: Scene, input_size: tuple[int, int]) -> None:

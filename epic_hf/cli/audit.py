@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..atomic import write_atomic
-from ..audit import AuditConfig, compare_banks
+from ..audit import AuditConfig, compare_banks, write_compare
 from ..data.resolve import check_image_folder
 from ..explainer import EpicExplainer
 from .common import check_local, emit, model_reference
@@ -37,11 +36,12 @@ def add_parser(commands, common: argparse.ArgumentParser, formatter) -> None:
         "compare", parents=[common], formatter_class=formatter,
         help="compare two banks (two models, or one before and after fine-tuning) on the same data",
         description="Match the channels of BANK_A and BANK_B by the overlap of their top activations on DATASET, "
-                    "and list the concepts found only in A or only in B and the classes whose evidence moved.")
+                    "and list the concepts found only in A or only in B and the classes whose evidence moved. Prints a "
+                    "table; with --output-dir writes compare.json and compare.html (definitions: docs/audit.md).")
     compare.add_argument("bank_a", help=BANK_HELP)
     compare.add_argument("bank_b", help=BANK_HELP)
     compare.add_argument("dataset", help=DATASET_HELP)
-    compare.add_argument("--output-dir", default=None, help="where compare.json is written")
+    compare.add_argument("--output-dir", default=None, help="where compare.json and compare.html are written")
     _model_flags(compare)
     add_config_flags(compare, AuditConfig)
     compare.set_defaults(handler=run_compare_command)
@@ -87,7 +87,6 @@ def run_compare_command(args: argparse.Namespace) -> int:
     report = compare_banks(first, second, dataset, config, fit_dirs=(first_dir, second_dir))
     emit(report.to_markdown())
     if args.output_dir is not None:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(args.output_dir) / "compare.json", report.to_json())
-        emit(f"wrote {Path(args.output_dir) / 'compare.json'}")
+        page = write_compare(report, args.output_dir)
+        emit(f"wrote {Path(args.output_dir) / 'compare.json'} and {page}")
     return 0

@@ -1,23 +1,22 @@
 """``audit.html``: every finding of an audit with its prototypes, boxes and numbers, in the atlas's style.
 
-One static page, readable from ``file://`` with no script: the atlas's stylesheet (copied beside it,
-the same file an atlas in that folder uses) plus a few rules of its own, the pictures in
-``audit-images/<key>.jpg`` (the model's input, as the findings' boxes refer to it), boxes drawn as
-percentages of the picture so they need no script either. Drawn from the report as plain data
-(``AuditReport.to_dict()``), so the page and ``audit.json`` never disagree. Every label and message is
-escaped: a dataset's class names may hold anything.
+One static page in the style :mod:`.page_parts` gives it (the atlas's stylesheet, no script): the
+pictures in ``audit-images/<key>.jpg`` (the model's input, as the findings' boxes refer to it), and
+for each suspect label the bank's top prototypes of the channels that carry the prediction, in
+``audit-prototypes/<key>.jpg`` (the bank's thumbnails, byte for byte). Drawn from the report as plain
+data (``AuditReport.to_dict()``), so the page and ``audit.json`` never disagree.
 """
 
 from __future__ import annotations
 
 import html
-from importlib import resources
 from pathlib import Path
 
 from ..aliases import JSONDict
 from ..atomic import write_atomic
 from ..naming import display_name
 from .atlas import HIDDEN_AUDIT_LINK
+from .page_parts import PAGE_END, class_name, copy_stylesheet, figure, number, page_start, write_pictures
 
 IMAGES_DIR = "audit-images"
 #: Where an atlas in the same folder is, and the marker its page carries for the audit's link.
@@ -34,36 +33,38 @@ _HEADINGS = {
                       "channels that carry the prediction."),
 }
 _STYLE = """
-.finding { background: var(--paper); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px;
-           margin-bottom: 12px; }
-.finding-head { display: flex; gap: 14px; align-items: baseline; font-size: 14px; }
-.kind { font-weight: 600; }
-.finding p { margin: 6px 0 8px; }
-.strip { display: flex; flex-wrap: wrap; gap: 6px; }
-.strip figure { margin: 0; font-size: 11px; color: var(--muted); text-align: center; }
-.strip .full { width: 84px; height: 84px; }
-.strip .full img { width: 84px; height: 84px; }
-.suspects { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 12px; }
-.suspects .finding { margin-bottom: 0; }
-.numbers { font-size: 12px; color: var(--muted); margin-top: 6px; overflow-wrap: anywhere; }
+.with-carriers { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
+.carriers { display: flex; flex-direction: column; gap: 4px; }
+.carrier { display: flex; gap: 8px; align-items: center; font-size: 12px; }
+.carrier > span { width: 78px; color: var(--muted); }
 """
+#: Where the bank's prototype thumbnails of the suspects' channels are written (byte for byte, as the atlas's).
+PROTOTYPES_DIR = "audit-prototypes"
 
 
-def write_audit_page(report: JSONDict, pictures: dict[int, bytes], path: str | Path) -> Path:
-    """Write ``path`` (``audit.html``), its pictures and the atlas stylesheet beside it; returns ``path``."""
+def write_audit_page(report: JSONDict, pictures: dict[int, bytes], path: str | Path,
+                     prototypes: dict[int, bytes] | None = None) -> Path:
+    """Write ``path`` (``audit.html``), its pictures, the prototypes' and the atlas stylesheet beside it; returns ``path``."""
     target = Path(path)
     root = target.parent
-    (root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    for key, data in pictures.items():
-        write_atomic(root / IMAGES_DIR / f"{int(key)}.jpg", data)
-    assets = resources.files(__package__).joinpath("atlas_assets")
-    write_atomic(root / "atlas.css", assets.joinpath("atlas.css").read_bytes())
+    write_pictures(root, IMAGES_DIR, pictures)
+    write_pictures(root, PROTOTYPES_DIR, prototypes or {})
+    copy_stylesheet(root)
     atlas = root / ATLAS_PAGE
     has_atlas = atlas.is_file() and HIDDEN_AUDIT_LINK in atlas.read_text(encoding="utf-8")
-    write_atomic(target, _page(report, set(pictures), has_atlas or _links_audit(atlas)))
+    shown = _Shown(set(pictures), set(prototypes or {}), report.get("input_size") or [1, 1],
+                   {int(key): str(name) for key, name in (report.get("sample_names") or {}).items()})
+    write_atomic(target, _page(report, shown, has_atlas or _links_audit(atlas)))
     if has_atlas:  # the atlas in this folder shows its link to the audit now
         write_atomic(atlas, atlas.read_text(encoding="utf-8").replace(HIDDEN_AUDIT_LINK, 'id="audit-link"'))
     return target
+
+
+class _Shown:
+    """What the page can show: the samples' and the prototypes' pictures, the input size boxes refer to, names."""
+
+    def __init__(self, pictures: set[int], prototypes: set[int], size: list[int], names: dict[int, str]) -> None:
+        self.pictures, self.prototypes, self.size, self.names = pictures, prototypes, size, names
 
 
 def _links_audit(atlas: Path) -> bool:
@@ -71,7 +72,7 @@ def _links_audit(atlas: Path) -> bool:
     return atlas.is_file() and 'id="audit-link"' in atlas.read_text(encoding="utf-8")
 
 
-def _page(report: JSONDict, pictures: set[int], has_atlas: bool) -> str:
+def _page(report: JSONDict, shown: _Shown, has_atlas: bool) -> str:
     labels = [str(label) for label in report.get("labels", [])]
     model = display_name((report.get("model") or {}).get("base_model"))
     title = f"{model}: EPIC audit" if model else "EPIC audit"
@@ -80,67 +81,52 @@ def _page(report: JSONDict, pictures: set[int], has_atlas: bool) -> str:
     summary = [f"{report.get('num_samples', 0)} samples", f"{len(findings)} findings",
                "fit's index reused" if report.get("reused_index") else "own pass over the data",
                f"backbone on {report.get('backbone_images', 0)} images", f"{float(report.get('seconds', 0)):.1f} s"]
-    atlas = f'<a href="{ATLAS_PAGE}">Atlas</a>' if has_atlas else ""
-    nav = "".join(f'<a href="#{kind}">{html.escape(_HEADINGS[kind][0])} ({counts[kind]})</a>' for kind in _HEADINGS)
-    parts = ['<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{html.escape(title)}</title>", '<link rel="stylesheet" href="atlas.css">',
-             f"<style>{_STYLE}</style>\n</head>\n<body>\n<header>\n  <div class=\"bar\">",
-             f'    <a class="brand" href="#">{html.escape(title)}</a>', f"    <nav>{atlas}{nav}</nav>", "  </div>",
-             '  <p class="summary">' + "".join(f"<span>{html.escape(s)}</span>" for s in summary) + "</p>",
-             "</header>\n<main>"]
+    nav = ([f'<a href="{ATLAS_PAGE}">Atlas</a>'] if has_atlas else []) + [
+        f'<a href="#{kind}">{html.escape(_HEADINGS[kind][0])} ({counts[kind]})</a>' for kind in _HEADINGS]
+    parts = page_start(title, _STYLE, nav, summary)
     for note in report.get("notes", []):
         parts.append(f'<p class="note muted">{html.escape(str(note))}</p>')
-    size = report.get("input_size") or [1, 1]
-    names = {int(key): str(name) for key, name in (report.get("sample_names") or {}).items()}
     for kind, (heading, about) in _HEADINGS.items():
         parts.append(f'<h2 id="{kind}">{html.escape(heading)}</h2><p class="muted">{html.escape(about)}</p>')
         chosen = [f for f in findings if f["kind"] == kind]
         if not chosen:
             parts.append('<p class="muted">None found.</p>')
-        cards = [_finding(finding, labels, pictures, size, names) for finding in chosen]
+        cards = [_finding(finding, labels, shown) for finding in chosen]
         # one picture each: suspect labels sit side by side, as the atlas's cards do
-        parts.append(f'<div class="suspects">{"".join(cards)}</div>' if kind == "suspect_label" else "".join(cards))
+        parts.append(f'<div class="cards">{"".join(cards)}</div>' if kind == "suspect_label" else "".join(cards))
     parts.append(_confusion(report.get("confusion"), labels))
-    parts.append("</main>\n</body>\n</html>\n")
+    parts.append(PAGE_END)
     return "\n".join(parts)
 
 
-def _finding(finding: JSONDict, labels: list[str], pictures: set[int], size: list[int], names: dict[int, str]) -> str:
-    classes = ", ".join(labels[k] if 0 <= k < len(labels) else f"class {k}" for k in finding["classes"])
+def _finding(finding: JSONDict, labels: list[str], shown: _Shown) -> str:
+    classes = ", ".join(class_name(labels, k) for k in finding["classes"])
     channel = (f"channel {finding['channel']}" if finding["channel"] >= 0
                else "channels " + ", ".join(map(str, finding.get("channels", []))))
     boxes = finding.get("boxes") or []
     figures = []
     for position, key in enumerate(finding["samples"]):
         box = boxes[position] if position < len(boxes) else None
-        figures.append(_figure(int(key), box, size, int(key) in pictures, names.get(int(key))))
-    numbers = "; ".join(f"{name} = {_number(value)}" for name, value in (finding.get("numbers") or {}).items())
+        src = f"{IMAGES_DIR}/{int(key)}.jpg" if int(key) in shown.pictures else None
+        figures.append(figure(src, int(key), box, shown.size, shown.names.get(int(key))))
+    numbers = "; ".join(f"{name} = {number(value)}" for name, value in (finding.get("numbers") or {}).items())
     return (f'<section class="finding"><div class="finding-head"><span class="kind">{html.escape(channel)}</span>'
             f'<span class="label">{html.escape(classes)}</span><span class="muted">score '
             f'{float(finding["score"]):.3f}</span></div><p>{html.escape(finding["message"])}</p>'
-            f'<div class="strip">{"".join(figures)}</div><div class="numbers">{html.escape(numbers)}</div></section>')
+            f'<div class="with-carriers"><div class="strip">{"".join(figures)}</div>{_carriers(finding, shown)}</div>'
+            f'<div class="numbers">{html.escape(numbers)}</div></section>')
 
 
-def _figure(key: int, box: list[int] | None, size: list[int], present: bool, name: str | None) -> str:
-    image = (f'<img src="{IMAGES_DIR}/{key}.jpg" alt="sample {key}">' if present
-             else '<span class="missing">no picture</span>')
-    drawn = ""
-    if box is not None:
-        height, width = max(1, int(size[0])), max(1, int(size[1]))
-        x0, y0, x1, y1 = box
-        drawn = (f'<span class="box" style="left:{100 * x0 / width:.2f}%;top:{100 * y0 / height:.2f}%;'
-                 f'width:{100 * (x1 - x0) / width:.2f}%;height:{100 * (y1 - y0) / height:.2f}%"></span>')
-    title = f' title="{html.escape(name)}"' if name else ""  # the file name (and label) on hover
-    return f'<figure{title}><div class="full">{image}{drawn}</div><figcaption>#{key}</figcaption></figure>'
-
-
-def _number(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, list):
-        return "(" + ", ".join(_number(v) for v in value) + ")"
-    return str(value)
+def _carriers(finding: JSONDict, shown: _Shown) -> str:
+    """For a suspect label: each carrying channel's top prototypes in the bank, with their boxes (why the model
+    says otherwise)."""
+    rows = []
+    for entry in finding.get("prototypes") or []:
+        figures = "".join(figure(f"{PROTOTYPES_DIR}/{int(key)}.jpg" if int(key) in shown.prototypes else None,
+                                 int(key), box, shown.size) for key, box in zip(entry["samples"], entry["boxes"]))
+        rows.append(f'<div class="carrier"><span>channel {int(entry["channel"])}<br>prototypes</span>'
+                    f'<div class="strip small">{figures}</div></div>')
+    return f'<div class="carriers">{"".join(rows)}</div>' if rows else ""
 
 
 def _confusion(matrix: list[list[int]] | None, labels: list[str]) -> str:
