@@ -354,3 +354,23 @@ def test_evaluate_scores_road_per_method_as_grad_cams_metric_does(resnet, data):
             expected = metric(list(ROAD_EVALUATED))(pixel_values, maps[method].numpy(), wanted, model).mean()
             assert road[method][order] == pytest.approx(float(expected), abs=tolerance), (method, order)
     assert road["all_channels"]["morf"] < road["random"]["morf"]  # the CAM finds what the model uses; noise does not
+
+
+def test_a_map_wiped_out_by_randomisation_is_counted_not_averaged():
+    from epic_hf.evaluation.report import EvaluationReport
+    from epic_hf.evaluation.sanity import Sanity
+
+    maps = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    wiped = maps.clone()
+    wiped[0] = 0.0  # Grad-CAM's ReLU of a randomised model: one image's map is all zeros
+    sanity = Sanity()
+    sanity.update({"gradcam": maps}, {"gradcam": wiped}, "randomised:all")
+    result = sanity.result(["all"])
+    assert result["constant"] == {"randomised:all": {"gradcam": 1}}
+    assert result["randomisation"]["gradcam"]["all"] == pytest.approx(1.0)  # the two images whose map survived
+    again = Sanity.from_state(sanity.state_dict()).result(["all"])
+    assert again == result
+    report = EvaluationReport(model={}, settings={}, num_samples=3, num_skipped=0, purity={}, consistency={},
+                              stability={}, decision_kept={}, deletion={},
+                              faithfulness={"steps": 2, "deletion": {"gradcam": 0.5}}, sanity=result)
+    assert "gradcam (all: 1)" in report.to_markdown()

@@ -154,6 +154,11 @@ class EvaluationReport:
             lines.append(f"| {method} | {_number(found['deletion'].get(method))} | "
                          f"{_number(found.get('insertion', {}).get(method))} | {_number(steps.get(first))} | "
                          f"{_number(steps.get(last))} | {_number(sanity.get('random_logit', {}).get(method))} |")
+        constant = sorted(f"{method} ({check.removeprefix('randomised:')}: {count})"
+                          for check, per in sanity.get("constant", {}).items() for method, count in per.items())
+        if constant:
+            lines += ["", "Images where a map was constant, so that no rank correlation exists (a map wiped out by "
+                      "the randomisation; n/a above where every image's was): " + ", ".join(constant) + "."]
         road = found.get("road")
         if road:
             lines += ["", "ROAD (pytorch-grad-cam; the change of the class's probability, mean over 10-90 %: MoRF more "

@@ -119,9 +119,14 @@ class Sanity:
 
     def __init__(self) -> None:
         self.sums: dict[str, dict[str, list[float]]] = {}  # check -> method -> [sum, count]
+        #: check -> method -> images where a map was constant (no rank correlation exists: Grad-CAM's ReLU zeroes
+        #: the whole map of a randomised model whose gradients turned negative), reported beside the means
+        self.constant: dict[str, dict[str, int]] = {}
 
     def add(self, check: str, method: str, value: float | None) -> None:
         if value is None:
+            per = self.constant.setdefault(check, {})
+            per[method] = per.get(method, 0) + 1
             return
         entry = self.sums.setdefault(check, {}).setdefault(method, [0.0, 0.0])
         entry[0] += value
@@ -133,22 +138,25 @@ class Sanity:
                 self.add(check, method, spearman(first, second))
 
     def result(self, steps: Sequence[str]) -> dict[str, Any]:
-        """``{"randomisation": {method: {step: rho}}, "random_logit": {method: rho}, "steps": [...]}``."""
+        """``{"randomisation": {method: {step: rho}}, "random_logit": {method: rho}, "steps": [...], "constant":
+        {check: {method: images}}}``: a mean over the images whose maps were not constant, None where all were."""
         def mean(check: str, method: str) -> float | None:
             total, count = self.sums.get(check, {}).get(method, [0.0, 0.0])
             return total / count if count else None
 
         methods = sorted({m for per in self.sums.values() for m in per})
         return {"randomisation": {m: {step: mean(f"randomised:{step}", m) for step in steps} for m in methods},
-                "random_logit": {m: mean("random_logit", m) for m in methods}, "steps": list(steps)}
+                "random_logit": {m: mean("random_logit", m) for m in methods}, "steps": list(steps),
+                "constant": {check: dict(per) for check, per in self.constant.items()}}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": self.sums}
+        return {"sums": self.sums, "constant": self.constant}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Sanity:
         found = cls()
         found.sums = {c: {m: list(v) for m, v in per.items()} for c, per in state["sums"].items()}
+        found.constant = {c: dict(per) for c, per in state.get("constant", {}).items()}
         return found
 
 
