@@ -7,6 +7,7 @@ fit once per module.
 """
 
 import json
+import logging
 import re
 import runpy
 import sys
@@ -197,10 +198,12 @@ def test_cli_audit(shortcut, tmp_path, capsys):
     assert _referenced_files_exist((tmp_path / "compare" / "compare.html").read_text(), tmp_path / "compare")
 
 
-def test_a_bank_compared_with_itself_matches_every_channel(shortcut):
+def test_a_bank_compared_with_itself_matches_every_channel(shortcut, caplog):
     # (the command, epic-hf compare, runs in docs/cli.md and docs/audit.md)
     explainer = shortcut["explainer"]
-    same = compare_banks(explainer, explainer, shortcut["data"], fit_dirs=(explainer.fit_dir, explainer.fit_dir))
+    with caplog.at_level(logging.INFO, logger="epic_hf.audit.index"):
+        same = compare_banks(explainer, explainer, shortcut["data"])  # each side's fit index, kept in memory
+    assert caplog.text.count("reusing the fit's pooled index") == 2
     assert same.only_a == same.only_b == [] and all(row["moved"] == 0 for row in same.moved)
     assert len(same.matches) == explainer.num_channels
     assert all(a == b and overlap == 1 for a, b, overlap in same.matches)

@@ -34,12 +34,14 @@ MATCH_OVERLAP = 0.2
 def compare_banks(a: Auditable, b: Auditable, dataset: DatasetLike, config: AuditConfig | None = None, *,
                   fit_dirs: tuple[str | Path | None, str | Path | None] = (None, None), **overrides: Any
                   ) -> CompareReport:
-    """Compare explainer ``a``'s bank with ``b``'s on ``dataset`` (each model's fit index reused where it is this data's)."""
+    """Compare explainer ``a``'s bank with ``b``'s on ``dataset``: each model's fit index (kept in memory by its
+    last fit, else in ``fit_dirs``, by default that fit's output_dir) is reused where it is this data's."""
     settings = (config or AuditConfig()).replace(**overrides)
     source = open_source(dataset, settings.data)
     scenes = []
     for explainer, fit_dir in zip((a, b), fit_dirs):
-        data = read_samples(explainer.classifier, source, settings.data, settings.batch_size, fit_dir)
+        data = read_samples(explainer.classifier, source, settings.data, settings.batch_size,
+                            fit_dir if fit_dir is not None else explainer.fit_dir, explainer.fit_index)
         decomposer = explainer.decomposer
         scenes.append(scene_of(data, decomposer.U.detach().cpu().float(), decomposer.weight.detach().cpu().double(),
                                explainer.classifier, settings))

@@ -61,6 +61,10 @@ class Auditable(Protocol):
     @property
     def bank(self) -> PrototypeBank | None: ...
 
+    #: the last fit's output_dir and the pooled index it kept in memory (None where there was no such fit)
+    fit_dir: Path | None
+    fit_index: KeptIndex | None
+
 
 def run_audit(explainer: Auditable, dataset: DatasetLike, config: AuditConfig | None = None, *,
               fit_dir: str | Path | None = None, output_dir: str | Path | None = None,
