@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,6 +104,28 @@ def test_a_clean_model_gets_no_fixed_position_finding(clean):
     assert report.of_kind("fixed_position") == [], report.to_markdown()
     assert report.reused_index and report.backbone_images < report.num_samples  # a fit with no output_dir: in memory
     assert report.of_kind("suspect_label")[:1] == [] or report.of_kind("suspect_label")[0].score < 0.9
+
+
+def test_two_classes_drawn_alike_are_the_shared_confusion_and_nothing_else_is(tmp_path):
+    # 'red circle' and 'red circle too' are drawn the same way: the model can only guess between them
+    import datasets
+
+    from epic_hf.synthetic import planted_image
+
+    rng = np.random.default_rng(0)
+    names = ["red circle", "red circle too", "green square"]
+    labels = [row % 3 for row in range(240)]
+    images = [planted_image("green square" if label == 2 else "red circle", rng, SIZE) for label in labels]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    data = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    explainer = EpicExplainer(*_trained(data, names, seed=0))
+    explainer.fit(data, **FIT)
+    report = explainer.audit(data)
+    confusions = report.of_kind("shared_confusion")
+    assert confusions, report.to_markdown()
+    assert all(sorted(f.classes) == [0, 1] for f in confusions)  # precision: only the pair drawn alike
+    assert all("'red circle' and 'red circle too' are confused" in f.message for f in confusions)
+    assert not [f for f in report.findings if f.kind in ("fixed_position", "off_class") and 2 in f.classes]
 
 
 def test_the_audit_reuses_the_fits_index_and_runs_the_backbone_on_prototypes_only(shortcut):
