@@ -84,8 +84,7 @@ def _kept_index(classifier: FrozenClassifier, source: ImageSource, kept: KeptInd
     """(keys, vectors, grid, skipped keys) of the index a fit kept in memory, if it indexed this very data."""
     if kept is None or classifier.adapter.has_extra_logits:
         return None
-    wanted = index_identity(classifier.model_type, classifier.num_channels, source.fingerprint(), source.split,
-                            source.image_column, source.key_column)
+    wanted = index_identity(classifier, source)
     if kept.identity != wanted:
         logger.info("audit: the last fit indexed other data or another model: running a pass")
         return None

@@ -129,9 +129,9 @@ class Faithfulness:
         self.steps = steps
         self.sums: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
         self.counts: dict[str, int] = {}
-        #: ROAD's per-batch means times the batch's images, per method and order ("morf", "lerf"), and the images
+        #: ROAD's per-batch means times the batch's images, per method and order ("morf", "lerf"); ROAD scores the
+        #: same maps of the same images as the curves, so ``counts`` is its number of images too
         self.road_sums: dict[str, dict[str, float]] = {}
-        self.road_counts: dict[str, int] = {}
 
     def update_road(self, found: dict[str, dict[str, float]], images: int) -> None:
         """Add one batch of :func:`~epic_hf.evaluation.baselines.road_scores` (means over its ``images``)."""
@@ -139,7 +139,6 @@ class Faithfulness:
             sums = self.road_sums.setdefault(method, {})
             for order, value in orders.items():
                 sums[order] = sums.get(order, 0.0) + value * images
-            self.road_counts[method] = self.road_counts.get(method, 0) + images
 
     def update(self, found: dict[str, dict[str, torch.Tensor]]) -> None:
         for mode, per_method in found.items():
@@ -159,13 +158,12 @@ class Faithfulness:
                  INSERTION: {m: auc(c) for m, c in mean[INSERTION].items()},
                  "curves": mean, "steps": self.steps, "images": dict(self.counts)}
         if self.road_sums:
-            found["road"] = {m: {order: value / self.road_counts[m] for order, value in sums.items()}
+            found["road"] = {m: {order: value / self.counts[m] for order, value in sums.items()}
                              for m, sums in self.road_sums.items()}
         return found
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "sums": self.sums, "counts": self.counts,
-                "road_sums": self.road_sums, "road_counts": self.road_counts}
+        return {"steps": self.steps, "sums": self.sums, "counts": self.counts, "road_sums": self.road_sums}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Faithfulness:
@@ -173,5 +171,4 @@ class Faithfulness:
         found.sums = {mode: {m: list(v) for m, v in per.items()} for mode, per in state["sums"].items()}
         found.counts = dict(state["counts"])
         found.road_sums = {m: dict(v) for m, v in state.get("road_sums", {}).items()}
-        found.road_counts = dict(state.get("road_counts", {}))
         return found

@@ -14,12 +14,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
 
 from ..mining import TopN
+
+if TYPE_CHECKING:
+    from ..backbone import FrozenClassifier
+    from ..data import ImageSource
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +78,11 @@ class KeptIndex:
     skipped_keys: list[int]
 
 
-def index_identity(model_type: str, num_channels: int, dataset: str, split: str | None, image_column: str | None,
-                   key_column: str | None) -> dict[str, object]:
+def index_identity(classifier: FrozenClassifier, source: ImageSource) -> dict[str, object]:
     """What a pooled index was built from: the model and the data as it was read (its fingerprint and columns)."""
-    return {"model_type": model_type, "num_channels": num_channels, "dataset": dataset, "split": split,
-            "image_column": image_column, "key_column": key_column}
+    return {"model_type": classifier.model_type, "num_channels": classifier.num_channels,
+            "dataset": source.fingerprint(), "split": source.split, "image_column": source.image_column,
+            "key_column": source.key_column}
 
 def top_rows(vectors: torch.Tensor, U: torch.Tensor, count: int, chunk_size: int | None = None,
              scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

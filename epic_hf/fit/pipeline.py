@@ -123,10 +123,8 @@ def _kept(classifier: FrozenClassifier, source: ImageSource, index: PooledIndex,
     """A copy of a small index (at most KEEP_INDEX_BYTES) for the audit; a fit with an output_dir also has it on disk."""
     if index.vectors.numel() * index.vectors.element_size() > KEEP_INDEX_BYTES:
         return None
-    identity = index_identity(classifier.model_type, classifier.num_channels, source.fingerprint(), source.split,
-                              source.image_column, source.key_column)
     copy = PooledIndex(index.vectors.clone(), index.keys.clone(), index.grid_size)
-    return KeptIndex(identity, copy, list(skipped_keys))
+    return KeptIndex(index_identity(classifier, source), copy, list(skipped_keys))
 
 
 def _fingerprint(classifier: FrozenClassifier, disentangler: Disentangler, source: ImageSource,
